@@ -1,0 +1,152 @@
+-- The canonical DDL, applied idempotently at every start on SQLite and on PostgreSQL.
+--
+-- Written in the SQL both engines share. The one construct they spell differently, the
+-- auto-increment primary key, is written `BIGSERIAL PRIMARY KEY`; the loader
+-- (server/store/schema.py) rewrites it to `INTEGER PRIMARY KEY` for SQLite.
+-- JSON documents are TEXT (the store encodes them with orjson). Times are epoch seconds
+-- as DOUBLE PRECISION. server/store/tables.py mirrors these tables for query building and
+-- tests/test_schema.py fails if the two drift apart.
+
+CREATE TABLE IF NOT EXISTS accounts (
+    id BIGSERIAL PRIMARY KEY,
+    name TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'active',
+    conversation_seq BIGINT NOT NULL DEFAULT 0,
+    created_at DOUBLE PRECISION NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS users (
+    id BIGSERIAL PRIMARY KEY,
+    name TEXT NOT NULL,
+    email TEXT NOT NULL UNIQUE,
+    access_token TEXT NOT NULL UNIQUE,
+    pubsub_token TEXT NOT NULL UNIQUE,
+    availability TEXT NOT NULL DEFAULT 'online',
+    avatar_url TEXT NOT NULL DEFAULT '',
+    created_at DOUBLE PRECISION NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS account_users (
+    account_id BIGINT NOT NULL REFERENCES accounts (id),
+    user_id BIGINT NOT NULL REFERENCES users (id),
+    role TEXT NOT NULL DEFAULT 'agent',
+    PRIMARY KEY (account_id, user_id)
+);
+
+CREATE TABLE IF NOT EXISTS inboxes (
+    id BIGSERIAL PRIMARY KEY,
+    account_id BIGINT NOT NULL REFERENCES accounts (id),
+    name TEXT NOT NULL,
+    website_url TEXT,
+    website_token TEXT NOT NULL UNIQUE,
+    hmac_token TEXT NOT NULL,
+    hmac_mandatory BOOLEAN NOT NULL DEFAULT FALSE,
+    end_conversation BOOLEAN NOT NULL DEFAULT FALSE,
+    welcome_title TEXT NOT NULL DEFAULT '',
+    welcome_tagline TEXT NOT NULL DEFAULT '',
+    widget_color TEXT NOT NULL DEFAULT '#1f93ff',
+    elevenlabs_agent_id TEXT,
+    elevenlabs_api_key TEXT,
+    created_at DOUBLE PRECISION NOT NULL
+);
+
+CREATE INDEX IF NOT EXISTS inboxes_account ON inboxes (account_id);
+
+CREATE TABLE IF NOT EXISTS inbox_members (
+    inbox_id BIGINT NOT NULL REFERENCES inboxes (id),
+    user_id BIGINT NOT NULL REFERENCES users (id),
+    PRIMARY KEY (inbox_id, user_id)
+);
+
+CREATE TABLE IF NOT EXISTS contacts (
+    id BIGSERIAL PRIMARY KEY,
+    account_id BIGINT NOT NULL REFERENCES accounts (id),
+    name TEXT NOT NULL DEFAULT '',
+    email TEXT,
+    phone_number TEXT,
+    identifier TEXT,
+    avatar_url TEXT NOT NULL DEFAULT '',
+    blocked BOOLEAN NOT NULL DEFAULT FALSE,
+    additional_attributes TEXT NOT NULL DEFAULT '{}',
+    custom_attributes TEXT NOT NULL DEFAULT '{}',
+    created_at DOUBLE PRECISION NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL
+);
+
+CREATE INDEX IF NOT EXISTS contacts_account_identifier ON contacts (account_id, identifier);
+
+CREATE TABLE IF NOT EXISTS contact_inboxes (
+    id BIGSERIAL PRIMARY KEY,
+    contact_id BIGINT NOT NULL REFERENCES contacts (id),
+    inbox_id BIGINT NOT NULL REFERENCES inboxes (id),
+    source_id TEXT NOT NULL,
+    pubsub_token TEXT NOT NULL UNIQUE,
+    hmac_verified BOOLEAN NOT NULL DEFAULT FALSE,
+    created_at DOUBLE PRECISION NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL,
+    UNIQUE (inbox_id, source_id)
+);
+
+CREATE INDEX IF NOT EXISTS contact_inboxes_contact ON contact_inboxes (contact_id);
+
+CREATE TABLE IF NOT EXISTS conversations (
+    id BIGSERIAL PRIMARY KEY,
+    account_id BIGINT NOT NULL REFERENCES accounts (id),
+    inbox_id BIGINT NOT NULL REFERENCES inboxes (id),
+    display_id BIGINT NOT NULL,
+    contact_id BIGINT NOT NULL REFERENCES contacts (id),
+    contact_inbox_id BIGINT NOT NULL REFERENCES contact_inboxes (id),
+    status TEXT NOT NULL DEFAULT 'open',
+    assignee_id BIGINT REFERENCES users (id),
+    additional_attributes TEXT NOT NULL DEFAULT '{}',
+    custom_attributes TEXT NOT NULL DEFAULT '{}',
+    contact_last_seen_at DOUBLE PRECISION,
+    agent_last_seen_at DOUBLE PRECISION,
+    unread_count INTEGER NOT NULL DEFAULT 0,
+    last_activity_at DOUBLE PRECISION NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL,
+    UNIQUE (account_id, display_id)
+);
+
+CREATE INDEX IF NOT EXISTS conversations_contact_inbox ON conversations (contact_inbox_id, id);
+
+CREATE INDEX IF NOT EXISTS conversations_inbox_activity ON conversations (inbox_id, last_activity_at);
+
+CREATE TABLE IF NOT EXISTS messages (
+    id BIGSERIAL PRIMARY KEY,
+    account_id BIGINT NOT NULL REFERENCES accounts (id),
+    inbox_id BIGINT NOT NULL REFERENCES inboxes (id),
+    conversation_id BIGINT NOT NULL REFERENCES conversations (id),
+    message_type INTEGER NOT NULL,
+    content_type TEXT NOT NULL DEFAULT 'text',
+    content TEXT,
+    private BOOLEAN NOT NULL DEFAULT FALSE,
+    status TEXT NOT NULL DEFAULT 'sent',
+    sender_type TEXT,
+    sender_id BIGINT,
+    source_id TEXT,
+    echo_id TEXT,
+    external_event_id TEXT,
+    content_attributes TEXT NOT NULL DEFAULT '{}',
+    additional_attributes TEXT NOT NULL DEFAULT '{}',
+    created_at DOUBLE PRECISION NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL,
+    UNIQUE (conversation_id, external_event_id)
+);
+
+CREATE INDEX IF NOT EXISTS messages_conversation ON messages (conversation_id, id);
+
+CREATE TABLE IF NOT EXISTS outbox (
+    id BIGSERIAL PRIMARY KEY,
+    conversation_id BIGINT,
+    channels TEXT NOT NULL,
+    event TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    published_at DOUBLE PRECISION
+);
+
+CREATE INDEX IF NOT EXISTS outbox_unpublished ON outbox (id) WHERE published_at IS NULL;
+
+CREATE INDEX IF NOT EXISTS outbox_created ON outbox (created_at);

@@ -1,0 +1,1 @@
+"""Realtime chat server, wire-compatible with Chatwoot's website widget."""

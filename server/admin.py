@@ -1,0 +1,157 @@
+"""Admin commands (`python -m server admin ...`) and the demo data of a first start.
+
+Each command prints one JSON object on stdout, so scripts can read what was created."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from server.jsonutil import dumps
+from server.settings import Settings
+from server.store import accounts as accounts_store
+from server.store.db import Database
+
+log = logging.getLogger(__name__)
+
+_PG_SEED_LOCK = 0x636861745F736564
+
+
+def inbox_json(inbox: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": inbox["id"],
+        "account_id": inbox["account_id"],
+        "name": inbox["name"],
+        "website_url": inbox["website_url"],
+        "website_token": inbox["website_token"],
+        "hmac_token": inbox["hmac_token"],
+        "end_conversation": bool(inbox["end_conversation"]),
+        "elevenlabs_agent_id": inbox["elevenlabs_agent_id"],
+        "elevenlabs_api_key_set": bool(inbox["elevenlabs_api_key"]),
+    }
+
+
+def agent_json(user: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": user["id"],
+        "account_id": user["account_id"],
+        "name": user["name"],
+        "email": user["email"],
+        "role": user["role"],
+        "access_token": user["access_token"],
+        "pubsub_token": user["pubsub_token"],
+    }
+
+
+async def seed_demo(db: Database) -> dict[str, Any] | None:
+    """On an empty database: a demo account, website inbox and administrator agent."""
+
+    async def op(conn: AsyncConnection) -> dict[str, Any] | None:
+        if conn.dialect.name == "postgresql":
+            await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_SEED_LOCK})")
+        if not await accounts_store.is_empty(conn):
+            return None
+        account = await accounts_store.create_account(conn, "Demo")
+        inbox = await accounts_store.create_inbox(
+            conn, account_id=account["id"], name="Demo website", end_conversation=True
+        )
+        agent = await accounts_store.create_agent(
+            conn,
+            account_id=account["id"],
+            name="Demo Agent",
+            email="agent@demo.local",
+            inbox_ids=[inbox["id"]],
+            administrator=True,
+        )
+        return {"account_id": account["id"], "inbox": inbox_json(inbox), "agent": agent_json(agent)}
+
+    seeded = await db.write(op)
+    if seeded:
+        log.info(
+            "created demo data: account %s; website_token=%s; agent access_token=%s",
+            seeded["account_id"],
+            seeded["inbox"]["website_token"],
+            seeded["agent"]["access_token"],
+        )
+    return seeded
+
+
+def parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    admin = sub.add_parser("admin", help="create accounts, inboxes and agents")
+    cmds = admin.add_subparsers(dest="command", required=True)
+    p = cmds.add_parser("create-account")
+    p.add_argument("--name", required=True)
+    p = cmds.add_parser("create-inbox")
+    p.add_argument("--account", type=int, required=True)
+    p.add_argument("--name", required=True)
+    p.add_argument("--website-url")
+    p.add_argument("--end-conversation", action="store_true")
+    p.add_argument("--elevenlabs-agent-id")
+    p.add_argument("--elevenlabs-api-key")
+    p = cmds.add_parser("create-agent")
+    p.add_argument("--account", type=int, required=True)
+    p.add_argument("--name", required=True)
+    p.add_argument("--email", required=True)
+    p.add_argument("--inbox", type=int, action="append", default=[])
+    p.add_argument("--administrator", action="store_true")
+
+
+class AdminError(Exception):
+    pass
+
+
+async def run(settings: Settings, args: argparse.Namespace) -> int:
+    db = Database(settings.database_url)
+    await db.start()
+    try:
+        result = await db.write(_command, args)
+    except AdminError as exc:
+        print(dumps({"error": str(exc)}).decode(), file=sys.stderr)
+        return 2
+    finally:
+        await db.close()
+    print(dumps(result).decode())
+    return 0
+
+
+async def _command(conn: AsyncConnection, args: argparse.Namespace) -> dict[str, Any]:
+    if args.command == "create-account":
+        if not args.name.strip():
+            raise AdminError("--name must not be blank")
+        account = await accounts_store.create_account(conn, args.name.strip())
+        return {"id": account["id"], "name": account["name"]}
+    account = await accounts_store.get_account(conn, args.account)
+    if account is None:
+        raise AdminError(f"no account with id {args.account}")
+    if args.command == "create-inbox":
+        inbox = await accounts_store.create_inbox(
+            conn,
+            account_id=account["id"],
+            name=args.name,
+            website_url=args.website_url,
+            end_conversation=args.end_conversation,
+            elevenlabs_agent_id=args.elevenlabs_agent_id,
+            elevenlabs_api_key=args.elevenlabs_api_key,
+        )
+        return inbox_json(inbox)
+    if args.command == "create-agent":
+        known = {row["id"] for row in await accounts_store.inboxes_of_account(conn, account["id"])}
+        unknown = [i for i in args.inbox if i not in known]
+        if unknown:
+            raise AdminError(f"inbox {unknown[0]} is not an inbox of account {account['id']}")
+        if "@" not in args.email:
+            raise AdminError("--email must be an email address")
+        user = await accounts_store.create_agent(
+            conn,
+            account_id=account["id"],
+            name=args.name,
+            email=args.email,
+            inbox_ids=args.inbox,
+            administrator=args.administrator,
+        )
+        return agent_json(user)
+    raise AdminError(f"unknown command {args.command}")

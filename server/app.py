@@ -1,0 +1,74 @@
+"""create_app(settings): the routes, and what starts and stops with the web process."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from server.bus import create_bus
+from server.errors import error_middleware
+from server.services import SERVICES, InboxCache, Services
+from server.settings import Settings
+from server.store.db import Database
+from server.voice import handlers as voice
+from server.voice.elevenlabs import ElevenLabs
+from server.widget import config, contact
+from server.widget import conversations as widget_conversations
+from server.widget import messages as widget_messages
+
+log = logging.getLogger(__name__)
+
+WIDGET = "/api/v1/widget"
+
+
+def widget_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/widget", config.page)
+    r.add_post(f"{WIDGET}/config", config.config)
+    r.add_get(f"{WIDGET}/inbox_members", config.inbox_members)
+    conv = f"{WIDGET}/conversations"
+    r.add_get(conv, widget_conversations.index)
+    r.add_post(conv, widget_conversations.create)
+    r.add_post(f"{conv}/set_custom_attributes", widget_conversations.set_custom_attributes)
+    r.add_post(f"{conv}/destroy_custom_attributes", widget_conversations.destroy_custom_attributes)
+    r.add_post(f"{conv}/toggle_typing", widget_conversations.toggle_typing)
+    r.add_post(f"{conv}/update_last_seen", widget_conversations.update_last_seen)
+    r.add_get(f"{conv}/toggle_status", widget_conversations.toggle_status)
+    r.add_get(f"{conv}/voice_signed_url", voice.signed_url)
+    r.add_post(f"{conv}/voice_transcript", voice.transcript)
+    r.add_get(f"{WIDGET}/messages", widget_messages.index)
+    r.add_post(f"{WIDGET}/messages", widget_messages.create)
+    r.add_get(f"{WIDGET}/contact", contact.show)
+    r.add_patch(f"{WIDGET}/contact", contact.update)
+    r.add_patch(f"{WIDGET}/contact/set_user", contact.set_user)
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(
+        middlewares=[error_middleware],
+        client_max_size=settings.max_body_bytes,
+    )
+    db = Database(settings.database_url)
+    bus = create_bus(settings.redis_url)
+    app[SERVICES] = Services(settings=settings, db=db, bus=bus, inboxes=InboxCache(db))
+    app[voice.VOICE_AGENT] = ElevenLabs(settings.elevenlabs_base_url, settings.elevenlabs_timeout)
+    widget_routes(app)
+    app.cleanup_ctx.append(_lifecycle)
+    return app
+
+
+async def _lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
+    svc = app[SERVICES]
+    await svc.db.start()
+    if svc.settings.seed_demo:
+        from server.admin import seed_demo
+
+        await seed_demo(svc.db)
+    await svc.bus.start()
+    try:
+        yield
+    finally:
+        await app[voice.VOICE_AGENT].close()
+        await svc.bus.close()
+        await svc.db.close()

@@ -1,0 +1,50 @@
+"""Running the web process: event loop, signals, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from aiohttp import web
+
+from server.app import create_app
+from server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def serve(settings: Settings) -> int:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        runner = asyncio.run
+    else:
+        runner = uvloop.run  # type: ignore[assignment]
+    runner(_serve(settings))
+    return 0
+
+
+async def _serve(settings: Settings) -> None:
+    app = create_app(settings)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(
+        runner, settings.host, settings.port, backlog=2048, shutdown_timeout=settings.shutdown_grace
+    )
+    await site.start()
+    log.info(
+        "serving on http://%s:%s (database %s, bus %s)",
+        settings.host,
+        settings.port,
+        settings.database_url.split("@")[-1],
+        "redis" if settings.redis_url else "in-process",
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    await runner.cleanup()
+    log.info("stopped")

@@ -1,0 +1,57 @@
+"""What a running web process holds: settings, database, bus, hub. Handlers reach it
+through `services(request)`."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from server.bus import Bus
+from server.settings import Settings
+from server.store import accounts as accounts_store
+from server.store.db import Database
+
+if TYPE_CHECKING:
+    from server.hub.hub import Hub
+
+
+class InboxCache:
+    """website_token -> inbox row, for a few seconds: every widget request needs it and it
+    almost never changes. Entries are short-lived so admin changes show up quickly."""
+
+    def __init__(self, db: Database, ttl: float = 5.0, max_entries: int = 10_000) -> None:
+        self.db = db
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[float, dict[str, Any] | None]] = {}
+
+    async def get(self, token: str) -> dict[str, Any] | None:
+        now = time.monotonic()
+        hit = self._entries.get(token)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        inbox = await self.db.read(accounts_store.inbox_by_website_token, token)
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        self._entries[token] = (now + self.ttl, inbox)
+        return inbox
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    bus: Bus
+    inboxes: InboxCache
+    hub: Hub | None = None
+    background: list[Any] = field(default_factory=list)
+
+
+SERVICES = web.AppKey("services", Services)
+
+
+def services(request: web.Request) -> Services:
+    return request.app[SERVICES]

@@ -1,0 +1,127 @@
+"""Every setting the server reads, taken from the environment once, at start.
+
+The defaults make `python -m server` run with no services at all: a SQLite file under
+`./data/`, the in-process bus and the in-process outbox relay.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _int(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise SystemExit(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def _float(env: dict[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise SystemExit(f"{name} must be a number, got {raw!r}") from exc
+
+
+def _bool(env: dict[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _secret_key_base(data_dir: Path) -> str:
+    """Keep a generated secret on disk so contact JWTs survive a restart."""
+    path = data_dir / "secret_key_base"
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_hex(64)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(secret)
+    tmp.chmod(0o600)
+    tmp.replace(path)
+    return secret
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    redis_url: str | None
+    secret_key_base: str
+    host: str = "127.0.0.1"
+    port: int = 3000
+    log_level: str = "INFO"
+    data_dir: Path = field(default_factory=lambda: Path("data"))
+    elevenlabs_base_url: str = "https://api.elevenlabs.io"
+    elevenlabs_timeout: float = 10.0
+    widget_token_expiry_days: int = 180
+    max_body_bytes: int = 1024 * 1024
+    max_message_length: int = 150_000
+    messages_per_minute: int = 200
+    seed_demo: bool = True
+    # Realtime
+    run_relay: bool = True
+    ping_interval: float = 3.0
+    send_queue_size: int = 256
+    max_subscriptions_per_socket: int = 32
+    shutdown_grace: float = 5.0
+    relay_poll_interval: float = 1.0
+    relay_lease_ttl: float = 5.0
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Settings:
+        env = dict(os.environ if env is None else env)
+        data_dir = Path(env.get("DATA_DIR") or "data")
+        database_url = env.get("DATABASE_URL") or f"sqlite+aiosqlite:///{data_dir / 'chat.db'}"
+        database_url = normalize_database_url(database_url)
+        redis_url = env.get("REDIS_URL") or None
+        values: dict[str, object] = dict(
+            database_url=database_url,
+            redis_url=redis_url,
+            secret_key_base=env.get("SECRET_KEY_BASE") or _secret_key_base(data_dir),
+            host=env.get("HOST") or "127.0.0.1",
+            port=_int(env, "PORT", 3000),
+            log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
+            data_dir=data_dir,
+            elevenlabs_base_url=(env.get("ELEVENLABS_BASE_URL") or "https://api.elevenlabs.io"),
+            elevenlabs_timeout=_float(env, "ELEVENLABS_TIMEOUT", 10.0),
+            widget_token_expiry_days=_int(env, "WIDGET_TOKEN_EXPIRY", 180),
+            max_body_bytes=_int(env, "MAX_BODY_BYTES", 1024 * 1024),
+            messages_per_minute=_int(env, "MESSAGES_PER_MINUTE", 200),
+            seed_demo=_bool(env, "SEED_DEMO", True),
+            # With Redis the relay normally runs in `python -m workers`; RUN_RELAY=1 forces it
+            # into the web process as well (safe: a lease keeps one relay active).
+            run_relay=_bool(env, "RUN_RELAY", redis_url is None),
+            ping_interval=_float(env, "PING_INTERVAL", 3.0),
+            send_queue_size=_int(env, "SEND_QUEUE_SIZE", 256),
+            shutdown_grace=_float(env, "SHUTDOWN_GRACE", 5.0),
+            relay_poll_interval=_float(env, "RELAY_POLL_INTERVAL", 1.0),
+            relay_lease_ttl=_float(env, "RELAY_LEASE_TTL", 5.0),
+        )
+        values.update(overrides)
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def normalize_database_url(url: str) -> str:
+    """Accept the URLs people paste (postgres://, sqlite:///) and pick the async drivers."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    if url.startswith("postgresql://"):
+        url = "postgresql+asyncpg://" + url[len("postgresql://") :]
+    if url.startswith("sqlite:///"):
+        url = "sqlite+aiosqlite:///" + url[len("sqlite:///") :]
+    return url

@@ -1,0 +1,194 @@
+"""Accounts, their agents (users) and website inboxes: created by admin commands, read by
+every request."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+from sqlalchemy import insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from server.auth import new_token
+from server.store import all_rows, one
+from server.store.tables import account_users, accounts, inbox_members, inboxes, users
+
+
+async def create_account(conn: AsyncConnection, name: str) -> dict[str, Any]:
+    result = await conn.execute(
+        insert(accounts)
+        .values(name=name, status="active", conversation_seq=0, created_at=time.time())
+        .returning(*accounts.c)
+    )
+    return one(result)  # type: ignore[return-value]
+
+
+async def get_account(conn: AsyncConnection, account_id: int) -> dict[str, Any] | None:
+    return one(await conn.execute(select(accounts).where(accounts.c.id == account_id)))
+
+
+async def next_display_id(conn: AsyncConnection, account_id: int) -> int:
+    """The account's next conversation number; the UPDATE also serializes concurrent callers."""
+    result = await conn.execute(
+        update(accounts)
+        .where(accounts.c.id == account_id)
+        .values(conversation_seq=accounts.c.conversation_seq + 1)
+        .returning(accounts.c.conversation_seq)
+    )
+    return int(result.scalar_one())
+
+
+async def create_inbox(
+    conn: AsyncConnection,
+    *,
+    account_id: int,
+    name: str,
+    website_url: str | None = None,
+    end_conversation: bool = False,
+    elevenlabs_agent_id: str | None = None,
+    elevenlabs_api_key: str | None = None,
+) -> dict[str, Any]:
+    result = await conn.execute(
+        insert(inboxes)
+        .values(
+            account_id=account_id,
+            name=name,
+            website_url=website_url,
+            website_token=new_token(24),
+            hmac_token=new_token(24),
+            hmac_mandatory=False,
+            end_conversation=end_conversation,
+            welcome_title="Hi there!",
+            welcome_tagline="We make it simple to connect with us.",
+            widget_color="#1f93ff",
+            elevenlabs_agent_id=elevenlabs_agent_id,
+            elevenlabs_api_key=elevenlabs_api_key,
+            created_at=time.time(),
+        )
+        .returning(*inboxes.c)
+    )
+    return one(result)  # type: ignore[return-value]
+
+
+async def inbox_by_website_token(conn: AsyncConnection, token: str) -> dict[str, Any] | None:
+    """The inbox and its account's status, in one query."""
+    result = await conn.execute(
+        select(
+            inboxes,
+            accounts.c.status.label("account_status"),
+            accounts.c.name.label("account_name"),
+        )
+        .join(accounts, accounts.c.id == inboxes.c.account_id)
+        .where(inboxes.c.website_token == token)
+    )
+    return one(result)
+
+
+async def create_agent(
+    conn: AsyncConnection,
+    *,
+    account_id: int,
+    name: str,
+    email: str,
+    inbox_ids: list[int],
+    administrator: bool = False,
+) -> dict[str, Any]:
+    result = await conn.execute(
+        insert(users)
+        .values(
+            name=name,
+            email=email.lower(),
+            access_token=secrets.token_urlsafe(24),
+            pubsub_token=new_token(24),
+            availability="online",
+            avatar_url="",
+            created_at=time.time(),
+        )
+        .returning(*users.c)
+    )
+    user: dict[str, Any] = one(result)  # type: ignore[assignment]
+    await conn.execute(
+        insert(account_users).values(
+            account_id=account_id,
+            user_id=user["id"],
+            role="administrator" if administrator else "agent",
+        )
+    )
+    for inbox_id in inbox_ids:
+        await conn.execute(insert(inbox_members).values(inbox_id=inbox_id, user_id=user["id"]))
+    user["role"] = "administrator" if administrator else "agent"
+    user["account_id"] = account_id
+    return user
+
+
+async def inboxes_of_account(conn: AsyncConnection, account_id: int) -> list[dict[str, Any]]:
+    return all_rows(
+        await conn.execute(
+            select(inboxes.c.id).where(inboxes.c.account_id == account_id).order_by(inboxes.c.id)
+        )
+    )
+
+
+async def inbox_agents(conn: AsyncConnection, inbox: dict[str, Any]) -> list[dict[str, Any]]:
+    """Inbox members and the account's administrators: who answers this inbox."""
+    members = select(inbox_members.c.user_id).where(inbox_members.c.inbox_id == inbox["id"])
+    admins = select(account_users.c.user_id).where(
+        account_users.c.account_id == inbox["account_id"],
+        account_users.c.role == "administrator",
+    )
+    result = await conn.execute(
+        select(users, (users.c.id.in_(members)).label("is_member"))
+        .where(or_(users.c.id.in_(members), users.c.id.in_(admins)))
+        .order_by(users.c.id)
+    )
+    return all_rows(result)
+
+
+async def user_by_access_token(conn: AsyncConnection, token: str) -> dict[str, Any] | None:
+    return one(await conn.execute(select(users).where(users.c.access_token == token)))
+
+
+async def user_by_pubsub_token(
+    conn: AsyncConnection, token: str, user_id: int
+) -> dict[str, Any] | None:
+    return one(
+        await conn.execute(
+            select(users).where(users.c.pubsub_token == token, users.c.id == user_id)
+        )
+    )
+
+
+async def get_user(conn: AsyncConnection, user_id: int) -> dict[str, Any] | None:
+    return one(await conn.execute(select(users).where(users.c.id == user_id)))
+
+
+async def memberships(conn: AsyncConnection, user_id: int) -> list[dict[str, Any]]:
+    """The accounts a user belongs to, with the role in each."""
+    return all_rows(
+        await conn.execute(
+            select(account_users.c.account_id, account_users.c.role, accounts.c.name)
+            .join(accounts, accounts.c.id == account_users.c.account_id)
+            .where(account_users.c.user_id == user_id)
+            .order_by(account_users.c.account_id)
+        )
+    )
+
+
+async def visible_inbox_ids(
+    conn: AsyncConnection, user_id: int, account_id: int, role: str
+) -> list[int]:
+    """Administrators see every inbox of the account; agents the inboxes they belong to."""
+    if role == "administrator":
+        query = select(inboxes.c.id).where(inboxes.c.account_id == account_id)
+    else:
+        query = (
+            select(inboxes.c.id)
+            .join(inbox_members, inbox_members.c.inbox_id == inboxes.c.id)
+            .where(inboxes.c.account_id == account_id, inbox_members.c.user_id == user_id)
+        )
+    return [row[0] for row in await conn.execute(query.order_by(inboxes.c.id))]
+
+
+async def is_empty(conn: AsyncConnection) -> bool:
+    return (await conn.execute(select(accounts.c.id).limit(1))).first() is None

@@ -1,0 +1,180 @@
+"""Contacts (website visitors) and their contact_inboxes (the visitor's identity in one inbox:
+`source_id` in the JWT, `pubsub_token` for the socket)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from server.auth import new_token
+from server.store import one
+from server.store.tables import contact_inboxes, contacts
+
+# The columns of a contact_inbox, prefixed, next to the contact's own columns in one row.
+_CI_COLUMNS = [c.label(f"ci_{c.name}") for c in contact_inboxes.c]
+
+
+def split_identity(row: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(contact, contact_inbox) from a joined row."""
+    contact = {k: v for k, v in row.items() if not k.startswith("ci_")}
+    ci = {k[3:]: v for k, v in row.items() if k.startswith("ci_")}
+    return contact, ci
+
+
+async def find_identity(
+    conn: AsyncConnection, inbox_id: int, source_id: str
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    row = one(
+        await conn.execute(
+            select(contacts, *_CI_COLUMNS)
+            .join(contact_inboxes, contact_inboxes.c.contact_id == contacts.c.id)
+            .where(contact_inboxes.c.inbox_id == inbox_id, contact_inboxes.c.source_id == source_id)
+        )
+    )
+    return split_identity(row) if row else None
+
+
+async def identity_by_pubsub_token(
+    conn: AsyncConnection, token: str
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    row = one(
+        await conn.execute(
+            select(contacts, *_CI_COLUMNS)
+            .join(contact_inboxes, contact_inboxes.c.contact_id == contacts.c.id)
+            .where(contact_inboxes.c.pubsub_token == token)
+        )
+    )
+    return split_identity(row) if row else None
+
+
+async def get_contact(conn: AsyncConnection, contact_id: int) -> dict[str, Any] | None:
+    return one(await conn.execute(select(contacts).where(contacts.c.id == contact_id)))
+
+
+async def get_contact_inbox(conn: AsyncConnection, ci_id: int) -> dict[str, Any] | None:
+    return one(await conn.execute(select(contact_inboxes).where(contact_inboxes.c.id == ci_id)))
+
+
+async def create_identity(
+    conn: AsyncConnection,
+    *,
+    account_id: int,
+    inbox_id: int,
+    additional_attributes: dict[str, Any] | None = None,
+    name: str = "",
+    email: str | None = None,
+    identifier: str | None = None,
+    hmac_verified: bool = False,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A new anonymous visitor: a contact and its contact_inbox with a fresh uuid source_id."""
+    now = time.time()
+    contact = one(
+        await conn.execute(
+            insert(contacts)
+            .values(
+                account_id=account_id,
+                name=name,
+                email=email,
+                phone_number=None,
+                identifier=identifier,
+                avatar_url="",
+                blocked=False,
+                additional_attributes=additional_attributes or {},
+                custom_attributes={},
+                created_at=now,
+                updated_at=now,
+            )
+            .returning(*contacts.c)
+        )
+    )
+    assert contact is not None
+    ci = await attach(
+        conn, contact_id=contact["id"], inbox_id=inbox_id, hmac_verified=hmac_verified
+    )
+    return contact, ci
+
+
+async def attach(
+    conn: AsyncConnection, *, contact_id: int, inbox_id: int, hmac_verified: bool = False
+) -> dict[str, Any]:
+    now = time.time()
+    ci = one(
+        await conn.execute(
+            insert(contact_inboxes)
+            .values(
+                contact_id=contact_id,
+                inbox_id=inbox_id,
+                source_id=str(uuid.uuid4()),
+                pubsub_token=new_token(24),
+                hmac_verified=hmac_verified,
+                created_at=now,
+                updated_at=now,
+            )
+            .returning(*contact_inboxes.c)
+        )
+    )
+    assert ci is not None
+    return ci
+
+
+async def update_contact(
+    conn: AsyncConnection, contact_id: int, values: dict[str, Any]
+) -> dict[str, Any]:
+    values = {**values, "updated_at": time.time()}
+    row = one(
+        await conn.execute(
+            update(contacts)
+            .where(contacts.c.id == contact_id)
+            .values(**values)
+            .returning(*contacts.c)
+        )
+    )
+    assert row is not None
+    return row
+
+
+async def find_by_identifier(
+    conn: AsyncConnection, account_id: int, identifier: str
+) -> dict[str, Any] | None:
+    return one(
+        await conn.execute(
+            select(contacts)
+            .where(contacts.c.account_id == account_id, contacts.c.identifier == identifier)
+            .order_by(contacts.c.id)
+            .limit(1)
+        )
+    )
+
+
+async def contact_inbox_for(
+    conn: AsyncConnection, contact_id: int, inbox_id: int
+) -> dict[str, Any] | None:
+    return one(
+        await conn.execute(
+            select(contact_inboxes)
+            .where(
+                contact_inboxes.c.contact_id == contact_id, contact_inboxes.c.inbox_id == inbox_id
+            )
+            .order_by(contact_inboxes.c.id.desc())
+            .limit(1)
+        )
+    )
+
+
+async def set_hmac_verified(conn: AsyncConnection, ci_id: int) -> None:
+    await conn.execute(
+        update(contact_inboxes)
+        .where(contact_inboxes.c.id == ci_id)
+        .values(hmac_verified=True, updated_at=time.time())
+    )
+
+
+async def touch_contact_inbox(conn: AsyncConnection, ci_id: int) -> None:
+    """Take the contact_inbox's row lock: serializes a visitor's conversation creation."""
+    await conn.execute(
+        update(contact_inboxes).where(contact_inboxes.c.id == ci_id).values(updated_at=time.time())
+    )

@@ -1,0 +1,292 @@
+"""Conversations: which one is the visitor's current one, how they are created, locked,
+reopened and resolved, and the events each change emits."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from server import events
+from server.store import accounts as accounts_store
+from server.store import all_rows, one, outbox
+from server.store import contacts as contacts_store
+from server.store.tables import conversations, messages, users
+
+STATUSES = ("open", "resolved", "pending", "snoozed")
+
+
+async def current_for(conn: AsyncConnection, contact_inbox_id: int) -> dict[str, Any] | None:
+    """The visitor's current conversation: always the latest one (contract §1.4)."""
+    return one(
+        await conn.execute(
+            select(conversations)
+            .where(conversations.c.contact_inbox_id == contact_inbox_id)
+            .order_by(conversations.c.id.desc())
+            .limit(1)
+        )
+    )
+
+
+async def by_display_id(
+    conn: AsyncConnection, account_id: int, display_id: int
+) -> dict[str, Any] | None:
+    return one(
+        await conn.execute(
+            select(conversations).where(
+                conversations.c.account_id == account_id, conversations.c.display_id == display_id
+            )
+        )
+    )
+
+
+async def lock(conn: AsyncConnection, conv_id: int, **values: Any) -> dict[str, Any]:
+    """Take the conversation's row lock (held to commit) and apply `values`.
+
+    Every write that emits a conversation's durable events starts here, so its message ids
+    and outbox ids increase in commit order."""
+    values.setdefault("updated_at", time.time())
+    row = one(
+        await conn.execute(
+            update(conversations)
+            .where(conversations.c.id == conv_id)
+            .values(**values)
+            .returning(*conversations.c)
+        )
+    )
+    assert row is not None, f"conversation {conv_id} vanished"
+    return row
+
+
+async def create(
+    conn: AsyncConnection,
+    *,
+    inbox: dict[str, Any],
+    contact: dict[str, Any],
+    contact_inbox: dict[str, Any],
+    additional_attributes: dict[str, Any] | None = None,
+    custom_attributes: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    now = time.time()
+    display_id = await accounts_store.next_display_id(conn, inbox["account_id"])
+    status = "resolved" if contact["blocked"] else "open"
+    conv = one(
+        await conn.execute(
+            insert(conversations)
+            .values(
+                account_id=inbox["account_id"],
+                inbox_id=inbox["id"],
+                display_id=display_id,
+                contact_id=contact["id"],
+                contact_inbox_id=contact_inbox["id"],
+                status=status,
+                assignee_id=None,
+                additional_attributes=additional_attributes or {},
+                custom_attributes=custom_attributes or {},
+                contact_last_seen_at=None,
+                agent_last_seen_at=None,
+                unread_count=0,
+                last_activity_at=now,
+                created_at=now,
+                updated_at=now,
+            )
+            .returning(*conversations.c)
+        )
+    )
+    assert conv is not None
+    push = events.conversation_push(
+        conv, contact=contact, contact_inbox=contact_inbox, assignee=None, last_message=None
+    )
+    await outbox.add(
+        conn,
+        events.CONVERSATION_CREATED,
+        push,
+        events.conversation_channels(conv, contact_inbox["pubsub_token"]),
+        conversation_id=conv["id"],
+    )
+    return conv
+
+
+async def current_or_new(
+    conn: AsyncConnection,
+    *,
+    inbox: dict[str, Any],
+    contact: dict[str, Any],
+    contact_inbox: dict[str, Any],
+    additional_attributes: dict[str, Any] | None = None,
+    reuse_resolved: bool = True,
+) -> tuple[dict[str, Any], bool]:
+    """The current conversation, or a new one when the visitor has none (or, with
+    reuse_resolved=False, when the current one is resolved). (conv, created)"""
+
+    def usable(conv: dict[str, Any] | None) -> bool:
+        return conv is not None and (reuse_resolved or conv["status"] != "resolved")
+
+    conv = await current_for(conn, contact_inbox["id"])
+    if usable(conv):
+        return conv, False  # type: ignore[return-value]
+    # Two first messages at once must not open two conversations: serialize on the
+    # contact_inbox row, then look again.
+    await contacts_store.touch_contact_inbox(conn, contact_inbox["id"])
+    conv = await current_for(conn, contact_inbox["id"])
+    if usable(conv):
+        return conv, False  # type: ignore[return-value]
+    conv = await create(
+        conn,
+        inbox=inbox,
+        contact=contact,
+        contact_inbox=contact_inbox,
+        additional_attributes=additional_attributes,
+    )
+    return conv, True
+
+
+async def push_data(
+    conn: AsyncConnection,
+    conv: dict[str, Any],
+    *,
+    contact: dict[str, Any] | None = None,
+    contact_inbox: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The conversation's push_event_data, loading what the caller did not have."""
+    if contact is None:
+        contact = await contacts_store.get_contact(conn, conv["contact_id"])
+    if contact_inbox is None:
+        contact_inbox = await contacts_store.get_contact_inbox(conn, conv["contact_inbox_id"])
+    assert contact is not None and contact_inbox is not None
+    assignee = None
+    if conv["assignee_id"]:
+        assignee = await accounts_store.get_user(conn, conv["assignee_id"])
+    last = one(
+        await conn.execute(
+            select(messages)
+            .where(
+                messages.c.conversation_id == conv["id"],
+                messages.c.private.is_(False),
+                messages.c.message_type != events.ACTIVITY,
+            )
+            .order_by(messages.c.id.desc())
+            .limit(1)
+        )
+    )
+    last_push = None
+    if last is not None:
+        sender = await sender_push(conn, last, contact)
+        last_push = events.message_push(last, conv, contact_inbox["source_id"], sender)
+    return events.conversation_push(
+        conv,
+        contact=contact,
+        contact_inbox=contact_inbox,
+        assignee=assignee,
+        last_message=last_push,
+    )
+
+
+async def sender_push(
+    conn: AsyncConnection, msg: dict[str, Any], contact: dict[str, Any]
+) -> dict[str, Any] | None:
+    if msg["sender_type"] == "Contact":
+        return events.contact_push(contact)
+    if msg["sender_type"] == "User" and msg["sender_id"]:
+        user = await accounts_store.get_user(conn, msg["sender_id"])
+        return events.user_push(user) if user else None
+    return None
+
+
+async def emit(
+    conn: AsyncConnection,
+    conv: dict[str, Any],
+    names: list[str],
+    *,
+    contact: dict[str, Any] | None = None,
+    contact_inbox: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Queue conversation events (built once from the fresh row) to agents and the contact;
+    conversation.read goes to agents only."""
+    if contact_inbox is None:
+        contact_inbox = await contacts_store.get_contact_inbox(conn, conv["contact_inbox_id"])
+    assert contact_inbox is not None
+    data = await push_data(conn, conv, contact=contact, contact_inbox=contact_inbox)
+    for name in names:
+        channels = (
+            events.agent_channels(conv)
+            if name == events.CONVERSATION_READ
+            else events.conversation_channels(conv, contact_inbox["pubsub_token"])
+        )
+        await outbox.add(conn, name, data, channels, conversation_id=conv["id"])
+    return data
+
+
+async def set_status(
+    conn: AsyncConnection,
+    conv: dict[str, Any],
+    status: str,
+    **context: Any,
+) -> dict[str, Any]:
+    """Change the status under the row lock; emits status_changed + updated if it changed."""
+    locked = await lock(conn, conv["id"])
+    if locked["status"] == status:
+        return locked
+    locked = await lock(conn, conv["id"], status=status)
+    await emit(
+        conn,
+        locked,
+        [events.CONVERSATION_STATUS_CHANGED, events.CONVERSATION_UPDATED],
+        **context,
+    )
+    return locked
+
+
+async def set_custom_attributes(
+    conn: AsyncConnection, conv: dict[str, Any], attrs: dict[str, Any], **context: Any
+) -> dict[str, Any]:
+    locked = await lock(conn, conv["id"], custom_attributes=attrs)
+    await emit(conn, locked, [events.CONVERSATION_UPDATED], **context)
+    return locked
+
+
+async def remove_custom_attributes(
+    conn: AsyncConnection, conv: dict[str, Any], keys: list[str], **context: Any
+) -> dict[str, Any]:
+    current = await lock(conn, conv["id"])
+    attrs = {k: v for k, v in current["custom_attributes"].items() if k not in set(keys)}
+    locked = await lock(conn, conv["id"], custom_attributes=attrs)
+    await emit(conn, locked, [events.CONVERSATION_UPDATED], **context)
+    return locked
+
+
+async def list_for_inboxes(
+    conn: AsyncConnection,
+    account_id: int,
+    inbox_ids: list[int],
+    *,
+    status: str | None,
+    page: int,
+    per_page: int,
+) -> tuple[list[dict[str, Any]], int]:
+    """Conversations of the given inboxes, latest activity first, with the total count."""
+    where = [conversations.c.account_id == account_id, conversations.c.inbox_id.in_(inbox_ids)]
+    if status is not None:
+        where.append(conversations.c.status == status)
+    total = (
+        await conn.execute(select(func.count()).select_from(conversations).where(and_(*where)))
+    ).scalar_one()
+    rows = all_rows(
+        await conn.execute(
+            select(conversations)
+            .where(and_(*where))
+            .order_by(conversations.c.last_activity_at.desc(), conversations.c.id.desc())
+            .limit(per_page)
+            .offset((page - 1) * per_page)
+        )
+    )
+    return rows, int(total)
+
+
+async def users_by_id(conn: AsyncConnection, ids: set[int]) -> dict[int, dict[str, Any]]:
+    if not ids:
+        return {}
+    rows = all_rows(await conn.execute(select(users).where(users.c.id.in_(ids))))
+    return {row["id"]: row for row in rows}

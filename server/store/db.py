@@ -1,0 +1,193 @@
+"""The database handle: engines, transactions, and group commit for writes.
+
+Writes go through `Database.write(op, *args)`. Concurrent writes are gathered into one
+transaction (group commit): SQLite has one writer anyway, and one fsync for many requests is
+what lets a single process commit thousands of messages a second. An op that raises makes the
+batch roll back; every op of that batch is then run again in a transaction of its own, so one
+bad request never takes others down and nothing is half-written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from server.store import schema
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+Op = Callable[Concatenate[AsyncConnection, P], Awaitable[T]]
+
+OUTBOX_DIRTY = "outbox_dirty"
+
+
+def _sqlite_engine(url: str, *, begin: str, pool_size: int) -> AsyncEngine:
+    engine = create_async_engine(url, pool_size=pool_size, max_overflow=0, pool_pre_ping=False)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let us emit BEGIN ourselves (pysqlite's own transaction handling is off).
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA busy_timeout=10000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql(begin)
+
+    return engine
+
+
+class Database:
+    def __init__(self, url: str, *, batch_max: int = 128) -> None:
+        self.url = url
+        self.dialect = make_url(url).get_dialect().name
+        self.batch_max = batch_max
+        if self.dialect == "sqlite":
+            path = make_url(url).database
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self.writer = _sqlite_engine(url, begin="BEGIN IMMEDIATE", pool_size=1)
+            self.reader = _sqlite_engine(url, begin="BEGIN", pool_size=4)
+        else:
+            self.writer = create_async_engine(url, pool_size=8, max_overflow=4)
+            self.reader = self.writer
+        self.on_commit: list[Callable[[], None]] = []
+        self._pending: deque[
+            tuple[Callable[..., Awaitable[Any]], tuple[Any, ...], asyncio.Future[Any]]
+        ] = deque()
+        self._wake = asyncio.Event()
+        self._writer_task: asyncio.Task[None] | None = None
+        self._writers = 1 if self.dialect == "sqlite" else 4
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    async def start(self) -> None:
+        async with self.writer.begin() as conn:
+            await schema.apply(conn)
+        self._writer_tasks = [
+            asyncio.create_task(self._write_loop(), name=f"db-writer-{i}")
+            for i in range(self._writers)
+        ]
+
+    async def close(self) -> None:
+        for task in getattr(self, "_writer_tasks", []):
+            task.cancel()
+        for task in getattr(self, "_writer_tasks", []):
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        while self._pending:
+            _, _, fut = self._pending.popleft()
+            if not fut.done():
+                fut.set_exception(RuntimeError("database closed"))
+        await self.writer.dispose()
+        if self.reader is not self.writer:
+            await self.reader.dispose()
+
+    async def read(self, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        async with self.reader.connect() as conn, conn.begin():
+            return await op(conn, *args, **kwargs)
+
+    async def write(self, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run `op` in a write transaction; returns once its effects are committed."""
+        if kwargs:
+            args = (*args, kwargs)  # type: ignore[assignment]
+            op = _with_kwargs(op)  # type: ignore[assignment]
+        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._pending.append((op, args, fut))
+        self._wake.set()
+        return await fut
+
+    async def _write_loop(self) -> None:
+        while True:
+            while not self._pending:
+                self._wake.clear()
+                await self._wake.wait()
+            batch = []
+            while self._pending and len(batch) < self.batch_max:
+                batch.append(self._pending.popleft())
+            if self._pending:
+                self._wake.set()
+            try:
+                await self._run_batch(batch)
+            except asyncio.CancelledError:
+                for _, _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(RuntimeError("database closed"))
+                raise
+
+    async def _run_batch(self, batch: list[Any]) -> None:
+        live = [item for item in batch if not item[2].done()]
+        if not live:
+            return
+        if len(live) > 1:
+            results: list[Any] = []
+            try:
+                async with self.writer.begin() as conn:
+                    for op, args, _ in live:
+                        results.append(await op(conn, *args))
+                    dirty = conn.info.pop(OUTBOX_DIRTY, False)
+            except Exception:
+                # Someone's op failed (or the commit did): retry each alone, below.
+                pass
+            else:
+                for (_, _, fut), result in zip(live, results, strict=True):
+                    if not fut.done():
+                        fut.set_result(result)
+                self._committed(dirty)
+                return
+        for op, args, fut in live:
+            try:
+                async with self.writer.begin() as conn:
+                    result = await op(conn, *args)
+                    dirty = conn.info.pop(OUTBOX_DIRTY, False)
+            except Exception as exc:  # handed to the caller, who maps it to a response
+                if not fut.done():
+                    fut.set_exception(exc)
+            else:
+                if not fut.done():
+                    fut.set_result(result)
+                self._committed(dirty)
+
+    def _committed(self, outbox_dirty: bool) -> None:
+        if outbox_dirty:
+            for callback in self.on_commit:
+                try:
+                    callback()
+                except Exception:
+                    log.exception("on_commit callback failed")
+
+
+def _with_kwargs(op: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    async def call(conn: AsyncConnection, *args: Any) -> T:
+        *positional, kwargs = args
+        return await op(conn, *positional, **kwargs)
+
+    return call
+
+
+def is_unique_violation(exc: BaseException) -> bool:
+    """True for a UNIQUE constraint failure on either engine."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    text = str(exc.orig).lower()
+    return "unique" in text or "duplicate key" in text

@@ -1,0 +1,233 @@
+"""Messages: the one way a message is written (lock, insert, event) and the one way each
+audience reads them."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import and_, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from server import events
+from server.errors import ApiError
+from server.store import all_rows, one, outbox
+from server.store import conversations as conversations_store
+from server.store.tables import conversations as conversations_table
+from server.store.tables import messages
+
+WIDGET_PAGE = 20
+WIDGET_AFTER_PAGE = 100
+RANGE_LIMIT = 1000
+
+
+class FloodError(ApiError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            422,
+            {
+                "message": f"Too many messages: at most {limit} a minute per conversation",
+                "attributes": ["base"],
+            },
+        )
+
+
+async def by_external_event(
+    conn: AsyncConnection, conversation_id: int, event_id: str
+) -> dict[str, Any] | None:
+    return one(
+        await conn.execute(
+            select(messages).where(
+                messages.c.conversation_id == conversation_id,
+                messages.c.external_event_id == event_id,
+            )
+        )
+    )
+
+
+async def _check_flood(conn: AsyncConnection, conversation_id: int, per_minute: int) -> None:
+    """More than `per_minute` messages in the last minute is refused. Reads at most
+    `per_minute` index entries: the per_minute-th newest message must be older than 60 s."""
+    row = (
+        await conn.execute(
+            select(messages.c.created_at)
+            .where(messages.c.conversation_id == conversation_id)
+            .order_by(messages.c.id.desc())
+            .limit(1)
+            .offset(per_minute - 1)
+        )
+    ).first()
+    if row is not None and row[0] > time.time() - 60:
+        raise FloodError(per_minute)
+
+
+async def create(
+    conn: AsyncConnection,
+    conv: dict[str, Any],
+    *,
+    contact: dict[str, Any],
+    contact_inbox: dict[str, Any],
+    message_type: int,
+    content: str | None,
+    sender_type: str | None,
+    sender_id: int | None,
+    sender: dict[str, Any] | None,
+    private: bool = False,
+    content_type: str = "text",
+    content_attributes: dict[str, Any] | None = None,
+    echo_id: str | None = None,
+    source_id: str | None = None,
+    external_event_id: str | None = None,
+    flood_limit: int | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Write one message and its `message.created` event. Returns (message, conversation).
+
+    An incoming message reopens a resolved or snoozed conversation (contract §2.4)."""
+    now = time.time()
+    unread = 1 if message_type == events.INCOMING else 0
+    locked = await conversations_store.lock(
+        conn,
+        conv["id"],
+        last_activity_at=now,
+        unread_count=conversations_table.c.unread_count + unread,
+    )
+    if flood_limit:
+        await _check_flood(conn, conv["id"], flood_limit)
+    if message_type == events.INCOMING and locked["status"] in ("resolved", "snoozed"):
+        locked = await conversations_store.set_status(
+            conn, locked, "open", contact=contact, contact_inbox=contact_inbox
+        )
+    msg = one(
+        await conn.execute(
+            insert(messages)
+            .values(
+                account_id=locked["account_id"],
+                inbox_id=locked["inbox_id"],
+                conversation_id=locked["id"],
+                message_type=message_type,
+                content_type=content_type,
+                content=content,
+                private=private,
+                status="sent",
+                sender_type=sender_type,
+                sender_id=sender_id,
+                source_id=source_id,
+                echo_id=echo_id,
+                external_event_id=external_event_id,
+                content_attributes=content_attributes or {},
+                additional_attributes={},
+                created_at=now,
+                updated_at=now,
+            )
+            .returning(*messages.c)
+        )
+    )
+    assert msg is not None
+    data = events.message_push(msg, locked, contact_inbox["source_id"], sender)
+    await outbox.add(
+        conn,
+        events.MESSAGE_CREATED,
+        data,
+        events.message_channels(locked, contact_inbox["pubsub_token"], msg),
+        conversation_id=locked["id"],
+    )
+    return msg, locked
+
+
+def _visitor_visible() -> Any:
+    return and_(messages.c.private.is_(False), messages.c.message_type != events.ACTIVITY)
+
+
+async def page(
+    conn: AsyncConnection,
+    conversation_id: int,
+    *,
+    before: int | None,
+    after: int | None,
+    visitor: bool,
+) -> list[dict[str, Any]]:
+    """Contract §2.3 paging, ascending: newest 20; 20 before `before`; up to 100 after
+    `after`; both: the range [after, before), up to 1000."""
+    query = select(messages).where(messages.c.conversation_id == conversation_id)
+    if visitor:
+        query = query.where(_visitor_visible())
+    if before is not None and after is not None:
+        query = query.where(messages.c.id >= after, messages.c.id < before)
+        return all_rows(await conn.execute(query.order_by(messages.c.id).limit(RANGE_LIMIT)))
+    if after is not None:
+        query = query.where(messages.c.id > after)
+        return all_rows(await conn.execute(query.order_by(messages.c.id).limit(WIDGET_AFTER_PAGE)))
+    if before is not None:
+        query = query.where(messages.c.id < before)
+    rows = all_rows(await conn.execute(query.order_by(messages.c.id.desc()).limit(WIDGET_PAGE)))
+    rows.reverse()
+    return rows
+
+
+async def senders(
+    conn: AsyncConnection, rows: list[dict[str, Any]], contact: dict[str, Any]
+) -> dict[tuple[str, int], dict[str, Any]]:
+    """Push data of every sender of `rows`, in one query for the agents."""
+    user_ids = {r["sender_id"] for r in rows if r["sender_type"] == "User" and r["sender_id"]}
+    users = await conversations_store.users_by_id(conn, user_ids)
+    out: dict[tuple[str, int], dict[str, Any]] = {
+        ("User", uid): events.user_push(user) for uid, user in users.items()
+    }
+    out[("Contact", contact["id"])] = events.contact_push(contact)
+    return out
+
+
+def sender_of(msg: dict[str, Any], pushes: dict[tuple[str, int], dict[str, Any]]) -> Any:
+    if msg["sender_type"] and msg["sender_id"]:
+        return pushes.get((msg["sender_type"], msg["sender_id"]))
+    return None
+
+
+async def mark_read(
+    conn: AsyncConnection,
+    conv: dict[str, Any],
+    *,
+    contact: dict[str, Any],
+    contact_inbox: dict[str, Any],
+    limit: int = 100,
+) -> int:
+    """The visitor has seen the conversation: agent messages still `sent`/`delivered` become
+    `read`, each with a `message.updated` carrying previous_changes. Returns how many."""
+    rows = all_rows(
+        await conn.execute(
+            select(messages)
+            .where(
+                messages.c.conversation_id == conv["id"],
+                messages.c.message_type != events.INCOMING,
+                messages.c.private.is_(False),
+                messages.c.status.in_(("sent", "delivered")),
+            )
+            .order_by(messages.c.id.desc())
+            .limit(limit)
+        )
+    )
+    if not rows:
+        return 0
+    now = time.time()
+    await conn.execute(
+        update(messages)
+        .where(messages.c.id.in_([r["id"] for r in rows]))
+        .values(status="read", updated_at=now)
+    )
+    pushes = await senders(conn, rows, contact)
+    for row in reversed(rows):
+        old_status, old_updated = row["status"], events.iso(row["updated_at"])
+        row.update(status="read", updated_at=now)
+        data = events.message_push(row, conv, contact_inbox["source_id"], sender_of(row, pushes))
+        data["previous_changes"] = {
+            "status": [old_status, "read"],
+            "updated_at": [old_updated, events.iso(now)],
+        }
+        await outbox.add(
+            conn,
+            events.MESSAGE_UPDATED,
+            data,
+            events.message_channels(conv, contact_inbox["pubsub_token"], row),
+            conversation_id=conv["id"],
+        )
+    return len(rows)

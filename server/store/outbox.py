@@ -1,0 +1,78 @@
+"""The outbox: durable events, written in the transaction of the data they describe."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from server.jsonutil import dumps
+from server.store import all_rows
+from server.store.db import OUTBOX_DIRTY
+from server.store.tables import outbox
+
+
+def encode_message(event: str, data: dict[str, Any]) -> bytes:
+    """The ActionCable `message` member, serialized once for every recipient."""
+    return dumps({"event": event, "data": data})
+
+
+async def add(
+    conn: AsyncConnection,
+    event: str,
+    data: dict[str, Any],
+    channels: list[str],
+    *,
+    conversation_id: int | None,
+) -> None:
+    await conn.execute(
+        insert(outbox).values(
+            conversation_id=conversation_id,
+            channels=channels,
+            event=event,
+            payload=encode_message(event, data).decode(),
+            created_at=time.time(),
+        )
+    )
+    conn.info[OUTBOX_DIRTY] = True
+
+
+async def unpublished(conn: AsyncConnection, limit: int) -> list[dict[str, Any]]:
+    """Rows not yet published, oldest first. Per conversation, id order is commit order:
+    every writer of a conversation's events holds that conversation's row lock."""
+    result = await conn.execute(
+        select(outbox.c.id, outbox.c.conversation_id, outbox.c.channels, outbox.c.payload)
+        .where(outbox.c.published_at.is_(None))
+        .order_by(outbox.c.id)
+        .limit(limit)
+    )
+    return all_rows(result)
+
+
+async def mark_published(conn: AsyncConnection, ids: list[int]) -> None:
+    if ids:
+        await conn.execute(
+            update(outbox).where(outbox.c.id.in_(ids)).values(published_at=time.time())
+        )
+
+
+async def since(conn: AsyncConnection, created_after: float, limit: int) -> list[dict[str, Any]]:
+    """Events committed after a moment: what a process replays after a bus outage."""
+    result = await conn.execute(
+        select(outbox.c.id, outbox.c.conversation_id, outbox.c.channels, outbox.c.payload)
+        .where(outbox.c.created_at >= created_after)
+        .order_by(outbox.c.id)
+        .limit(limit)
+    )
+    return all_rows(result)
+
+
+async def prune(conn: AsyncConnection, published_before: float) -> int:
+    result = await conn.execute(
+        delete(outbox).where(
+            outbox.c.published_at.is_not(None), outbox.c.published_at < published_before
+        )
+    )
+    return result.rowcount or 0

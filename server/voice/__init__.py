@@ -1,0 +1,1 @@
+"""The ElevenLabs voice endpoints: a signed URL for private agents, transcript turns."""

@@ -1,0 +1,65 @@
+"""The ElevenLabs client we use: the official SDK, imported on first use (it is heavy and most
+processes never need it), over one shared HTTP client with an explicit timeout and no
+retries (a retry storm would only hold the visitor's request longer)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class ElevenLabsError(Exception):
+    """ElevenLabs failed; the message is safe to show (it never holds the API key)."""
+
+
+class ElevenLabs:
+    def __init__(self, base_url: str, timeout: float) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self._http: Any = None
+
+    def _client(self, api_key: str) -> Any:
+        import httpx
+        from elevenlabs.client import AsyncElevenLabs
+
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=self.timeout, follow_redirects=False)
+            # httpx logs every request at INFO; keep it quiet.
+            logging.getLogger("httpx").setLevel(logging.WARNING)
+        return AsyncElevenLabs(
+            api_key=api_key, base_url=self.base_url, timeout=self.timeout, httpx_client=self._http
+        )
+
+    async def signed_url(self, api_key: str, agent_id: str) -> str:
+        import httpx
+        from elevenlabs.core.api_error import ApiError
+
+        client = self._client(api_key)
+        try:
+            response = await client.conversational_ai.conversations.get_signed_url(
+                agent_id=agent_id,
+                request_options={"max_retries": 0, "timeout_in_seconds": int(self.timeout) or 1},
+            )
+        except ApiError as exc:
+            log.warning("ElevenLabs get-signed-url answered %s", exc.status_code)
+            raise ElevenLabsError(f"ElevenLabs API responded {exc.status_code}") from None
+        except httpx.TimeoutException:
+            log.warning("ElevenLabs get-signed-url timed out after %.1fs", self.timeout)
+            raise ElevenLabsError("ElevenLabs API timed out") from None
+        except (httpx.HTTPError, ValueError) as exc:
+            log.warning("ElevenLabs get-signed-url failed: %s", type(exc).__name__)
+            raise ElevenLabsError("ElevenLabs API could not be reached") from None
+        except Exception as exc:  # the SDK's own parsing and validation errors
+            log.warning("ElevenLabs get-signed-url gave an unusable answer: %s", type(exc).__name__)
+            raise ElevenLabsError("ElevenLabs API returned an unexpected answer") from None
+        url = getattr(response, "signed_url", None)
+        if not isinstance(url, str) or not url:
+            raise ElevenLabsError("ElevenLabs API returned no signed_url")
+        return url
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None

@@ -1,0 +1,102 @@
+"""GET .../conversations/voice_signed_url and POST .../conversations/voice_transcript."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from server import events
+from server.errors import bad_gateway, bad_request, json_response, unprocessable
+from server.params import json_body
+from server.services import services
+from server.store import conversations as conversations_store
+from server.store import messages as messages_store
+from server.voice.elevenlabs import ElevenLabsError
+from server.widget import context
+
+VOICE_AGENT = web.AppKey("elevenlabs", object)
+MAX_EVENT_ID = 200
+
+
+async def signed_url(request: web.Request) -> web.Response:
+    """Trade the inbox's stored API key for a short-lived signed WebSocket URL. The key
+    stays on the server; only the URL goes to the browser."""
+    inbox = await context.inbox(request)
+    agent_id = inbox["elevenlabs_agent_id"]
+    api_key = inbox["elevenlabs_api_key"]
+    if not agent_id:
+        raise unprocessable("No agent_id configured on this inbox")
+    if not api_key:
+        raise unprocessable("No API key configured on this inbox")
+    client = request.app[VOICE_AGENT]
+    try:
+        url = await client.signed_url(api_key, agent_id)  # type: ignore[attr-defined]
+    except ElevenLabsError as exc:
+        raise bad_gateway(str(exc)) from None
+    return json_response({"signed_url": url})
+
+
+def _turn(body: dict[str, Any], max_len: int) -> tuple[str, str, str | None]:
+    source = body.get("source")
+    if source not in ("user", "ai"):
+        raise bad_request("invalid source")
+    content = body.get("content")
+    if not isinstance(content, str) or not content.strip():
+        raise bad_request("empty content")
+    if len(content) > max_len:
+        raise bad_request(f"content is too long (at most {max_len} characters)")
+    event_id = body.get("event_id")
+    if event_id is not None:
+        if isinstance(event_id, bool) or not isinstance(event_id, (str, int)):
+            raise bad_request("event_id must be a string")
+        event_id = str(event_id)
+        if not event_id or len(event_id) > MAX_EVENT_ID:
+            raise bad_request(f"event_id must be 1 to {MAX_EVENT_ID} characters")
+    return source, content, event_id
+
+
+async def transcript(request: web.Request) -> web.Response:
+    """One turn of a voice call becomes one message. With no open conversation (a
+    voice-first visitor) it opens one tagged initiated_from=voice_agent. The same event_id
+    posted twice gives back the first message."""
+    svc = services(request)
+    visitor = await context.visitor(request)
+    source, content, event_id = _turn(await json_body(request), svc.settings.max_message_length)
+    user_turn = source == "user"
+    sender = events.contact_push(visitor.contact) if user_turn else None
+
+    async def op(conn: AsyncConnection) -> dict[str, Any]:
+        conv, _ = await conversations_store.current_or_new(
+            conn,
+            inbox=visitor.inbox,
+            contact=visitor.contact,
+            contact_inbox=visitor.contact_inbox,
+            additional_attributes={"initiated_from": "voice_agent"},
+            reuse_resolved=False,
+        )
+        if event_id is not None:
+            existing = await messages_store.by_external_event(conn, conv["id"], event_id)
+            if existing is not None:
+                return {
+                    "id": existing["id"],
+                    "conversation_id": conv["display_id"],
+                    "duplicate": True,
+                }
+        msg, conv = await messages_store.create(
+            conn,
+            conv,
+            **visitor.context,
+            message_type=events.INCOMING if user_turn else events.OUTGOING,
+            content=content,
+            sender_type="Contact" if user_turn else None,
+            sender_id=visitor.contact["id"] if user_turn else None,
+            sender=sender,
+            content_attributes={"voice_transcript": True, "role": source},
+            external_event_id=event_id,
+            flood_limit=svc.settings.messages_per_minute,
+        )
+        return {"id": msg["id"], "conversation_id": conv["display_id"]}
+
+    return json_response(await svc.db.write(op))

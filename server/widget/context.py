@@ -1,0 +1,64 @@
+"""Who is calling a widget endpoint: the inbox (website_token, query or body) and the
+visitor (X-Auth-Token JWT), as in Chatwoot's website_token_helper (contract §1.4)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from server.auth import decode_contact_token
+from server.errors import not_found, unauthorized
+from server.params import json_body
+from server.services import services
+from server.store import contacts as contacts_store
+
+
+@dataclass
+class Visitor:
+    inbox: dict[str, Any]
+    contact: dict[str, Any]
+    contact_inbox: dict[str, Any]
+
+    @property
+    def context(self) -> dict[str, Any]:
+        """Keyword arguments for store calls that build events for this visitor."""
+        return {"contact": self.contact, "contact_inbox": self.contact_inbox}
+
+
+async def website_token(request: web.Request) -> str | None:
+    token = request.query.get("website_token")
+    if token:
+        return token
+    if request.method in ("POST", "PATCH", "PUT", "DELETE") and request.can_read_body:
+        value = (await json_body(request)).get("website_token")
+        if isinstance(value, str):
+            return value
+    return None
+
+
+async def inbox(request: web.Request) -> dict[str, Any]:
+    token = await website_token(request)
+    if not token or len(token) > 128:
+        raise not_found()
+    found = await services(request).inboxes.get(token)
+    if found is None:
+        raise not_found()
+    if found["account_status"] != "active":
+        raise unauthorized("Account is suspended")
+    return found
+
+
+async def visitor(request: web.Request) -> Visitor:
+    """The inbox and the visitor, or 404 for anything unknown, forged or expired."""
+    box = await inbox(request)
+    svc = services(request)
+    claims = decode_contact_token(svc.settings.secret_key_base, request.headers.get("X-Auth-Token"))
+    if claims is None or claims["inbox_id"] != box["id"]:
+        raise not_found()
+    found = await svc.db.read(contacts_store.find_identity, box["id"], claims["source_id"])
+    if found is None:
+        raise not_found()
+    contact, ci = found
+    return Visitor(inbox=box, contact=contact, contact_inbox=ci)

@@ -1,0 +1,104 @@
+"""/api/v1/widget/messages: history, catch-up and the visitor's own messages (§2.3, §2.4)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from server import events
+from server.errors import json_response, unprocessable
+from server.params import json_body, obj, opt_int, opt_str
+from server.services import Services, services
+from server.store import conversations as conversations_store
+from server.store import messages as messages_store
+from server.widget import context
+
+
+def message_input(svc: Services, message: dict[str, Any]) -> tuple[str, str | None]:
+    """(content, echo_id) of a message the visitor sends; blank content is refused."""
+    content = opt_str(
+        message, "content", max_len=svc.settings.max_message_length, label="message.content"
+    )
+    if content is None or not content.strip():
+        raise unprocessable("message.content can't be blank")
+    echo_id = opt_str(message, "echo_id", max_len=64, label="message.echo_id")
+    return content, echo_id
+
+
+def conversation_attributes(request: web.Request, message: dict[str, Any]) -> dict[str, Any]:
+    """additional_attributes of a conversation the widget opens (contract §2.2)."""
+    attrs: dict[str, Any] = {
+        "browser_language": (request.headers.get("Accept-Language") or "")[:2] or None,
+        "browser": {"user_agent": (request.headers.get("User-Agent") or "")[:512]},
+    }
+    timestamp = opt_str(message, "timestamp", max_len=128, label="message.timestamp")
+    if timestamp:
+        attrs["initiated_at"] = {"timestamp": timestamp}
+    referer = opt_str(message, "referer_url", max_len=2048, label="message.referer_url")
+    if referer:
+        attrs["referer"] = referer
+    return attrs
+
+
+async def index(request: web.Request) -> web.Response:
+    svc = services(request)
+    visitor = await context.visitor(request)
+    before = opt_int(request.query.get("before"), "before")
+    after = opt_int(request.query.get("after"), "after")
+
+    async def op(conn: AsyncConnection) -> dict[str, Any]:
+        conv = await conversations_store.current_for(conn, visitor.contact_inbox["id"])
+        if conv is None:
+            return {"payload": [], "meta": {}}
+        rows = await messages_store.page(conn, conv["id"], before=before, after=after, visitor=True)
+        pushes = await messages_store.senders(conn, rows, visitor.contact)
+        return {
+            "payload": [
+                events.widget_message(m, conv["display_id"], messages_store.sender_of(m, pushes))
+                for m in rows
+            ],
+            "meta": {"contact_last_seen_at": events.epoch(conv["contact_last_seen_at"])},
+        }
+
+    return json_response(await svc.db.read(op))
+
+
+async def create(request: web.Request) -> web.Response:
+    """The visitor's message goes to their current conversation, even a resolved one (which
+    it reopens); the first message opens a conversation."""
+    svc = services(request)
+    visitor = await context.visitor(request)
+    message = obj(await json_body(request), "message")
+    content, echo_id = message_input(svc, message)
+    reply_to = opt_int(message.get("reply_to"), "message.reply_to")
+    additional = conversation_attributes(request, message)
+    sender = events.contact_push(visitor.contact)
+
+    async def op(conn: AsyncConnection) -> dict[str, Any]:
+        conv, _ = await conversations_store.current_or_new(
+            conn,
+            inbox=visitor.inbox,
+            contact=visitor.contact,
+            contact_inbox=visitor.contact_inbox,
+            additional_attributes=additional,
+        )
+        msg, conv = await messages_store.create(
+            conn,
+            conv,
+            **visitor.context,
+            message_type=events.INCOMING,
+            content=content,
+            sender_type="Contact",
+            sender_id=visitor.contact["id"],
+            sender=sender,
+            content_attributes={"in_reply_to": reply_to},
+            echo_id=echo_id,
+            flood_limit=svc.settings.messages_per_minute,
+        )
+        record = events.message_record(msg, conv["display_id"], sender)
+        del record["content_type"], record["status"]  # this view has neither (contract §2.4)
+        return record
+
+    return json_response(await svc.db.write(op))

@@ -13,10 +13,12 @@ MAX_ATTRIBUTES_BYTES = 16 * 1024
 MAX_NAME = 255
 MAX_EMAIL = 320
 
+JSON_BODY = web.RequestKey("json_body", dict)
+
 
 async def json_body(request: web.Request) -> dict[str, Any]:
     """The body as a JSON object; {} when there is none. Cached on the request."""
-    cached = request.get("json_body")
+    cached = request.get(JSON_BODY)
     if cached is not None:
         return cached
     raw = await request.read()  # aiohttp enforces client_max_size -> 413
@@ -33,7 +35,7 @@ async def json_body(request: web.Request) -> dict[str, Any]:
         if not isinstance(parsed, dict):
             raise bad_request("JSON body must be an object")
         body = parsed
-    request["json_body"] = body
+    request[JSON_BODY] = body
     return body
 
 

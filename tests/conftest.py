@@ -104,12 +104,19 @@ async def build_world(db: Database) -> World:
             conn, account_id=account["id"], name="Other site", end_conversation=False
         )
         agent = await accounts_store.create_agent(
-            conn, account_id=account["id"], name="Agent A", email=f"a-{secrets.token_hex(4)}@x.io",
+            conn,
+            account_id=account["id"],
+            name="Agent A",
+            email=f"a-{secrets.token_hex(4)}@x.io",
             inbox_ids=[inbox["id"]],
         )
         admin = await accounts_store.create_agent(
-            conn, account_id=account["id"], name="Admin", email=f"b-{secrets.token_hex(4)}@x.io",
-            inbox_ids=[], administrator=True,
+            conn,
+            account_id=account["id"],
+            name="Admin",
+            email=f"b-{secrets.token_hex(4)}@x.io",
+            inbox_ids=[],
+            administrator=True,
         )
         return World(account, inbox, other, agent, admin, db)
 

@@ -1,9 +1,25 @@
-"""Routes of the agent API (contract §6)."""
+"""Routes of the agent API (contract §6): the profile, and an account's conversations."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
+from server.agent import conversations, messages, profile
+
+API = "/api/v1"
+
 
 def add_routes(app: web.Application) -> None:
-    """Registers the agent endpoints on `app`."""
+    """Registers the agent endpoints on `app`. Ids are matched as any path segment and
+    parsed by the handlers, so a malformed id gets the same JSON 404 as an unknown one."""
+    r = app.router
+    r.add_get(f"{API}/profile", profile.show)
+    convs = f"{API}/accounts/{{account_id}}/conversations"
+    one = f"{convs}/{{display_id}}"
+    r.add_get(convs, conversations.index)
+    r.add_get(one, conversations.show)
+    r.add_get(f"{one}/messages", messages.index)
+    r.add_post(f"{one}/messages", messages.create)
+    r.add_post(f"{one}/toggle_status", conversations.toggle_status)
+    r.add_post(f"{one}/toggle_typing_status", conversations.toggle_typing_status)
+    r.add_post(f"{one}/update_last_seen", conversations.update_last_seen)

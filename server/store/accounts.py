@@ -192,3 +192,15 @@ async def visible_inbox_ids(
 
 async def is_empty(conn: AsyncConnection) -> bool:
     return (await conn.execute(select(accounts.c.id).limit(1))).first() is None
+
+
+async def membership(conn: AsyncConnection, user_id: int, account_id: int) -> dict[str, Any] | None:
+    """The user's role in one account, with the account's name and status; None when the
+    user does not belong to it (the agent API's account scoping)."""
+    return one(
+        await conn.execute(
+            select(account_users.c.role, accounts.c.name, accounts.c.status)
+            .join(accounts, accounts.c.id == account_users.c.account_id)
+            .where(account_users.c.user_id == user_id, account_users.c.account_id == account_id)
+        )
+    )

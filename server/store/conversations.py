@@ -290,3 +290,97 @@ async def users_by_id(conn: AsyncConnection, ids: set[int]) -> dict[int, dict[st
         return {}
     rows = all_rows(await conn.execute(select(users).where(users.c.id.in_(ids))))
     return {row["id"]: row for row in rows}
+
+
+async def assignment_counts(
+    conn: AsyncConnection,
+    account_id: int,
+    inbox_ids: list[int],
+    *,
+    status: str | None,
+    user_id: int,
+) -> dict[str, int]:
+    """The agent list's meta: mine / unassigned / all under the same filter, in one query."""
+    from sqlalchemy import case
+
+    where = [conversations.c.account_id == account_id, conversations.c.inbox_id.in_(inbox_ids)]
+    if status is not None:
+        where.append(conversations.c.status == status)
+    row = (
+        await conn.execute(
+            select(
+                func.count(),
+                func.sum(case((conversations.c.assignee_id == user_id, 1), else_=0)),
+                func.sum(case((conversations.c.assignee_id.is_(None), 1), else_=0)),
+            )
+            .select_from(conversations)
+            .where(and_(*where))
+        )
+    ).one()
+    return {
+        "mine_count": int(row[1] or 0),
+        "unassigned_count": int(row[2] or 0),
+        "all_count": int(row[0] or 0),
+    }
+
+
+async def push_data_many(
+    conn: AsyncConnection, convs: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """push_data for a page of conversations in a fixed number of queries (no N+1)."""
+    from server.store.tables import contact_inboxes, contacts
+
+    if not convs:
+        return []
+    conv_ids = [c["id"] for c in convs]
+    contact_rows = all_rows(
+        await conn.execute(
+            select(contacts).where(contacts.c.id.in_({c["contact_id"] for c in convs}))
+        )
+    )
+    ci_rows = all_rows(
+        await conn.execute(
+            select(contact_inboxes).where(
+                contact_inboxes.c.id.in_({c["contact_inbox_id"] for c in convs})
+            )
+        )
+    )
+    last_ids = (
+        select(func.max(messages.c.id))
+        .where(
+            messages.c.conversation_id.in_(conv_ids),
+            messages.c.private.is_(False),
+            messages.c.message_type != events.ACTIVITY,
+        )
+        .group_by(messages.c.conversation_id)
+    )
+    last_rows = all_rows(await conn.execute(select(messages).where(messages.c.id.in_(last_ids))))
+    user_ids = {c["assignee_id"] for c in convs if c["assignee_id"]}
+    user_ids |= {m["sender_id"] for m in last_rows if m["sender_type"] == "User" and m["sender_id"]}
+    people = await users_by_id(conn, user_ids)
+    contact_by_id = {c["id"]: c for c in contact_rows}
+    ci_by_id = {ci["id"]: ci for ci in ci_rows}
+    last_by_conv = {m["conversation_id"]: m for m in last_rows}
+    out = []
+    for conv in convs:
+        contact = contact_by_id[conv["contact_id"]]
+        ci = ci_by_id[conv["contact_inbox_id"]]
+        last = last_by_conv.get(conv["id"])
+        last_push = None
+        if last is not None:
+            sender = None
+            if last["sender_type"] == "Contact":
+                sender = events.contact_push(contact)
+            elif last["sender_type"] == "User" and last["sender_id"] in people:
+                sender = events.user_push(people[last["sender_id"]])
+            last_push = events.message_push(last, conv, ci["source_id"], sender)
+        out.append(
+            events.conversation_push(
+                conv,
+                contact=contact,
+                contact_inbox=ci,
+                assignee=people.get(conv["assignee_id"]) if conv["assignee_id"] else None,
+                last_message=last_push,
+            )
+        )
+    return out

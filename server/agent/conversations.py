@@ -1,0 +1,162 @@
+"""/api/v1/accounts/{account_id}/conversations and its member actions (contract §6).
+
+Every handler authenticates first (server.agent.auth), then reads or writes only
+conversations of the caller's account and visible inboxes."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from server import events
+from server.agent import auth
+from server.bus.envelope import pack
+from server.errors import bad_request, json_response, not_found
+from server.params import json_body, opt_int
+from server.services import services
+from server.store import conversations as conversations_store
+from server.store import outbox
+
+PER_PAGE = 25
+MAX_PAGE = 100_000
+LIST_STATUSES = (*conversations_store.STATUSES, "all")
+
+
+def _status_filter(raw: str | None) -> str | None:
+    """?status=: open by default, as Chatwoot's ConversationFinder; `all` lifts the filter."""
+    status = raw or "open"
+    if status not in LIST_STATUSES:
+        raise bad_request(f"status must be one of: {', '.join(LIST_STATUSES)}")
+    return None if status == "all" else status
+
+
+async def index(request: web.Request) -> web.Response:
+    svc = services(request)
+    who = await auth.agent(request)
+    status = _status_filter(request.query.get("status"))
+    page = opt_int(request.query.get("page"), "page") or 1
+    if not 1 <= page <= MAX_PAGE:
+        raise bad_request(f"page must be between 1 and {MAX_PAGE}")
+
+    async def op(conn: AsyncConnection) -> dict[str, Any]:
+        rows, _ = await conversations_store.list_for_inboxes(
+            conn, who.account_id, who.inbox_ids, status=status, page=page, per_page=PER_PAGE
+        )
+        meta = await conversations_store.assignment_counts(
+            conn, who.account_id, who.inbox_ids, status=status, user_id=who.user["id"]
+        )
+        payload = await conversations_store.push_data_many(conn, rows)
+        return {"data": {"meta": meta, "payload": payload}}
+
+    return json_response(await svc.db.read(op))
+
+
+async def show(request: web.Request) -> web.Response:
+    svc = services(request)
+    who = await auth.agent(request)
+    conv = await auth.conversation(request, who)
+    return json_response(await svc.db.read(conversations_store.push_data, conv))
+
+
+def _status_input(body: dict[str, Any]) -> str | None:
+    status = body.get("status")
+    if status is None or status == "":
+        return None
+    if status not in conversations_store.STATUSES:
+        raise bad_request(f"status must be one of: {', '.join(conversations_store.STATUSES)}")
+    return str(status)
+
+
+async def toggle_status(request: web.Request) -> web.Response:
+    """Sets the given status, or toggles open <-> resolved when none is given. Decided under
+    the conversation's row lock, so two toggles at once end where they started."""
+    svc = services(request)
+    who = await auth.agent(request)
+    display_id = auth.path_id(request, "display_id")
+    wanted = _status_input(await json_body(request))
+
+    async def op(conn: AsyncConnection) -> dict[str, Any] | None:
+        conv = await auth.find_conversation(conn, who, display_id)
+        if conv is None:
+            return None
+        locked = await conversations_store.lock(conn, conv["id"])
+        target = wanted or ("resolved" if locked["status"] == "open" else "open")
+        return await conversations_store.set_status(conn, locked, target)
+
+    conv = await svc.db.write(op)
+    if conv is None:
+        raise not_found()
+    return json_response(
+        {
+            "meta": {},
+            "payload": {
+                "success": True,
+                "conversation_id": conv["display_id"],
+                "current_status": conv["status"],
+                "snoozed_until": None,
+            },
+        }
+    )
+
+
+def _is_private(body: dict[str, Any]) -> bool:
+    value = body.get("is_private", False)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise bad_request("is_private must be true or false")
+    return value
+
+
+async def toggle_typing_status(request: web.Request) -> web.Response:
+    """Typing is ephemeral: published straight to the inbox's agents and, unless it is a
+    private note being typed, to the visitor; never stored. The typer's own sockets skip it."""
+    svc = services(request)
+    who = await auth.agent(request)
+    conv = await auth.conversation(request, who)
+    body = await json_body(request)
+    status = body.get("typing_status")
+    if status not in ("on", "off"):
+        raise bad_request('typing_status must be "on" or "off"')
+    is_private = _is_private(body)
+    conv_push = await svc.db.read(conversations_store.push_data, conv)
+    name = events.TYPING_ON if status == "on" else events.TYPING_OFF
+    data = events.typing_payload(conv_push, events.user_push(who.user), is_private=is_private)
+    envelope = pack(
+        outbox.encode_message(name, data),
+        conversation_id=conv["id"],
+        skip_token=who.user["pubsub_token"],
+    )
+    contact_token = conv_push["contact_inbox"]["pubsub_token"]
+    channels = (
+        events.agent_channels(conv)
+        if is_private
+        else events.conversation_channels(conv, contact_token)
+    )
+    for channel in channels:
+        svc.bus.publish(channel, envelope)
+    return web.Response(status=200)
+
+
+async def update_last_seen(request: web.Request) -> web.Response:
+    """The agent read the conversation: stamp agent_last_seen_at, zero unread_count. Like
+    Chatwoot (update_columns, no callbacks) this emits no event."""
+    svc = services(request)
+    who = await auth.agent(request)
+    display_id = auth.path_id(request, "display_id")
+    await json_body(request)  # a malformed body is still a 400
+
+    async def op(conn: AsyncConnection) -> dict[str, Any] | None:
+        conv = await auth.find_conversation(conn, who, display_id)
+        if conv is None:
+            return None
+        return await conversations_store.lock(
+            conn, conv["id"], agent_last_seen_at=time.time(), unread_count=0
+        )
+
+    if await svc.db.write(op) is None:
+        raise not_found()
+    return json_response({})

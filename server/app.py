@@ -6,6 +6,7 @@ import logging
 
 from aiohttp import web
 
+from server import pages
 from server.agent import routes as agent_routes
 from server.bus import create_bus
 from server.errors import error_middleware
@@ -56,6 +57,7 @@ def create_app(settings: Settings) -> web.Application:
     app[voice.VOICE_AGENT] = ElevenLabs(settings.elevenlabs_base_url, settings.elevenlabs_timeout)
     widget_routes(app)
     agent_routes.add_routes(app)
+    pages.add_routes(app)
     app.cleanup_ctx.append(_lifecycle)
     return app
 

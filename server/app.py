@@ -10,6 +10,9 @@ from server import pages
 from server.agent import routes as agent_routes
 from server.bus import create_bus
 from server.errors import error_middleware
+from server.hub.endpoint import cable
+from server.hub.hub import Hub
+from server.presence import MemoryPresence, RedisPresence
 from server.services import SERVICES, InboxCache, Services
 from server.settings import Settings
 from server.store.db import Database
@@ -53,13 +56,25 @@ def create_app(settings: Settings) -> web.Application:
     )
     db = Database(settings.database_url)
     bus = create_bus(settings.redis_url)
-    app[SERVICES] = Services(settings=settings, db=db, bus=bus, inboxes=InboxCache(db))
+    presence = RedisPresence(bus.redis) if settings.redis_url else MemoryPresence()  # type: ignore[attr-defined]
+    svc = Services(settings=settings, db=db, bus=bus, inboxes=InboxCache(db), presence=presence)
+    svc.hub = Hub(bus, db, ping_interval=settings.ping_interval)
+    db.on_commit.append(bus.wake_relay)
+    app[SERVICES] = svc
     app[voice.VOICE_AGENT] = ElevenLabs(settings.elevenlabs_base_url, settings.elevenlabs_timeout)
     widget_routes(app)
     agent_routes.add_routes(app)
     pages.add_routes(app)
+    app.router.add_get("/cable", cable)
     app.cleanup_ctx.append(_lifecycle)
+    app.on_shutdown.append(_close_sockets)
     return app
+
+
+async def _close_sockets(app: web.Application) -> None:
+    svc = app[SERVICES]
+    if svc.hub is not None:
+        await svc.hub.shutdown(grace=min(svc.settings.shutdown_grace, 2.0))
 
 
 async def _lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
@@ -70,9 +85,25 @@ async def _lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
 
         await seed_demo(svc.db)
     await svc.bus.start()
+    assert svc.hub is not None
+    svc.hub.start()
+    relay = None
+    if svc.settings.run_relay:
+        from workers.relay import Relay, lease_for
+
+        relay = Relay(
+            svc.db,
+            svc.bus,
+            lease_for(svc.bus, svc.settings.relay_lease_ttl),
+            poll_interval=svc.settings.relay_poll_interval,
+            lease_ttl=svc.settings.relay_lease_ttl,
+        )
+        relay.start()
     try:
         yield
     finally:
+        if relay is not None:
+            await relay.stop()
         await app[voice.VOICE_AGENT].close()
         await svc.bus.close()
         await svc.db.close()

@@ -46,6 +46,7 @@ class Services:
     db: Database
     bus: Bus
     inboxes: InboxCache
+    presence: Any = None
     hub: Hub | None = None
     background: list[Any] = field(default_factory=list)
 

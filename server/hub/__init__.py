@@ -1,0 +1,1 @@
+"""/cable: the ActionCable transport (connection, protocol) apart from fan-out (hub)."""

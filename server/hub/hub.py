@@ -1,0 +1,194 @@
+"""The hub: which local subscriptions listen to which bus channel, and delivery.
+
+Delivering an event is: look up the channel's subscriptions, splice the already-serialized
+message into each one's frame, queue it. No SQL, no JSON encoding per recipient."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from server.bus import Bus
+from server.bus.envelope import unpack
+from server.hub import protocol
+from server.hub.connection import Connection
+from server.store import outbox
+from server.store.db import Database
+
+log = logging.getLogger(__name__)
+
+REPLAY_MARGIN = 2.0
+REPLAY_LIMIT = 20_000
+DEDUPE_ENTRIES = 200_000
+
+
+@dataclass(eq=False)
+class Subscription:
+    """One RoomChannel subscription of one socket."""
+
+    conn: Connection
+    identifier: str
+    token: str  # the subscriber's pubsub_token: typing events skip the typer's own
+    channels: list[str]
+    account_id: int
+    user_id: int | None = None
+    contact_id: int | None = None
+    prefix: bytes = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.prefix = protocol.broadcast_prefix(protocol.identifier_json(self.identifier))
+
+    @property
+    def is_agent(self) -> bool:
+        return self.user_id is not None
+
+
+class Hub:
+    def __init__(self, bus: Bus, db: Database, *, ping_interval: float = 3.0) -> None:
+        self.bus = bus
+        self.db = db
+        self.ping_interval = ping_interval
+        self.connections: set[Connection] = set()
+        self.channels: dict[str, set[Subscription]] = {}
+        # Last durable event delivered per (channel, conversation): drops the duplicates an
+        # at-least-once relay or a replay can produce, without SQL.
+        self._delivered: OrderedDict[tuple[str, int], int] = OrderedDict()
+        self._ping_task: asyncio.Task[None] | None = None
+        self._replays: set[asyncio.Task[None]] = set()
+        self.frames_sent = 0
+        self.slow_consumers = 0
+        bus.handler = self.on_bus_message
+        bus.on_resubscribed.append(self._schedule_replay)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._ping_task = asyncio.get_running_loop().create_task(self._ping_loop())
+
+    async def shutdown(self, grace: float) -> None:
+        """Tell every socket the server restarts (clients reconnect elsewhere), then close."""
+        if self._ping_task:
+            self._ping_task.cancel()
+        for task in list(self._replays):
+            task.cancel()
+        conns = list(self.connections)
+        if conns:
+            log.info("closing %d sockets", len(conns))
+            await asyncio.gather(
+                *(c.close(protocol.SERVER_RESTART, timeout=grace) for c in conns),
+                return_exceptions=True,
+            )
+
+    async def _ping_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.ping_interval)
+            frame = protocol.ping()
+            for conn in list(self.connections):
+                conn.send(frame)
+
+    # -- connections and subscriptions ----------------------------------------------------
+
+    def add_connection(self, conn: Connection) -> None:
+        self.connections.add(conn)
+
+    async def remove_connection(self, conn: Connection) -> None:
+        self.connections.discard(conn)
+        for sub in list(conn.subscriptions.values()):
+            await self.detach(sub)
+        conn.subscriptions.clear()
+
+    async def attach(self, sub: Subscription) -> None:
+        """Listen on the subscription's channels; subscribes on the bus for the first local
+        listener of a channel, before the caller confirms."""
+        sub.conn.subscriptions[sub.identifier] = sub
+        for channel in sub.channels:
+            subs = self.channels.get(channel)
+            if subs is None:
+                subs = self.channels[channel] = set()
+                subs.add(sub)
+                await self.bus.subscribe(channel)
+            else:
+                subs.add(sub)
+
+    async def detach(self, sub: Subscription) -> None:
+        sub.conn.subscriptions.pop(sub.identifier, None)
+        for channel in sub.channels:
+            subs = self.channels.get(channel)
+            if subs is None:
+                continue
+            subs.discard(sub)
+            if not subs:
+                del self.channels[channel]
+                await self.bus.unsubscribe(channel)
+
+    def on_overflow(self, conn: Connection) -> None:
+        self.slow_consumers += 1
+        log.warning("closing slow consumer %s: send queue full", conn.peer)
+
+    # -- delivery -------------------------------------------------------------------------
+
+    def on_bus_message(self, channel: str, payload: bytes) -> None:
+        subs = self.channels.get(channel)
+        if not subs:
+            return
+        header, message = unpack(payload)
+        outbox_id = header.get("o")
+        if outbox_id is not None and not self._first_delivery(channel, header.get("c"), outbox_id):
+            return
+        skip = header.get("s")
+        for sub in tuple(subs):
+            if skip is not None and sub.token == skip:
+                continue
+            sub.conn.send(sub.prefix + message + b"}")
+        self.frames_sent += len(subs)
+
+    def _first_delivery(self, channel: str, conversation_id: int | None, outbox_id: int) -> bool:
+        key = (channel, conversation_id or 0)
+        last = self._delivered.get(key)
+        if last is not None and outbox_id <= last:
+            return False
+        self._delivered[key] = outbox_id
+        self._delivered.move_to_end(key)
+        if len(self._delivered) > DEDUPE_ENTRIES:
+            self._delivered.popitem(last=False)
+        return True
+
+    def send_to(self, sub: Subscription, message: bytes) -> None:
+        sub.conn.send(sub.prefix + message + b"}")
+
+    # -- catching up after a bus outage ---------------------------------------------------
+
+    def _schedule_replay(self, lost_at: float) -> None:
+        task = asyncio.get_running_loop().create_task(self._replay(lost_at))
+        self._replays.add(task)
+        task.add_done_callback(self._replays.discard)
+
+    async def _replay(self, lost_at: float) -> None:
+        """Durable events committed while the bus was away: read them back from the outbox
+        and deliver them to local channels (duplicates are dropped by _first_delivery)."""
+        from server.bus.envelope import pack
+
+        started = time.monotonic()
+        try:
+            rows = await self.db.read(outbox.since, lost_at - REPLAY_MARGIN, REPLAY_LIMIT)
+        except Exception:
+            log.exception("replay after bus reconnect failed")
+            return
+        delivered = 0
+        for row in rows:
+            payload = pack(
+                row["payload"].encode(), outbox_id=row["id"], conversation_id=row["conversation_id"]
+            )
+            for channel in row["channels"]:
+                if channel in self.channels:
+                    self.on_bus_message(channel, payload)
+                    delivered += 1
+        log.info(
+            "replayed %d events (%d rows) after bus reconnect in %.0f ms",
+            delivered,
+            len(rows),
+            (time.monotonic() - started) * 1000,
+        )

@@ -1,0 +1,64 @@
+"""`python -m workers`: the outbox relay and maintenance, alone, for a scaled deploy
+(DATABASE_URL + REDIS_URL). Several may run; a lease keeps one relay active."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from server.__main__ import configure_logging
+from server.bus import create_bus
+from server.settings import Settings
+from server.store.db import Database
+from workers.maintenance import Maintenance
+from workers.relay import Relay, lease_for
+
+log = logging.getLogger("workers")
+
+
+async def run(settings: Settings) -> None:
+    db = Database(settings.database_url)
+    await db.start()
+    bus = create_bus(settings.redis_url)
+    relay = Relay(
+        db,
+        bus,
+        lease_for(bus, settings.relay_lease_ttl),
+        poll_interval=settings.relay_poll_interval,
+        lease_ttl=settings.relay_lease_ttl,
+    )
+    await bus.start()
+    relay.start()
+    maintenance = Maintenance(db)
+    maintenance.start()
+    log.info(
+        "worker running (database %s, bus %s)",
+        settings.database_url.split("@")[-1],
+        "redis" if settings.redis_url else "in-process",
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("worker stopping")
+    await maintenance.stop()
+    await relay.stop()
+    await bus.close()
+    await db.close()
+    log.info("worker stopped")
+
+
+def main() -> int:
+    settings = Settings.from_env()
+    configure_logging(settings.log_level)
+    if not settings.redis_url:
+        log.warning("REDIS_URL is unset: this worker's relay reaches no web process")
+    asyncio.run(run(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""The outbox relay: publishes committed events in commit order, then marks them published.
+
+Woken right after a commit (in-process signal, or a wake-up message on the bus), with a poll
+as the fallback. Publishing is at-least-once (a crash between publish and mark publishes a
+batch again); the hub drops the duplicates by outbox id."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from server.bus import Bus, BusUnavailable
+from server.bus.envelope import pack
+from server.store import outbox
+from server.store.db import Database
+from workers.lease import Lease, MemoryLease, RedisLease
+
+log = logging.getLogger(__name__)
+
+
+class Relay:
+    def __init__(
+        self,
+        db: Database,
+        bus: Bus,
+        lease: Lease,
+        *,
+        poll_interval: float = 1.0,
+        lease_ttl: float = 5.0,
+        batch: int = 1000,
+    ) -> None:
+        self.db = db
+        self.bus = bus
+        self.lease = lease
+        self.poll_interval = poll_interval
+        self.lease_ttl = lease_ttl
+        self.batch = batch
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.published = 0
+        bus.on_wake.append(self.wake)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self.run(), name="outbox-relay")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        await self.lease.release()
+
+    async def run(self) -> None:
+        backoff = 0.05
+        lease_checked = 0.0
+        while True:
+            now = time.monotonic()
+            if now - lease_checked > self.lease_ttl / 3:
+                if not await self.lease.acquire():
+                    await self._sleep(min(self.lease_ttl / 3, 1.0))
+                    continue
+                lease_checked = now
+            try:
+                count = await self.relay_once()
+            except BusUnavailable as exc:
+                log.warning("bus unavailable, retrying in %.1fs: %s", backoff, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("relay failed, retrying in %.1fs", backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            backoff = 0.05
+            if count < self.batch:
+                await self._sleep(self.poll_interval)
+
+    async def _sleep(self, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout)
+        except TimeoutError:
+            pass
+        self._wake.clear()
+
+    async def relay_once(self) -> int:
+        """Publish one batch of unpublished rows; returns how many."""
+        self._wake.clear()
+        rows = await self.db.read(outbox.unpublished, self.batch)
+        if not rows:
+            return 0
+        items = []
+        for row in rows:
+            payload = pack(
+                row["payload"].encode(), outbox_id=row["id"], conversation_id=row["conversation_id"]
+            )
+            items.extend((channel, payload) for channel in row["channels"])
+        await self.bus.publish_durable(items)
+        await self.db.write(outbox.mark_published, [row["id"] for row in rows])
+        self.published += len(rows)
+        return len(rows)
+
+
+def lease_for(bus: Bus, ttl: float) -> Lease:
+    """A Redis lease when processes share a Redis bus; otherwise this process is alone."""
+    redis = getattr(bus, "redis", None)
+    return RedisLease(redis, ttl=ttl) if redis is not None else MemoryLease()

@@ -54,4 +54,7 @@ def identifier_hash(hmac_token: str, identifier: str) -> str:
 
 
 def identifier_hash_matches(hmac_token: str, identifier: str, given: str) -> bool:
-    return hmac.compare_digest(identifier_hash(hmac_token, identifier), given.lower())
+    # Compare bytes: compare_digest refuses str with non-ASCII characters (a TypeError,
+    # which would turn a forged hash into a 500 instead of a 401).
+    expected = identifier_hash(hmac_token, identifier).encode()
+    return hmac.compare_digest(expected, given.lower().encode())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -12,6 +13,7 @@ from server.errors import ApiError, bad_request
 MAX_ATTRIBUTES_BYTES = 16 * 1024
 MAX_NAME = 255
 MAX_EMAIL = 320
+_INT = re.compile(r"-?[0-9]{1,19}")
 
 JSON_BODY = web.RequestKey("json_body", dict)
 
@@ -73,8 +75,9 @@ def opt_int(value: Any, name: str) -> int | None:
         raise bad_request(f"{name} must be an integer")
     if isinstance(value, int):
         out = value
-    elif isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        out = int(value)
+    elif isinstance(value, str) and _INT.fullmatch(value.strip()):
+        # Only ASCII digits: str.isdigit() also accepts "²" and int() then raises.
+        out = int(value.strip())
     else:
         raise bad_request(f"{name} must be an integer")
     if not -(2**62) < out < 2**62:

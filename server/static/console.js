@@ -1,0 +1,561 @@
+// The agent console. It signs in with an agent access token and then knows only what the
+// agent API answers and what /cable delivers, so it doubles as a live check of both:
+//
+//   sign in    GET /api/v1/profile (api_access_token header; the token stays in localStorage)
+//   list       GET /accounts/{id}/conversations?status=..., then kept live by
+//              conversation.created / updated / status_changed / read and message.created
+//   view       GET .../conversations/{id}/messages (?before= when scrolled to the top)
+//   reply      POST .../messages {content, private}; typing via toggle_typing_status
+//   read state "Seen" once message.updated says status "read" or conversation.read moves
+//              contact_last_seen_at past the agent's last reply
+//   status     POST .../toggle_status {status: resolved|open}
+//   realtime   RoomChannel with the agent's pubsub_token + account_id + user_id; after a
+//              reconnect the list and the open conversation are fetched again (?after=)
+
+import { Cable } from "./cable.js";
+import { HttpError, MESSAGE, bubbleBody, byId, clockTime, h, isVoice, request } from "./dom.js";
+
+const TOKEN_KEY = "agent-console:token";
+const TYPING_IDLE_MS = 2000;
+const TYPING_TIMEOUT_MS = 30000;
+const PRESENCE_EVERY_MS = 20000;
+const FILTERS = ["open", "resolved", "all"];
+
+class AgentConsole {
+  constructor(root) {
+    this.root = root;
+    this.conversations = new Map(); // display id -> conversation push
+    this.messages = new Map(); // message id -> message, for the open conversation
+    this.typing = new Map(); // display id -> {name, timer}
+    this.contactsOnline = {};
+    this.filter = "all";
+    this.selectedId = null;
+    this.noOlder = false;
+    this.loadingOlder = false;
+    this.typingOn = null; // {id, isPrivate} while our "typing on" is out
+    this.typingIdle = null;
+  }
+
+  async start() {
+    const token = localStorage.getItem(TOKEN_KEY);
+    if (token) await this.signIn(token);
+    else this.renderSignIn();
+  }
+
+  // -- sign in ------------------------------------------------------------------------
+
+  renderSignIn(error = "") {
+    const input = h("input", {
+      class: "signin-token",
+      type: "password",
+      placeholder: "Agent access token",
+      autocomplete: "off",
+      required: true,
+    });
+    const form = h(
+      "form",
+      {
+        class: "signin",
+        onsubmit: (event) => {
+          event.preventDefault();
+          this.signIn(input.value.trim());
+        },
+      },
+      h("h1", { text: "Agent console" }),
+      h("p", {
+        text: "Sign in with an agent access token. `python -m server` prints the demo agent's token on its first start.",
+      }),
+      input,
+      h("button", { type: "submit", text: "Sign in" }),
+      error ? h("p", { class: "signin-error", text: error }) : null,
+    );
+    this.root.replaceChildren(form);
+    input.focus();
+  }
+
+  async signIn(token) {
+    this.token = token;
+    try {
+      this.profile = await request("GET", "/api/v1/profile", { headers: { api_access_token: token } });
+    } catch (err) {
+      localStorage.removeItem(TOKEN_KEY);
+      const refused = err instanceof HttpError && err.status === 401;
+      this.renderSignIn(refused ? "This access token is not valid." : `Could not sign in: ${err.message}`);
+      return;
+    }
+    localStorage.setItem(TOKEN_KEY, token);
+    this.accountId = this.profile.account_id;
+    this.renderShell();
+    await this.loadConversations();
+    const fromHash = Number(new URLSearchParams(location.hash.slice(1)).get("conversation"));
+    if (fromHash) this.select(fromHash);
+    this.connect();
+  }
+
+  signOut() {
+    localStorage.removeItem(TOKEN_KEY);
+    this.cable?.close();
+    clearInterval(this.presence);
+    location.hash = "";
+    location.reload();
+  }
+
+  api(method, path, { query, body, keepalive } = {}) {
+    const qs = query ? `?${new URLSearchParams(query)}` : "";
+    return request(method, `/api/v1/accounts/${this.accountId}${path}${qs}`, {
+      body,
+      keepalive,
+      headers: { api_access_token: this.token },
+    });
+  }
+
+  connect() {
+    this.cable = new Cable(undefined, { onStatus: (s) => this.showConnection(s) });
+    this.room = this.cable.subscribe(
+      {
+        channel: "RoomChannel",
+        pubsub_token: this.profile.pubsub_token,
+        account_id: this.accountId,
+        user_id: this.profile.id,
+      },
+      {
+        connected: ({ reconnected }) => reconnected && this.catchUp(),
+        rejected: () => this.showConnection("rejected"),
+        received: (message) => this.onEvent(message.event, message.data),
+      },
+    );
+    this.presence = setInterval(() => this.room.perform("update_presence"), PRESENCE_EVERY_MS);
+    document.addEventListener("visibilitychange", () => this.markSeen());
+    addEventListener("pagehide", () => this.stopTyping({ keepalive: true }));
+  }
+
+  // -- data ---------------------------------------------------------------------------
+
+  async loadConversations() {
+    const answer = await this.api("GET", "/conversations", { query: { status: this.filter, page: 1 } });
+    for (const conv of answer.data.payload) this.conversations.set(conv.id, conv);
+    this.renderList();
+  }
+
+  async fetchConversation(id) {
+    const conv = await this.api("GET", `/conversations/${id}`);
+    this.upsertConversation(conv);
+    return conv;
+  }
+
+  upsertConversation(data) {
+    const old = this.conversations.get(data.id) || {};
+    const conv = { ...old, ...data };
+    if (!(data.messages && data.messages.length) && old.messages) conv.messages = old.messages;
+    this.conversations.set(conv.id, conv);
+    this.renderList();
+    if (conv.id === this.selectedId) this.renderViewHeader();
+  }
+
+  async select(id) {
+    this.stopTyping();
+    this.selectedId = id;
+    this.messages.clear();
+    this.noOlder = false;
+    location.hash = `conversation=${id}`;
+    this.renderList();
+    this.renderView();
+    if (!this.conversations.has(id)) {
+      try {
+        await this.fetchConversation(id);
+      } catch {
+        this.selectedId = null;
+        this.renderView();
+        return;
+      }
+    }
+    const answer = await this.api("GET", `/conversations/${id}/messages`);
+    if (this.selectedId !== id) return;
+    for (const msg of answer.payload) this.messages.set(msg.id, msg);
+    this.noOlder = !answer.payload.length;
+    this.renderView();
+    this.markSeen();
+  }
+
+  async loadOlder() {
+    const oldest = [...this.messages.values()].sort(byId)[0];
+    if (!oldest || this.noOlder || this.loadingOlder) return;
+    const id = this.selectedId;
+    this.loadingOlder = true;
+    try {
+      const answer = await this.api("GET", `/conversations/${id}/messages`, { query: { before: oldest.id } });
+      if (this.selectedId !== id) return;
+      if (!answer.payload.length) this.noOlder = true;
+      const box = this.scroller;
+      const fromBottom = box.scrollHeight - box.scrollTop;
+      for (const msg of answer.payload) this.messages.set(msg.id, msg);
+      this.renderMessages();
+      box.scrollTop = box.scrollHeight - fromBottom;
+    } finally {
+      this.loadingOlder = false;
+    }
+  }
+
+  async catchUp() {
+    await this.loadConversations();
+    const id = this.selectedId;
+    if (!id) return;
+    const ids = [...this.messages.keys()];
+    const query = ids.length ? { after: Math.max(...ids) } : undefined;
+    const answer = await this.api("GET", `/conversations/${id}/messages`, { query });
+    if (this.selectedId !== id) return;
+    for (const msg of answer.payload) this.messages.set(msg.id, msg);
+    this.renderMessages();
+  }
+
+  // The agent has the conversation on screen: zero its unread count.
+  markSeen() {
+    const id = this.selectedId;
+    if (!id || document.visibilityState !== "visible") return;
+    const conv = this.conversations.get(id);
+    if (conv && conv.unread_count) {
+      conv.unread_count = 0;
+      this.renderList();
+    }
+    this.api("POST", `/conversations/${id}/update_last_seen`, { body: {} }).catch(() => {});
+  }
+
+  // -- actions ------------------------------------------------------------------------
+
+  async reply() {
+    const content = this.input.value;
+    if (!content.trim() || !this.selectedId) return;
+    const isPrivate = this.privateToggle.checked;
+    this.input.value = "";
+    this.stopTyping();
+    try {
+      const msg = await this.api("POST", `/conversations/${this.selectedId}/messages`, {
+        body: { content, private: isPrivate },
+      });
+      if (msg.conversation_id === this.selectedId) this.upsertMessage(msg);
+    } catch (err) {
+      this.input.value = content;
+      this.flash(`Not sent: ${err.message}`);
+    }
+  }
+
+  typed() {
+    const id = this.selectedId;
+    if (!id) return;
+    const isPrivate = this.privateToggle.checked;
+    if (!this.typingOn || this.typingOn.id !== id || this.typingOn.isPrivate !== isPrivate) {
+      this.stopTyping();
+      this.typingOn = { id, isPrivate };
+      this.postTyping(id, "on", isPrivate);
+    }
+    clearTimeout(this.typingIdle);
+    this.typingIdle = setTimeout(() => this.stopTyping(), TYPING_IDLE_MS);
+  }
+
+  stopTyping({ keepalive = false } = {}) {
+    clearTimeout(this.typingIdle);
+    if (!this.typingOn) return;
+    const { id, isPrivate } = this.typingOn;
+    this.typingOn = null;
+    this.postTyping(id, "off", isPrivate, keepalive);
+  }
+
+  postTyping(id, status, isPrivate, keepalive = false) {
+    this.api("POST", `/conversations/${id}/toggle_typing_status`, {
+      body: { typing_status: status, is_private: isPrivate },
+      keepalive,
+    }).catch(() => {});
+  }
+
+  async setStatus(status) {
+    const id = this.selectedId;
+    try {
+      const answer = await this.api("POST", `/conversations/${id}/toggle_status`, { body: { status } });
+      const conv = this.conversations.get(id);
+      if (conv) this.upsertConversation({ ...conv, status: answer.payload.current_status });
+    } catch (err) {
+      this.flash(`Could not change the status: ${err.message}`);
+    }
+  }
+
+  // -- realtime -----------------------------------------------------------------------
+
+  onEvent(event, data) {
+    if (!data || data.account_id !== this.accountId) return; // another account's event
+    switch (event) {
+      case "conversation.created":
+      case "conversation.updated":
+      case "conversation.status_changed":
+      case "conversation.read":
+        this.upsertConversation(data);
+        if (data.id === this.selectedId) this.renderMessages();
+        return;
+      case "message.created":
+      case "message.updated":
+        this.onMessage(event, data);
+        return;
+      case "conversation.typing_on":
+      case "conversation.typing_off":
+        this.setTyping(data.conversation.id, event === "conversation.typing_on" ? data : null);
+        return;
+      case "presence.update":
+        this.contactsOnline = data.contacts || {};
+        this.renderList();
+        return;
+    }
+  }
+
+  onMessage(event, msg) {
+    const conv = this.conversations.get(msg.conversation_id);
+    if (!conv) {
+      this.fetchConversation(msg.conversation_id).catch(() => {});
+    } else if (event === "message.created") {
+      conv.messages = [msg];
+      if (msg.conversation) {
+        conv.last_activity_at = msg.conversation.last_activity_at;
+        conv.unread_count = msg.conversation.unread_count;
+      }
+      if (msg.message_type === MESSAGE.incoming) this.setTyping(conv.id, null);
+    } else if (conv.messages && conv.messages[0] && conv.messages[0].id === msg.id) {
+      conv.messages = [msg];
+    }
+    if (msg.conversation_id === this.selectedId) {
+      this.upsertMessage(msg);
+      if (event === "message.created" && msg.message_type === MESSAGE.incoming) this.markSeen();
+    }
+    this.renderList();
+  }
+
+  upsertMessage(msg) {
+    this.messages.set(msg.id, { ...(this.messages.get(msg.id) || {}), ...msg });
+    this.renderMessages();
+  }
+
+  setTyping(id, data) {
+    const old = this.typing.get(id);
+    if (old) clearTimeout(old.timer);
+    this.typing.delete(id);
+    if (data) {
+      const who = data.user || {};
+      const name = who.type === "contact" ? contactName(who) : who.available_name || who.name || "An agent";
+      const timer = setTimeout(() => this.setTyping(id, null), TYPING_TIMEOUT_MS);
+      this.typing.set(id, { name, timer, isPrivate: data.is_private });
+    }
+    this.renderList();
+    if (id === this.selectedId) this.renderTyping();
+  }
+
+  // -- view ---------------------------------------------------------------------------
+
+  renderShell() {
+    this.status = h("span", { class: "connection", text: "Connecting…" });
+    this.filters = h(
+      "div",
+      { class: "filters" },
+      FILTERS.map((f) =>
+        h("button", { type: "button", "data-filter": f, onclick: () => this.setFilter(f), text: f[0].toUpperCase() + f.slice(1) }),
+      ),
+    );
+    this.listBox = h("ul", { class: "conv-list" });
+    this.view = h("section", { class: "conv-view" });
+    this.toast = h("div", { class: "toast", hidden: true });
+    this.root.replaceChildren(
+      h(
+        "header",
+        { class: "topbar" },
+        h("strong", { text: "Agent console" }),
+        h("span", { class: "who", text: `${this.profile.name} · account ${this.accountId}` }),
+        this.status,
+        h("button", { type: "button", class: "signout", onclick: () => this.signOut(), text: "Sign out" }),
+      ),
+      h("div", { class: "panes" }, h("aside", { class: "sidebar" }, this.filters, this.listBox), this.view),
+      this.toast,
+    );
+    this.renderView();
+  }
+
+  async setFilter(filter) {
+    this.filter = filter;
+    await this.loadConversations();
+  }
+
+  renderList() {
+    if (!this.listBox) return;
+    for (const button of this.filters.children) button.classList.toggle("active", button.dataset.filter === this.filter);
+    const shown = [...this.conversations.values()]
+      .filter((c) => this.filter === "all" || c.status === this.filter)
+      .sort((a, b) => (b.last_activity_at || 0) - (a.last_activity_at || 0) || b.id - a.id);
+    const items = shown.map((conv) => {
+      const last = conv.messages && conv.messages[0];
+      const typing = this.typing.get(conv.id);
+      const sender = (conv.meta && conv.meta.sender) || {};
+      const online = this.contactsOnline[String(sender.id)] === "online";
+      const unread = conv.id === this.selectedId ? 0 : conv.unread_count || 0;
+      return h(
+        "li",
+        {
+          class: `conv-item${conv.id === this.selectedId ? " selected" : ""}${unread ? " unread" : ""}`,
+          "data-id": String(conv.id),
+          onclick: () => this.select(conv.id),
+        },
+        h(
+          "div",
+          { class: "conv-line" },
+          h("span", { class: `contact${online ? " online" : ""}`, text: contactName(sender) }),
+          h("span", { class: "conv-time", text: clockTime(conv.last_activity_at) }),
+        ),
+        h(
+          "div",
+          { class: "conv-line" },
+          h("span", {
+            class: `snippet${typing ? " is-typing" : ""}`,
+            text: typing ? "typing…" : last ? snippet(last) : "No messages yet",
+          }),
+          unread ? h("span", { class: "badge", text: String(unread) }) : null,
+          h("span", { class: `pill ${conv.status}`, text: conv.status }),
+        ),
+      );
+    });
+    this.listBox.replaceChildren(...(items.length ? items : [h("li", { class: "conv-none", text: "No conversations" })]));
+  }
+
+  renderView() {
+    const id = this.selectedId;
+    if (!id) {
+      this.view.replaceChildren(h("div", { class: "placeholder", text: "Pick a conversation on the left." }));
+      this.viewHeader = null;
+      return;
+    }
+    this.viewHeader = h("header", { class: "view-header" });
+    this.list = h("div", { class: "messages" });
+    this.scroller = h("div", { class: "scroller" }, this.list);
+    this.scroller.addEventListener("scroll", () => {
+      if (this.scroller.scrollTop < 40) this.loadOlder().catch(() => {});
+    });
+    this.typingNote = h("div", { class: "typing", hidden: true });
+    this.input = h("textarea", { class: "reply-input", rows: 3, placeholder: "Reply to the visitor…" });
+    this.input.addEventListener("input", () => this.typed());
+    this.input.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && !event.shiftKey) {
+        event.preventDefault();
+        this.reply();
+      }
+    });
+    this.privateToggle = h("input", { type: "checkbox", class: "private-toggle" });
+    this.privateToggle.addEventListener("change", () => {
+      this.composer.classList.toggle("private", this.privateToggle.checked);
+      this.input.placeholder = this.privateToggle.checked ? "Private note (only agents see it)…" : "Reply to the visitor…";
+      this.stopTyping();
+    });
+    this.composer = h(
+      "form",
+      { class: "composer", onsubmit: (event) => (event.preventDefault(), this.reply()) },
+      this.input,
+      h(
+        "div",
+        { class: "composer-bar" },
+        h("label", { class: "private-label" }, this.privateToggle, " Private note"),
+        h("button", { type: "submit", class: "send", text: "Send" }),
+      ),
+    );
+    this.view.replaceChildren(this.viewHeader, this.scroller, this.typingNote, this.composer);
+    this.renderViewHeader();
+    this.renderMessages({ stickToBottom: true });
+    this.renderTyping();
+    this.input.focus();
+  }
+
+  renderViewHeader() {
+    const conv = this.conversations.get(this.selectedId);
+    if (!this.viewHeader || !conv) return;
+    const sender = (conv.meta && conv.meta.sender) || {};
+    const resolved = conv.status === "resolved";
+    this.viewHeader.replaceChildren(
+      h(
+        "div",
+        {},
+        h("div", { class: "view-title", text: contactName(sender) }),
+        h("div", { class: "view-sub", text: `#${conv.id} · ${sender.email || "anonymous visitor"}` }),
+      ),
+      h("span", { class: `pill ${conv.status}`, text: conv.status }),
+      h("button", {
+        type: "button",
+        class: resolved ? "reopen" : "resolve",
+        onclick: () => this.setStatus(resolved ? "open" : "resolved"),
+        text: resolved ? "Reopen" : "Resolve",
+      }),
+    );
+  }
+
+  renderMessages({ stickToBottom = false } = {}) {
+    if (!this.list) return;
+    const box = this.scroller;
+    const nearBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 60;
+    const conv = this.conversations.get(this.selectedId) || {};
+    const sorted = [...this.messages.values()].sort(byId);
+    const lastReply = [...sorted].reverse().find((m) => m.message_type === MESSAGE.outgoing && !m.private);
+    const seen =
+      lastReply && (lastReply.status === "read" || (conv.contact_last_seen_at || 0) >= lastReply.created_at);
+    this.list.replaceChildren(...sorted.map((m) => this.renderMessage(m, m === lastReply ? (seen ? "Seen" : "Sent") : null)));
+    if (stickToBottom || nearBottom) box.scrollTop = box.scrollHeight;
+  }
+
+  renderMessage(msg, receipt) {
+    if (msg.message_type === MESSAGE.activity) return h("div", { class: "activity", text: msg.content || "" });
+    const fromVisitor = msg.message_type === MESSAGE.incoming;
+    const classes = ["message", fromVisitor ? "from-visitor" : "from-agent"];
+    if (msg.private) classes.push("note");
+    if (isVoice(msg)) classes.push("voice");
+    const who = fromVisitor
+      ? contactName(msg.sender || {})
+      : msg.sender
+        ? msg.sender.available_name || msg.sender.name
+        : isVoice(msg)
+          ? "AI agent"
+          : "Bot";
+    const meta = [who, clockTime(msg.created_at)];
+    if (msg.private) meta.push("private note");
+    return h(
+      "div",
+      { class: classes.join(" "), "data-id": String(msg.id) },
+      h("div", { class: "bubble" }, bubbleBody(msg)),
+      h("div", { class: "meta", text: meta.filter(Boolean).join(" · ") }),
+      receipt ? h("div", { class: `receipt ${receipt.toLowerCase()}`, text: receipt }) : null,
+    );
+  }
+
+  renderTyping() {
+    if (!this.typingNote) return;
+    const typing = this.typing.get(this.selectedId);
+    this.typingNote.hidden = !typing;
+    this.typingNote.textContent = typing ? `${typing.name} is typing${typing.isPrivate ? " a private note" : ""}…` : "";
+  }
+
+  showConnection(status) {
+    if (!this.status) return;
+    const labels = { connected: "Live", connecting: "Connecting…", offline: "Reconnecting…", rejected: "Refused by /cable" };
+    this.status.textContent = labels[status] || "Offline";
+    this.status.dataset.state = status;
+  }
+
+  flash(text) {
+    this.toast.textContent = text;
+    this.toast.hidden = false;
+    clearTimeout(this.toastTimer);
+    this.toastTimer = setTimeout(() => (this.toast.hidden = true), 4000);
+  }
+}
+
+function contactName(contact) {
+  return contact.name || contact.email || (contact.id ? `Visitor ${contact.id}` : "Visitor");
+}
+
+function snippet(msg) {
+  const prefix = msg.private ? "Note: " : isVoice(msg) ? "Voice: " : msg.message_type === MESSAGE.outgoing ? "↩ " : "";
+  const text = `${prefix}${msg.content || ""}`;
+  return text.length > 80 ? `${text.slice(0, 79)}…` : text;
+}
+
+const agentConsole = new AgentConsole(document.getElementById("console"));
+window.agentConsole = agentConsole; // handy in the devtools console
+agentConsole.start();

@@ -1,0 +1,101 @@
+// Small helpers shared by the widget and the console: building DOM without innerHTML (so
+// message text can never become markup), JSON requests, and message labels.
+
+export function h(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else if (key === "class") node.className = value;
+    else if (key === "text") node.textContent = value;
+    else if (key === "style" && typeof value === "object") Object.assign(node.style, value);
+    else node.setAttribute(key, value === true ? "" : value);
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : String(child));
+  }
+  return node;
+}
+
+export class HttpError extends Error {
+  constructor(status, body) {
+    super((body && (body.error || body.message)) || `HTTP ${status}`);
+    this.status = status;
+    this.body = body;
+  }
+}
+
+// fetch + JSON both ways; throws HttpError on a non-2xx answer.
+export async function request(method, url, { body, headers = {}, keepalive = false } = {}) {
+  const init = { method, keepalive, headers: { Accept: "application/json", ...headers } };
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const response = await fetch(url, init);
+  const text = await response.text();
+  let data = null;
+  if (text) {
+    try {
+      data = JSON.parse(text);
+    } catch {
+      data = { error: text };
+    }
+  }
+  if (!response.ok) throw new HttpError(response.status, data);
+  return data;
+}
+
+export const MESSAGE = { incoming: 0, outgoing: 1, activity: 2, template: 3 };
+
+export function isVoice(msg) {
+  return Boolean(msg.content_attributes && msg.content_attributes.voice_transcript);
+}
+
+// "Visitor (voice)" / "AI agent (voice)": who spoke a voice transcript turn.
+export function voiceLabel(msg) {
+  const role = msg.content_attributes && msg.content_attributes.role;
+  return role === "ai" ? "AI agent · voice" : "Visitor · voice";
+}
+
+export function clockTime(epochSeconds) {
+  if (!epochSeconds) return "";
+  return new Date(epochSeconds * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
+// Inline SVG icons: the pages must not depend on an emoji font being installed.
+const ICONS = {
+  chat: "M4 4h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H9l-5 4v-4a2 2 0 0 1-2-2V6a2 2 0 0 1 2-2z",
+  mic: "M12 3a3 3 0 0 1 3 3v6a3 3 0 0 1-6 0V6a3 3 0 0 1 3-3zm-7 9h2a5 5 0 0 0 10 0h2a7 7 0 0 1-6 6.9V21h-2v-2.1A7 7 0 0 1 5 12z",
+};
+
+export function icon(name, size = 14) {
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", "0 0 24 24");
+  svg.setAttribute("width", size);
+  svg.setAttribute("height", size);
+  svg.setAttribute("aria-hidden", "true");
+  svg.classList.add("icon", `icon-${name}`);
+  const path = document.createElementNS(ns, "path");
+  path.setAttribute("d", ICONS[name]);
+  path.setAttribute("fill", "currentColor");
+  svg.append(path);
+  return svg;
+}
+
+// A chat bubble's inner parts: a voice mark and label for transcript turns, then the text.
+export function bubbleBody(msg) {
+  const parts = [];
+  if (isVoice(msg)) {
+    parts.push(h("span", { class: "voice-tag", title: "Voice transcript" }, icon("mic", 12), " ", voiceLabel(msg)));
+  }
+  parts.push(h("span", { class: "text", text: msg.content ?? "" }));
+  return parts;
+}
+
+// Sort messages by id (ids only grow within a conversation, in commit order).
+export function byId(a, b) {
+  return (typeof a.id === "number" ? a.id : Infinity) - (typeof b.id === "number" ? b.id : Infinity);
+}

@@ -1,0 +1,481 @@
+// The visitor's chat widget. It uses only the public widget API (/api/v1/widget/*) and
+// /cable, the same calls Chatwoot's widget makes, so it doubles as a live check of both:
+//
+//   boot      POST /config (with the stored X-Auth-Token, so a reload keeps the contact)
+//   history   GET /conversations, GET /messages, older pages with ?before=<oldest id>
+//   send      POST /messages (the first one opens a conversation); after the conversation
+//             ended, "Start a new conversation" + the next message POST /conversations
+//   typing    POST /conversations/toggle_typing on at the first keystroke, off after 2 s idle
+//   seen      POST /conversations/update_last_seen whenever agent messages are on screen
+//   realtime  RoomChannel on /cable with the contact's pubsub_token; after every
+//             (re)subscribe, GET /messages?after=<last id> fetches what was missed
+//   end       GET /conversations/toggle_status, where enabled_features has end_conversation
+
+import { Cable } from "./cable.js";
+import { HttpError, MESSAGE, bubbleBody, byId, clockTime, h, icon, isVoice, request } from "./dom.js";
+
+const API = "/api/v1/widget";
+const TYPING_IDLE_MS = 2000;
+const AGENT_TYPING_TIMEOUT_MS = 30000;
+const PRESENCE_EVERY_MS = 20000;
+
+export async function mountWidget(root, options) {
+  const widget = new Widget(root, options);
+  await widget.start();
+  return widget;
+}
+
+class Widget {
+  constructor(
+    root,
+    { websiteToken, authToken = null, preferGivenToken = false, embedded = false, storage = localStorage },
+  ) {
+    this.root = root;
+    this.websiteToken = websiteToken;
+    this.givenToken = authToken;
+    this.preferGivenToken = preferGivenToken;
+    this.embedded = embedded;
+    this.storage = storage;
+    this.tokenKey = `chat-widget:token:${websiteToken}`;
+    this.openKey = `chat-widget:open:${websiteToken}`;
+    this.messages = new Map(); // id (or "echo:<echo_id>" while sending) -> message
+    this.conv = null; // {id, status}
+    this.startingNew = false; // the visitor asked for a new conversation after one ended
+    this.noOlder = false;
+    this.loadingOlder = false;
+    this.typingOn = false;
+    this.typingIdle = null;
+    this.agentTypingTimer = null;
+    this.seenTimer = null;
+  }
+
+  // -- boot ---------------------------------------------------------------------------
+
+  async start() {
+    await this.boot();
+    this.render();
+    await this.refreshConversation();
+    this.cable = new Cable(undefined, { onStatus: (s) => this.showConnection(s) });
+    this.room = this.cable.subscribe(
+      { channel: "RoomChannel", pubsub_token: this.pubsubToken },
+      {
+        connected: () => this.catchUp(),
+        received: (message) => this.onEvent(message.event, message.data),
+      },
+    );
+    this.presence = setInterval(() => this.room.perform("update_presence"), PRESENCE_EVERY_MS);
+    document.addEventListener("visibilitychange", () => this.markSeen());
+    // Leaving the page mid-sentence must not leave the agent looking at "typing…".
+    addEventListener("pagehide", () => this.stopTyping({ keepalive: true }));
+  }
+
+  async boot() {
+    const stored = this.storage.getItem(this.tokenKey);
+    let token = this.preferGivenToken ? this.givenToken : stored || this.givenToken;
+    let answer;
+    try {
+      answer = await this.fetchConfig(token);
+    } catch (err) {
+      // A token from another server (or an expired one) is refused: start as a new visitor.
+      if (!(err instanceof HttpError) || err.status !== 401 || !token) throw err;
+      token = null;
+      answer = await this.fetchConfig(null);
+    }
+    this.config = answer.website_channel_config;
+    this.token = this.config.auth_token;
+    this.pubsubToken = answer.contact.pubsub_token;
+    this.storage.setItem(this.tokenKey, this.token);
+  }
+
+  fetchConfig(token) {
+    const headers = token ? { "X-Auth-Token": token } : {};
+    return request("POST", this.url("/config"), { headers, body: {} });
+  }
+
+  url(path, query = {}) {
+    const params = new URLSearchParams({ website_token: this.websiteToken, ...query });
+    return `${API}${path}?${params}`;
+  }
+
+  api(method, path, { query, body, keepalive } = {}) {
+    return request(method, this.url(path, query), {
+      body,
+      keepalive,
+      headers: { "X-Auth-Token": this.token },
+    });
+  }
+
+  get canEnd() {
+    return (this.config.enabled_features || []).includes("end_conversation");
+  }
+
+  // -- data ---------------------------------------------------------------------------
+
+  async refreshConversation() {
+    const fresh = await this.api("GET", "/conversations");
+    const conv = fresh && fresh.id ? { id: fresh.id, status: fresh.status } : null;
+    const changed = (conv && conv.id) !== (this.conv && this.conv.id);
+    this.conv = conv;
+    if (changed) {
+      this.messages.clear();
+      this.noOlder = false;
+      await this.loadHistory();
+    }
+    this.renderState();
+  }
+
+  async loadHistory() {
+    const answer = await this.api("GET", "/messages");
+    for (const msg of answer.payload || []) this.messages.set(msg.id, msg);
+    this.noOlder = !(answer.payload || []).length;
+    this.renderMessages({ stickToBottom: true });
+    this.markSeen();
+  }
+
+  async loadOlder() {
+    const oldest = this.sorted().find((m) => typeof m.id === "number");
+    if (!oldest || this.noOlder || this.loadingOlder || this.startingNew) return;
+    this.loadingOlder = true;
+    this.olderNote.hidden = false;
+    try {
+      const answer = await this.api("GET", "/messages", { query: { before: oldest.id } });
+      const page = answer.payload || [];
+      if (!page.length) this.noOlder = true;
+      const box = this.scroller;
+      const fromBottom = box.scrollHeight - box.scrollTop;
+      for (const msg of page) this.messages.set(msg.id, msg);
+      this.renderMessages();
+      box.scrollTop = box.scrollHeight - fromBottom; // keep what the visitor was reading in place
+    } finally {
+      this.loadingOlder = false;
+      this.olderNote.hidden = true;
+    }
+  }
+
+  // After every (re)subscribe: fetch what arrived while the socket was away.
+  async catchUp() {
+    const last = this.lastId();
+    if (last === null) {
+      await this.refreshConversation();
+      return;
+    }
+    const answer = await this.api("GET", "/messages", { query: { after: last } });
+    for (const msg of answer.payload || []) this.upsert(msg);
+    const fresh = await this.api("GET", "/conversations");
+    if (fresh && fresh.id === (this.conv && this.conv.id)) this.setStatus(fresh.status);
+    else await this.refreshConversation();
+    this.markSeen();
+  }
+
+  sorted() {
+    return [...this.messages.values()].sort(byId);
+  }
+
+  lastId() {
+    const ids = [...this.messages.keys()].filter((k) => typeof k === "number");
+    return ids.length ? Math.max(...ids) : null;
+  }
+
+  upsert(msg) {
+    if (msg.echo_id) this.messages.delete(`echo:${msg.echo_id}`);
+    if (msg.content_attributes && msg.content_attributes.deleted) this.messages.delete(msg.id);
+    else this.messages.set(msg.id, { ...(this.messages.get(msg.id) || {}), ...msg });
+    this.renderMessages();
+  }
+
+  // -- actions ------------------------------------------------------------------------
+
+  async send(content) {
+    if (!content.trim()) return;
+    const echoId = `${Date.now()}-${Math.random().toString(36).slice(2, 10)}`;
+    const pending = {
+      id: `echo:${echoId}`,
+      echo_id: echoId,
+      content,
+      message_type: MESSAGE.incoming,
+      created_at: Date.now() / 1000,
+      pending: true,
+    };
+    this.messages.set(pending.id, pending);
+    this.renderMessages({ stickToBottom: true });
+    this.stopTyping();
+    const message = { content, echo_id: echoId, timestamp: new Date().toString(), referer_url: location.href };
+    try {
+      if (this.startingNew) {
+        const conv = await this.api("POST", "/conversations", { body: { message } });
+        this.startingNew = false;
+        this.conv = { id: conv.id, status: conv.status };
+        this.messages.clear();
+        for (const msg of conv.messages || []) this.messages.set(msg.id, msg);
+        this.noOlder = true;
+        this.renderMessages({ stickToBottom: true });
+        this.renderState();
+      } else {
+        const msg = await this.api("POST", "/messages", { body: { message } });
+        if (!this.conv || this.conv.id !== msg.conversation_id) {
+          this.conv = { id: msg.conversation_id, status: "open" };
+        }
+        this.upsert(msg);
+        this.renderState();
+      }
+    } catch (err) {
+      pending.pending = false;
+      pending.failed = err.message || "not sent";
+      this.renderMessages();
+    }
+  }
+
+  typed() {
+    if (!this.conv || this.conv.status === "resolved" || this.startingNew) return;
+    if (!this.typingOn) {
+      this.typingOn = true;
+      this.api("POST", "/conversations/toggle_typing", { body: { typing_status: "on" } }).catch(() => {});
+    }
+    clearTimeout(this.typingIdle);
+    this.typingIdle = setTimeout(() => this.stopTyping(), TYPING_IDLE_MS);
+  }
+
+  stopTyping({ keepalive = false } = {}) {
+    clearTimeout(this.typingIdle);
+    if (!this.typingOn) return;
+    this.typingOn = false;
+    this.api("POST", "/conversations/toggle_typing", { body: { typing_status: "off" }, keepalive }).catch(() => {});
+  }
+
+  async endConversation() {
+    if (!this.conv) return;
+    this.endButton.disabled = true;
+    try {
+      await this.api("GET", "/conversations/toggle_status");
+      this.setStatus("resolved");
+    } finally {
+      this.endButton.disabled = false;
+    }
+  }
+
+  startNew() {
+    this.startingNew = true;
+    this.messages.clear();
+    this.renderMessages();
+    this.renderState();
+    this.input.focus();
+  }
+
+  isShown() {
+    return document.visibilityState === "visible" && (this.embedded || this.isOpen());
+  }
+
+  // Tell the server the visitor has seen the conversation (read receipts for the agent).
+  markSeen() {
+    clearTimeout(this.seenTimer);
+    this.seenTimer = setTimeout(() => {
+      if (!this.conv || !this.isShown() || this.startingNew) return;
+      this.api("POST", "/conversations/update_last_seen", { body: {} }).catch(() => {});
+    }, 200);
+  }
+
+  // -- realtime -----------------------------------------------------------------------
+
+  onEvent(event, data) {
+    switch (event) {
+      case "message.created":
+      case "message.updated":
+        if (this.startingNew || (this.conv && data.conversation_id !== this.conv.id)) return;
+        if (!this.conv) this.conv = { id: data.conversation_id, status: "open" };
+        this.upsert(data);
+        if (event === "message.created" && data.message_type !== MESSAGE.incoming) {
+          this.showAgentTyping(null);
+          this.markSeen();
+        }
+        return;
+      case "conversation.created":
+        this.refreshConversation().catch(() => {});
+        return;
+      case "conversation.status_changed":
+      case "conversation.updated":
+        if (this.conv && data.id === this.conv.id) this.setStatus(data.status);
+        return;
+      case "conversation.typing_on":
+      case "conversation.typing_off":
+        if (!this.conv || data.conversation.id !== this.conv.id || data.is_private) return;
+        this.showAgentTyping(event === "conversation.typing_on" ? data.user : null);
+        return;
+      case "presence.update":
+        this.showPresence(data.users || {});
+        return;
+    }
+  }
+
+  setStatus(status) {
+    if (!this.conv || this.conv.status === status) return;
+    this.conv.status = status;
+    if (status !== "resolved" && this.startingNew) {
+      // An agent reopened the old conversation: go back to it.
+      this.startingNew = false;
+      this.loadHistory().catch(() => {});
+    }
+    if (status === "resolved") {
+      this.stopTyping();
+      this.showAgentTyping(null);
+    }
+    this.renderState();
+  }
+
+  // -- view ---------------------------------------------------------------------------
+
+  isOpen() {
+    return this.storage.getItem(this.openKey) !== "closed";
+  }
+
+  setOpen(open) {
+    this.storage.setItem(this.openKey, open ? "open" : "closed");
+    this.root.classList.toggle("cw-closed", !open);
+    if (open) {
+      this.renderMessages({ stickToBottom: true });
+      this.markSeen();
+      this.input.focus();
+    }
+  }
+
+  render() {
+    const cfg = this.config;
+    const color = cfg.widget_color || "#1f93ff";
+    this.root.classList.add("cw-root");
+    this.root.classList.toggle("cw-embedded", this.embedded);
+    this.root.style.setProperty("--cw-color", color);
+    this.statusLine = h("span", { class: "cw-presence" }, "Connecting…");
+    this.endButton = h("button", {
+      class: "cw-end",
+      type: "button",
+      onclick: () => this.endConversation(),
+      text: "End conversation",
+    });
+    const header = h(
+      "header",
+      { class: "cw-header" },
+      h(
+        "div",
+        { class: "cw-heading" },
+        h("div", { class: "cw-title", text: cfg.welcome_title || cfg.website_name || "Chat with us" }),
+        h("div", { class: "cw-tagline", text: cfg.welcome_tagline || "We usually reply in a few minutes." }),
+        this.statusLine,
+      ),
+      h(
+        "div",
+        { class: "cw-actions" },
+        this.endButton,
+        this.embedded
+          ? null
+          : h("button", { class: "cw-close", type: "button", title: "Close", onclick: () => this.setOpen(false) }, "×"),
+      ),
+    );
+    this.olderNote = h("div", { class: "cw-older", hidden: true, text: "Loading earlier messages…" });
+    this.list = h("div", { class: "cw-list" });
+    this.empty = h("div", { class: "cw-empty", text: "Ask us anything, we are happy to help." });
+    this.scroller = h("div", { class: "cw-messages" }, this.olderNote, this.empty, this.list);
+    this.scroller.addEventListener("scroll", () => {
+      if (this.scroller.scrollTop < 40) this.loadOlder().catch(() => {});
+    });
+    this.typingNote = h("div", { class: "cw-typing", hidden: true });
+    this.endedNote = h(
+      "div",
+      { class: "cw-ended", hidden: true },
+      h("span", { text: "This conversation has ended." }),
+      h("button", { type: "button", class: "cw-new", onclick: () => this.startNew(), text: "Start a new conversation" }),
+    );
+    this.input = h("textarea", { class: "cw-input", rows: 1, placeholder: "Type your message…" });
+    this.input.addEventListener("input", () => this.typed());
+    this.input.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && !event.shiftKey) {
+        event.preventDefault();
+        this.submit();
+      }
+    });
+    this.composer = h(
+      "form",
+      { class: "cw-composer", onsubmit: (event) => (event.preventDefault(), this.submit()) },
+      this.input,
+      h("button", { type: "submit", class: "cw-send", text: "Send" }),
+    );
+    const panel = h("section", { class: "cw-panel" }, header, this.scroller, this.typingNote, this.endedNote, this.composer);
+    const launcher = this.embedded
+      ? null
+      : h("button", { class: "cw-launcher", type: "button", title: "Chat", onclick: () => this.setOpen(!this.isOpen()) }, icon("chat", 26));
+    this.root.replaceChildren(panel, ...(launcher ? [launcher] : []));
+    this.root.classList.toggle("cw-closed", !this.embedded && !this.isOpen());
+  }
+
+  submit() {
+    const content = this.input.value;
+    if (!content.trim()) return;
+    this.input.value = "";
+    this.send(content);
+  }
+
+  renderState() {
+    const resolved = Boolean(this.conv && this.conv.status === "resolved") && !this.startingNew;
+    this.endButton.hidden = !this.canEnd || !this.conv || resolved || this.startingNew;
+    this.endedNote.hidden = !resolved;
+    this.composer.hidden = resolved;
+    this.root.classList.toggle("cw-resolved", resolved);
+    this.input.placeholder = this.startingNew ? "Write to start a new conversation…" : "Type your message…";
+  }
+
+  renderMessages({ stickToBottom = false } = {}) {
+    const box = this.scroller;
+    const nearBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 60;
+    const items = this.sorted().map((msg) => this.renderMessage(msg));
+    this.list.replaceChildren(...items);
+    this.empty.hidden = items.length > 0;
+    if (stickToBottom || nearBottom) box.scrollTop = box.scrollHeight;
+  }
+
+  renderMessage(msg) {
+    if (msg.message_type === MESSAGE.activity) {
+      return h("div", { class: "cw-activity", text: msg.content || "" });
+    }
+    const mine = msg.message_type === MESSAGE.incoming;
+    const classes = ["cw-message", mine ? "cw-mine" : "cw-theirs"];
+    if (isVoice(msg)) classes.push("cw-voice");
+    if (msg.pending) classes.push("cw-pending");
+    if (msg.failed) classes.push("cw-failed");
+    const who = mine ? null : (msg.sender && (msg.sender.available_name || msg.sender.name)) || "Support";
+    const meta = [clockTime(msg.created_at)];
+    if (msg.pending) meta.push("sending…");
+    if (msg.failed) meta.push(`not sent: ${msg.failed}`);
+    return h(
+      "div",
+      { class: classes.join(" "), "data-id": String(msg.id) },
+      who && !isVoice(msg) ? h("div", { class: "cw-sender", text: who }) : null,
+      h("div", { class: "cw-bubble" }, bubbleBody(msg)),
+      h("div", { class: "cw-meta", text: meta.filter(Boolean).join(" · ") }),
+    );
+  }
+
+  showAgentTyping(user) {
+    clearTimeout(this.agentTypingTimer);
+    if (!user) {
+      this.typingNote.hidden = true;
+      return;
+    }
+    const name = user.available_name || user.name || "An agent";
+    this.typingNote.textContent = `${name} is typing…`;
+    this.typingNote.hidden = false;
+    this.agentTypingTimer = setTimeout(() => (this.typingNote.hidden = true), AGENT_TYPING_TIMEOUT_MS);
+  }
+
+  showPresence(users) {
+    const online = Object.values(users).some((s) => s === "online");
+    this.presenceText = online ? "We are online" : "We are away, leave a message";
+    if (this.cable && this.cable.isOpen()) this.statusLine.textContent = this.presenceText;
+  }
+
+  showConnection(status) {
+    this.root.dataset.connection = status;
+    if (!this.statusLine) return;
+    if (status === "connected") this.statusLine.textContent = this.presenceText || "Connected";
+    else if (status === "connecting") this.statusLine.textContent = "Connecting…";
+    else if (status === "offline") this.statusLine.textContent = "Reconnecting…";
+    else this.statusLine.textContent = "Offline";
+  }
+}

@@ -58,6 +58,9 @@ class Hub:
         self._delivered: OrderedDict[tuple[str, int], int] = OrderedDict()
         self._ping_task: asyncio.Task[None] | None = None
         self._replays: set[asyncio.Task[None]] = set()
+        # While a replay runs, live bus messages wait here, so that a newer live event can
+        # not mark an older, replay-only event as already delivered.
+        self._held: list[tuple[str, bytes]] | None = None
         self.frames_sent = 0
         self.slow_consumers = 0
         bus.handler = self.on_bus_message
@@ -131,6 +134,13 @@ class Hub:
     # -- delivery -------------------------------------------------------------------------
 
     def on_bus_message(self, channel: str, payload: bytes) -> None:
+        if self._held is not None:
+            if len(self._held) < REPLAY_LIMIT:
+                self._held.append((channel, payload))
+            return
+        self._deliver(channel, payload)
+
+    def _deliver(self, channel: str, payload: bytes) -> None:
         subs = self.channels.get(channel)
         if not subs:
             return
@@ -162,6 +172,8 @@ class Hub:
     # -- catching up after a bus outage ---------------------------------------------------
 
     def _schedule_replay(self, lost_at: float) -> None:
+        if self._held is None:
+            self._held = []
         task = asyncio.get_running_loop().create_task(self._replay(lost_at))
         self._replays.add(task)
         task.add_done_callback(self._replays.discard)
@@ -172,20 +184,27 @@ class Hub:
         from server.bus.envelope import pack
 
         started = time.monotonic()
+        delivered = 0
+        rows: list[dict[str, object]] = []
         try:
             rows = await self.db.read(outbox.since, lost_at - REPLAY_MARGIN, REPLAY_LIMIT)
+            for row in rows:
+                payload = pack(
+                    row["payload"].encode(),  # type: ignore[attr-defined]
+                    outbox_id=row["id"],  # type: ignore[arg-type]
+                    conversation_id=row["conversation_id"],  # type: ignore[arg-type]
+                )
+                for channel in row["channels"]:  # type: ignore[attr-defined]
+                    if channel in self.channels:
+                        self._deliver(channel, payload)
+                        delivered += 1
         except Exception:
             log.exception("replay after bus reconnect failed")
-            return
-        delivered = 0
-        for row in rows:
-            payload = pack(
-                row["payload"].encode(), outbox_id=row["id"], conversation_id=row["conversation_id"]
-            )
-            for channel in row["channels"]:
-                if channel in self.channels:
-                    self.on_bus_message(channel, payload)
-                    delivered += 1
+        finally:
+            if len(self._replays) <= 1:  # the last replay running releases what was held
+                held, self._held = self._held or [], None
+                for channel, payload in held:
+                    self._deliver(channel, payload)
         log.info(
             "replayed %d events (%d rows) after bus reconnect in %.0f ms",
             delivered,

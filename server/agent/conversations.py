@@ -37,7 +37,8 @@ async def index(request: web.Request) -> web.Response:
     svc = services(request)
     who = await auth.agent(request)
     status = _status_filter(request.query.get("status"))
-    page = opt_int(request.query.get("page"), "page") or 1
+    page = opt_int(request.query.get("page"), "page")
+    page = 1 if page is None else page
     if not 1 <= page <= MAX_PAGE:
         raise bad_request(f"page must be between 1 and {MAX_PAGE}")
 

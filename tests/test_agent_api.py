@@ -4,12 +4,13 @@ sees them, status, typing, last-seen, and a battery of bad input that must chang
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from typing import Any
 
 import orjson
 from aiohttp.test_utils import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from server import events
 from server.bus.envelope import unpack
@@ -18,7 +19,7 @@ from server.store import accounts as accounts_store
 from server.store import contacts as contacts_store
 from server.store import conversations as conversations_store
 from server.store import messages as messages_store
-from server.store.tables import conversations, messages, outbox
+from server.store.tables import accounts, conversations, messages, outbox
 from tests.conftest import Visitor, World
 
 API = "/api/v1"
@@ -763,3 +764,31 @@ async def test_bad_input_battery_changes_nothing(client: TestClient, world: Worl
         client, f"{API}/accounts/{acc}/conversations/{did}/messages", world.agent, {"content": "ok"}
     )
     assert (await snapshot(client))[0] == before[0] + 1
+
+
+async def test_concurrent_toggles_end_where_they_started(client: TestClient, world: World) -> None:
+    """Each toggle decides under the row lock, so two at once are open -> resolved -> open."""
+    visitor = await started(client, world.inbox["website_token"])
+    did = display_id(visitor)
+    url = conv_url(world, did, "/toggle_status")
+    results = await asyncio.gather(*(call(client, "POST", url, world.agent) for _ in range(2)))
+    assert sorted(body["payload"]["current_status"] for _, body in results) == ["open", "resolved"]
+    assert (await conversation_row(client, world, did))["status"] == "open"
+    changes = [
+        orjson.loads(r["payload"])["data"]["status"]
+        for r in await outbox_rows(client)
+        if r["event"] == events.CONVERSATION_STATUS_CHANGED
+    ]
+    assert changes == ["resolved", "open"]
+
+
+async def test_suspended_account_is_401(client: TestClient, world: World) -> None:
+    async def suspend(conn: Any) -> None:
+        await conn.execute(
+            update(accounts).where(accounts.c.id == world.account["id"]).values(status="suspended")
+        )
+
+    await client.app[SERVICES].db.write(suspend)
+    status, body = await call(client, "GET", conv_url(world), world.admin)
+    assert status == 401
+    assert body == {"error": "Account is suspended"}

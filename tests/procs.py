@@ -150,6 +150,7 @@ def base_env(database_url: str, data_dir: Path, **extra: Any) -> dict[str, str]:
         "RELAY_LEASE_TTL": "1.5",
         "RELAY_POLL_INTERVAL": "0.5",
         "SHUTDOWN_GRACE": "3",
+        "MESSAGES_PER_MINUTE": "100000",
     }
     env.update({k: str(v) for k, v in extra.items()})
     return env

@@ -72,8 +72,8 @@ class Deploy:
         return "\n".join(out)
 
 
-@pytest.fixture(params=["postgresql", "sqlite"])
-async def deploy(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Deploy]:
+@pytest.fixture(name="deploy", params=["postgresql", "sqlite"])
+async def deploy_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Deploy]:
     if request.param == "postgresql":
         pg = temp_pg_database()
         url = await pg.__aenter__()

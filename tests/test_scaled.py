@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.scaled import Deploy, deploy  # noqa: F401  (the fixture)
+from tests.scaled import Deploy, deploy_fixture  # noqa: F401  (the fixture)
 
 
 async def test_events_cross_processes(deploy: Deploy) -> None:

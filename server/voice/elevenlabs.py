@@ -40,7 +40,7 @@ class ElevenLabs:
         try:
             response = await client.conversational_ai.conversations.get_signed_url(
                 agent_id=agent_id,
-                request_options={"max_retries": 0, "timeout_in_seconds": int(self.timeout) or 1},
+                request_options={"max_retries": 0, "timeout_in_seconds": self.timeout},  # type: ignore[typeddict-item]
             )
         except ApiError as exc:
             log.warning("ElevenLabs get-signed-url answered %s", exc.status_code)

@@ -77,6 +77,10 @@ async def transcript(request: web.Request) -> web.Response:
             reuse_resolved=False,
         )
         if event_id is not None:
+            # Take the conversation's row lock before looking: two tries of one turn in
+            # flight at once would otherwise both miss and the second insert would hit the
+            # unique index (a 500) instead of returning the first message.
+            conv = await conversations_store.lock(conn, conv["id"])
             existing = await messages_store.by_external_event(conn, conv["id"], event_id)
             if existing is not None:
                 return {

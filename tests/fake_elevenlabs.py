@@ -1,0 +1,73 @@
+"""A fake ElevenLabs API on 127.0.0.1 for the voice tests: the one endpoint we call,
+GET /v1/convai/conversation/get-signed-url, with switches for the failures we must survive.
+
+It checks what the real API checks (the `xi-api-key` header and the `agent_id` query) so a
+test sees the server sent the stored key and agent id, and records every request it got."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+SIGNED_URL_PATH = "/v1/convai/conversation/get-signed-url"
+
+
+@dataclass
+class FakeElevenLabs:
+    """Serve with `async with FakeElevenLabs(api_key=..., agent_id=...) as fake:`;
+    `fake.base_url` is what the app's elevenlabs_base_url should be."""
+
+    api_key: str
+    agent_id: str
+    # "ok", "error" (answer `error_status`), or "hang" (answer after `hang_seconds`)
+    mode: str = "ok"
+    error_status: int = 500
+    hang_seconds: float = 30.0
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    base_url: str = ""
+    _runner: web.AppRunner | None = None
+
+    def signed_url_for(self, agent_id: str) -> str:
+        return f"wss://api.elevenlabs.io/v1/convai/conversation?agent_id={agent_id}&token=sig-123"
+
+    async def _signed_url(self, request: web.Request) -> web.Response:
+        self.requests.append(
+            {"headers": dict(request.headers), "query": dict(request.query), "path": request.path}
+        )
+        if self.mode == "hang":
+            await asyncio.sleep(self.hang_seconds)
+        if self.mode == "error":
+            return web.json_response(
+                {"detail": {"status": "server_error", "message": "boom"}},
+                status=self.error_status,
+            )
+        if request.headers.get("xi-api-key") != self.api_key:
+            return web.json_response(
+                {"detail": {"status": "invalid_api_key", "message": "Invalid API key"}},
+                status=401,
+            )
+        agent_id = request.query.get("agent_id")
+        if agent_id != self.agent_id:
+            return web.json_response(
+                {"detail": {"status": "agent_not_found", "message": "no such agent"}},
+                status=404,
+            )
+        return web.json_response({"signed_url": self.signed_url_for(agent_id)})
+
+    async def __aenter__(self) -> FakeElevenLabs:
+        app = web.Application()
+        app.router.add_get(SIGNED_URL_PATH, self._signed_url)
+        self._runner = web.AppRunner(app, shutdown_timeout=0.1)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)  # port 0: a free port
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.base_url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()

@@ -35,18 +35,23 @@ def _parse_identifier(identifier: str) -> dict[str, Any]:
     if not isinstance(ident, dict) or ident.get("channel") != "RoomChannel":
         raise Rejected("unknown channel")
     token = ident.get("pubsub_token")
-    if not isinstance(token, str) or not token or len(token) > 128:
-        raise Rejected("pubsub_token missing")
+    if not isinstance(token, str) or not token or len(token) > 128 or "\x00" in token:
+        raise Rejected("pubsub_token missing")  # NUL: PostgreSQL text cannot even compare it
     return ident
 
 
+MAX_ID = 2**63 - 1
+
+
 def _as_id(value: Any) -> int | None:
+    """A positive id that fits a BIGINT column; anything else is no id (a rejection, where
+    an out-of-range value would make the database driver raise)."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int):
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
+        value = int(value)
+    if isinstance(value, int) and 0 < value <= MAX_ID:
         return value
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
     return None
 
 

@@ -117,6 +117,7 @@ class Widget {
     const changed = (conv && conv.id) !== (this.conv && this.conv.id);
     this.conv = conv;
     if (changed) {
+      this.startingNew = false;
       this.messages.clear();
       this.noOlder = false;
       await this.loadHistory();
@@ -280,7 +281,12 @@ class Widget {
     switch (event) {
       case "message.created":
       case "message.updated":
-        if (this.startingNew || (this.conv && data.conversation_id !== this.conv.id)) return;
+        if (this.conv && data.conversation_id !== this.conv.id) {
+          // A newer conversation of ours (a voice call after the end, another tab): switch.
+          if (data.conversation_id > this.conv.id) this.refreshConversation().catch(() => {});
+          return;
+        }
+        if (this.startingNew) return;
         if (!this.conv) this.conv = { id: data.conversation_id, status: "open" };
         this.upsert(data);
         if (event === "message.created" && data.message_type !== MESSAGE.incoming) {

@@ -315,7 +315,10 @@ class AgentConsole {
         conv.last_activity_at = msg.conversation.last_activity_at;
         conv.unread_count = msg.conversation.unread_count;
       }
-      if (msg.message_type === MESSAGE.incoming) this.setTyping(conv.id, null);
+      if (msg.message_type === MESSAGE.incoming) {
+        this.setTyping(conv.id, null);
+        if (msg.sender) this.contactsOnline[String(msg.sender.id)] = "online"; // a live sign
+      }
     } else if (conv.messages && conv.messages[0] && conv.messages[0].id === msg.id) {
       conv.messages = [msg];
     }

@@ -290,6 +290,7 @@ class Widget {
         if (!this.conv) this.conv = { id: data.conversation_id, status: "open" };
         this.upsert(data);
         if (event === "message.created" && data.message_type !== MESSAGE.incoming) {
+          if (data.sender && data.sender.type === "user") this.showPresence({ [data.sender.id]: "online" });
           this.showAgentTyping(null);
           this.markSeen();
         }
@@ -465,11 +466,16 @@ class Widget {
       return;
     }
     const name = user.available_name || user.name || "An agent";
+    const box = this.scroller;
+    const nearBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 60;
     this.typingNote.textContent = `${name} is typing…`;
     this.typingNote.hidden = false;
+    if (nearBottom) box.scrollTop = box.scrollHeight; // the note must not hide the last message
+    this.showPresence({ [user.id]: "online" });
     this.agentTypingTimer = setTimeout(() => (this.typingNote.hidden = true), AGENT_TYPING_TIMEOUT_MS);
   }
 
+  // presence.update (on subscribe and every 20 s), or a live sign of an agent at work.
   showPresence(users) {
     const online = Object.values(users).some((s) => s === "online");
     this.presenceText = online ? "We are online" : "We are away, leave a message";

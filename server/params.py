@@ -11,6 +11,7 @@ from aiohttp import web
 from server.errors import ApiError, bad_request
 
 MAX_ATTRIBUTES_BYTES = 16 * 1024
+MAX_ATTRIBUTES_DEPTH = 32
 MAX_NAME = 255
 MAX_EMAIL = 320
 _INT = re.compile(r"-?[0-9]{1,19}")
@@ -95,6 +96,10 @@ def attributes(
     name = label or key
     if not isinstance(value, dict):
         raise bad_request(f"{name} must be an object")
+    if _depth(value) > MAX_ATTRIBUTES_DEPTH:
+        # Stored attributes are re-encoded inside event payloads a few levels deeper; past
+        # orjson's nesting limit that encoding fails after the checks, as a 500.
+        raise bad_request(f"{name} is nested too deeply (at most {MAX_ATTRIBUTES_DEPTH} levels)")
     try:
         encoded = orjson.dumps(value)
     except TypeError:
@@ -115,3 +120,22 @@ def key_list(body: dict[str, Any], key: str) -> list[str]:
     if len(value) > 100:
         raise bad_request(f"{key} has too many entries (at most 100)")
     return value
+
+
+def _depth(value: Any) -> int:
+    """How deeply objects and arrays nest in `value` (iterative: no recursion limit)."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, level)
+        if deepest > MAX_ATTRIBUTES_DEPTH:
+            return deepest
+        stack.extend((child, level + 1) for child in children)
+    return deepest

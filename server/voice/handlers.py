@@ -47,13 +47,15 @@ def _turn(body: dict[str, Any], max_len: int) -> tuple[str, str, str | None]:
         raise bad_request("empty content")
     if len(content) > max_len:
         raise bad_request(f"content is too long (at most {max_len} characters)")
+    if "\x00" in content:  # PostgreSQL cannot store it: a 500 there, unlike SQLite
+        raise bad_request("content must not contain NUL characters")
     event_id = body.get("event_id")
     if event_id is not None:
         if isinstance(event_id, bool) or not isinstance(event_id, (str, int)):
             raise bad_request("event_id must be a string")
         event_id = str(event_id)
-        if not event_id or len(event_id) > MAX_EVENT_ID:
-            raise bad_request(f"event_id must be 1 to {MAX_EVENT_ID} characters")
+        if not event_id or len(event_id) > MAX_EVENT_ID or "\x00" in event_id:
+            raise bad_request(f"event_id must be 1 to {MAX_EVENT_ID} characters, without NUL")
     return source, content, event_id
 
 

@@ -126,7 +126,7 @@ async def page(request: web.Request) -> web.Response:
     own widget script."""
     svc = services(request)
     token = request.query.get("website_token")
-    inbox = await svc.inboxes.get(token) if token and len(token) <= 128 else None
+    inbox = await svc.inboxes.get(token) if context.plausible_token(token) else None
     if inbox is None:
         return json_response({"error": "web widget does not exist"}, 404)
     if inbox["account_status"] != "active":

@@ -27,20 +27,30 @@ class Visitor:
         return {"contact": self.contact, "contact_inbox": self.contact_inbox}
 
 
+def plausible_token(token: str | None) -> bool:
+    """Worth a database lookup: short printable ASCII. A NUL or a lone surrogate would make
+    PostgreSQL (or the driver) raise, a 500 instead of the 404 an unknown token gets."""
+    if not token or len(token) > 128:
+        return False
+    return token.isascii() and token.isprintable()
+
+
 async def website_token(request: web.Request) -> str | None:
+    body: dict[str, Any] = {}
+    if request.method in ("POST", "PATCH", "PUT", "DELETE") and request.can_read_body:
+        # Read the body first, on every endpoint, even those that ignore it: a malformed or
+        # oversized body is a 400/413 everywhere, before anything is written.
+        body = await json_body(request)
     token = request.query.get("website_token")
     if token:
         return token
-    if request.method in ("POST", "PATCH", "PUT", "DELETE") and request.can_read_body:
-        value = (await json_body(request)).get("website_token")
-        if isinstance(value, str):
-            return value
-    return None
+    value = body.get("website_token")
+    return value if isinstance(value, str) else None
 
 
 async def inbox(request: web.Request) -> dict[str, Any]:
     token = await website_token(request)
-    if not token or len(token) > 128:
+    if not plausible_token(token):
         raise not_found()
     found = await services(request).inboxes.get(token)
     if found is None:

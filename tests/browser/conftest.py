@@ -97,8 +97,10 @@ def _run_async(coro: Any) -> Any:
         return pool.submit(asyncio.run, coro).result(timeout=30)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Module-scoped on purpose: Playwright's sync API keeps an event loop running on the
+    main thread while it is open, which would break every async test after it."""
     if not os.path.exists(CHROMIUM):
         pytest.fail(f"{CHROMIUM} is missing: `apt-get install chromium` (.ci/run does)")
     with playwright_sync.sync_playwright() as pw:

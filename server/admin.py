@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from server.jsonutil import dumps
 from server.settings import Settings
 from server.store import accounts as accounts_store
-from server.store.db import Database
+from server.store.db import Database, is_unique_violation
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +112,14 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
     except AdminError as exc:
         print(dumps({"error": str(exc)}).decode(), file=sys.stderr)
         return 2
+    except Exception as exc:
+        if not is_unique_violation(exc):
+            raise
+        # Lost a race with another command creating the same thing: still one JSON line.
+        print(
+            dumps({"error": "already exists (a unique value is taken)"}).decode(), file=sys.stderr
+        )
+        return 2
     finally:
         await db.close()
     print(dumps(result).decode())
@@ -145,6 +153,8 @@ async def _command(conn: AsyncConnection, args: argparse.Namespace) -> dict[str,
             raise AdminError(f"inbox {unknown[0]} is not an inbox of account {account['id']}")
         if "@" not in args.email:
             raise AdminError("--email must be an email address")
+        if await accounts_store.user_by_email(conn, args.email) is not None:
+            raise AdminError(f"an agent with email {args.email.lower()} already exists")
         user = await accounts_store.create_agent(
             conn,
             account_id=account["id"],

@@ -159,6 +159,10 @@ async def user_by_pubsub_token(
     )
 
 
+async def user_by_email(conn: AsyncConnection, email: str) -> dict[str, Any] | None:
+    return one(await conn.execute(select(users).where(users.c.email == email.lower())))
+
+
 async def get_user(conn: AsyncConnection, user_id: int) -> dict[str, Any] | None:
     return one(await conn.execute(select(users).where(users.c.id == user_id)))
 

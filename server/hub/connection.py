@@ -1,5 +1,10 @@
 """One client socket: a bounded send queue drained by a writer that exists only while there
-is something to write, so an idle socket costs no task."""
+is something to write, so an idle socket costs no task.
+
+The common case skips the queue: when nothing is queued and the kernel is taking the
+socket's bytes (the transport's buffer is below WRITE_BUFFER_LIMIT), a frame is written to the
+transport right away, without a task or a coroutine per frame. Only a socket that falls
+behind goes through the queue and the writer task, which waits for it to drain."""
 
 from __future__ import annotations
 
@@ -12,6 +17,18 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 log = logging.getLogger(__name__)
+
+# Bytes a socket may have waiting in its transport before frames go to the bounded queue.
+WRITE_BUFFER_LIMIT = 64 * 1024
+
+
+def text_frame_header(length: int) -> bytes:
+    """RFC 6455 header of an unmasked, final text frame (servers never mask)."""
+    if length < 126:
+        return bytes((0x81, length))
+    if length < 65536:
+        return b"\x81\x7e" + length.to_bytes(2, "big")
+    return b"\x81\x7f" + length.to_bytes(8, "big")
 
 
 class Connection:
@@ -47,10 +64,21 @@ class Connection:
         self._on_overflow = on_overflow
 
     def send(self, frame: bytes) -> None:
-        """Queue a frame without waiting. A full queue means the client stopped reading:
-        it is dropped (it reconnects and catches up) instead of holding up anyone else."""
+        """Send a frame without waiting: written now if the socket keeps up, else queued.
+        A full queue means the client stopped reading: it is dropped (it reconnects and
+        catches up) instead of holding up anyone else."""
         if self.closed:
             return
+        if self._writer is None:
+            transport = self.transport
+            if (
+                transport is not None
+                and not self.ws.closed
+                and not transport.is_closing()
+                and transport.get_write_buffer_size() < WRITE_BUFFER_LIMIT
+            ):
+                transport.write(text_frame_header(len(frame)) + frame)
+                return
         if len(self._queue) >= self.limit:
             self.abort()
             self._on_overflow(self)

@@ -86,8 +86,11 @@ class Relay:
                 await self._sleep(self.poll_interval)
 
     async def _sleep(self, timeout: float) -> None:
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that lands
+        # as the wake-up fires (a commit during shutdown), and stop() then waits forever.
         try:
-            await asyncio.wait_for(self._wake.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._wake.wait()
         except TimeoutError:
             pass
         self._wake.clear()

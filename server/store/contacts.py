@@ -7,11 +7,12 @@ import time
 import uuid
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.auth import new_token
 from server.store import one
+from server.store.prepared import Prepared
 from server.store.tables import contact_inboxes, contacts
 
 # The columns of a contact_inbox, prefixed, next to the contact's own columns in one row.
@@ -25,16 +26,20 @@ def split_identity(row: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]
     return contact, ci
 
 
+_FIND_IDENTITY = Prepared(
+    select(contacts, *_CI_COLUMNS)
+    .join(contact_inboxes, contact_inboxes.c.contact_id == contacts.c.id)
+    .where(
+        contact_inboxes.c.inbox_id == bindparam("inbox_id"),
+        contact_inboxes.c.source_id == bindparam("source_id"),
+    )
+)
+
+
 async def find_identity(
     conn: AsyncConnection, inbox_id: int, source_id: str
 ) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    row = one(
-        await conn.execute(
-            select(contacts, *_CI_COLUMNS)
-            .join(contact_inboxes, contact_inboxes.c.contact_id == contacts.c.id)
-            .where(contact_inboxes.c.inbox_id == inbox_id, contact_inboxes.c.source_id == source_id)
-        )
-    )
+    row = await _FIND_IDENTITY.one(conn, {"inbox_id": inbox_id, "source_id": source_id})
     return split_identity(row) if row else None
 
 

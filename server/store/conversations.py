@@ -6,28 +6,39 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import and_, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server import events
 from server.store import accounts as accounts_store
 from server.store import all_rows, one, outbox
 from server.store import contacts as contacts_store
+from server.store.prepared import Prepared
 from server.store.tables import conversations, messages, users
 
 STATUSES = ("open", "resolved", "pending", "snoozed")
 
+_CURRENT_FOR = Prepared(
+    select(conversations)
+    .where(conversations.c.contact_inbox_id == bindparam("ci_id"))
+    .order_by(conversations.c.id.desc())
+    .limit(1)
+)
+_BUMP = Prepared(
+    update(conversations)
+    .where(conversations.c.id == bindparam("conv_id"))
+    .values(
+        last_activity_at=bindparam("now"),
+        updated_at=bindparam("now"),
+        unread_count=conversations.c.unread_count + bindparam("unread"),
+    )
+    .returning(*conversations.c)
+)
+
 
 async def current_for(conn: AsyncConnection, contact_inbox_id: int) -> dict[str, Any] | None:
     """The visitor's current conversation: always the latest one (contract §1.4)."""
-    return one(
-        await conn.execute(
-            select(conversations)
-            .where(conversations.c.contact_inbox_id == contact_inbox_id)
-            .order_by(conversations.c.id.desc())
-            .limit(1)
-        )
-    )
+    return await _CURRENT_FOR.one(conn, {"ci_id": contact_inbox_id})
 
 
 async def by_display_id(
@@ -56,6 +67,16 @@ async def lock(conn: AsyncConnection, conv_id: int, **values: Any) -> dict[str, 
             .returning(*conversations.c)
         )
     )
+    assert row is not None, f"conversation {conv_id} vanished"
+    return row
+
+
+async def lock_for_message(
+    conn: AsyncConnection, conv_id: int, *, now: float, unread: int
+) -> dict[str, Any]:
+    """`lock` for a new message (last activity, unread count): one prebuilt statement, as
+    this runs for every message."""
+    row = await _BUMP.one(conn, {"conv_id": conv_id, "now": now, "unread": unread})
     assert row is not None, f"conversation {conv_id} vanished"
     return row
 

@@ -21,7 +21,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from server.store import schema
+from server.store import schema, sqlite_inline
 
 log = logging.getLogger(__name__)
 
@@ -31,20 +31,24 @@ Op = Callable[Concatenate[AsyncConnection, P], Awaitable[T]]
 
 OUTBOX_DIRTY = "outbox_dirty"
 
+SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=NORMAL",
+    # Lock waits are async retries in sqlite_inline, never a blocking wait on the loop.
+    "PRAGMA busy_timeout=0",
+    "PRAGMA foreign_keys=ON",
+)
+
 
 def _sqlite_engine(url: str, *, begin: str, pool_size: int) -> AsyncEngine:
-    engine = create_async_engine(url, pool_size=pool_size, max_overflow=0, pool_pre_ping=False)
-
-    @event.listens_for(engine.sync_engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        # Let us emit BEGIN ourselves (pysqlite's own transaction handling is off).
-        dbapi_conn.isolation_level = None
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA busy_timeout=10000")
-        cur.execute("PRAGMA foreign_keys=ON")
-        cur.close()
+    path = make_url(url).database or ":memory:"
+    engine = create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=0,
+        pool_pre_ping=False,
+        async_creator=sqlite_inline.creator(path, SQLITE_PRAGMAS),
+    )
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:

@@ -6,14 +6,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import and_, insert, select, update
+from sqlalchemy import and_, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server import events
 from server.errors import ApiError
 from server.store import all_rows, one, outbox
 from server.store import conversations as conversations_store
-from server.store.tables import conversations as conversations_table
+from server.store.prepared import Prepared
 from server.store.tables import messages
 
 WIDGET_PAGE = 20
@@ -45,19 +45,25 @@ async def by_external_event(
     )
 
 
+_NTH_NEWEST = Prepared(
+    select(messages.c.created_at)
+    .where(messages.c.conversation_id == bindparam("conv_id"))
+    .order_by(messages.c.id.desc())
+    .limit(1)
+    .offset(bindparam("skip"))
+)
+_INSERT = Prepared(
+    insert(messages)
+    .values({c.name: bindparam(f"v_{c.name}", type_=c.type) for c in messages.c if c.name != "id"})
+    .returning(*messages.c)
+)
+
+
 async def _check_flood(conn: AsyncConnection, conversation_id: int, per_minute: int) -> None:
     """More than `per_minute` messages in the last minute is refused. Reads at most
     `per_minute` index entries: the per_minute-th newest message must be older than 60 s."""
-    row = (
-        await conn.execute(
-            select(messages.c.created_at)
-            .where(messages.c.conversation_id == conversation_id)
-            .order_by(messages.c.id.desc())
-            .limit(1)
-            .offset(per_minute - 1)
-        )
-    ).first()
-    if row is not None and row[0] > time.time() - 60:
+    row = await _NTH_NEWEST.one(conn, {"conv_id": conversation_id, "skip": per_minute - 1})
+    if row is not None and row["created_at"] > time.time() - 60:
         raise FloodError(per_minute)
 
 
@@ -85,43 +91,33 @@ async def create(
     An incoming message reopens a resolved or snoozed conversation (contract §2.4)."""
     now = time.time()
     unread = 1 if message_type == events.INCOMING else 0
-    locked = await conversations_store.lock(
-        conn,
-        conv["id"],
-        last_activity_at=now,
-        unread_count=conversations_table.c.unread_count + unread,
-    )
+    locked = await conversations_store.lock_for_message(conn, conv["id"], now=now, unread=unread)
     if flood_limit:
         await _check_flood(conn, conv["id"], flood_limit)
     if message_type == events.INCOMING and locked["status"] in ("resolved", "snoozed"):
         locked = await conversations_store.set_status(
             conn, locked, "open", contact=contact, contact_inbox=contact_inbox
         )
-    msg = one(
-        await conn.execute(
-            insert(messages)
-            .values(
-                account_id=locked["account_id"],
-                inbox_id=locked["inbox_id"],
-                conversation_id=locked["id"],
-                message_type=message_type,
-                content_type=content_type,
-                content=content,
-                private=private,
-                status="sent",
-                sender_type=sender_type,
-                sender_id=sender_id,
-                source_id=source_id,
-                echo_id=echo_id,
-                external_event_id=external_event_id,
-                content_attributes=content_attributes or {},
-                additional_attributes={},
-                created_at=now,
-                updated_at=now,
-            )
-            .returning(*messages.c)
-        )
-    )
+    values = {
+        "account_id": locked["account_id"],
+        "inbox_id": locked["inbox_id"],
+        "conversation_id": locked["id"],
+        "message_type": message_type,
+        "content_type": content_type,
+        "content": content,
+        "private": private,
+        "status": "sent",
+        "sender_type": sender_type,
+        "sender_id": sender_id,
+        "source_id": source_id,
+        "echo_id": echo_id,
+        "external_event_id": external_event_id,
+        "content_attributes": content_attributes or {},
+        "additional_attributes": {},
+        "created_at": now,
+        "updated_at": now,
+    }
+    msg = await _INSERT.one(conn, {f"v_{k}": v for k, v in values.items()})
     assert msg is not None
     data = events.message_push(msg, locked, contact_inbox["source_id"], sender)
     await outbox.add(

@@ -5,13 +5,24 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.jsonutil import dumps
 from server.store import all_rows
 from server.store.db import OUTBOX_DIRTY
+from server.store.prepared import Prepared
 from server.store.tables import outbox
+
+_INSERT = Prepared(
+    insert(outbox).values(
+        {
+            c.name: bindparam(f"v_{c.name}", type_=c.type)
+            for c in outbox.c
+            if c.name in ("conversation_id", "channels", "event", "payload", "created_at")
+        }
+    )
+)
 
 
 def encode_message(event: str, data: dict[str, Any]) -> bytes:
@@ -27,14 +38,15 @@ async def add(
     *,
     conversation_id: int | None,
 ) -> None:
-    await conn.execute(
-        insert(outbox).values(
-            conversation_id=conversation_id,
-            channels=channels,
-            event=event,
-            payload=encode_message(event, data).decode(),
-            created_at=time.time(),
-        )
+    await _INSERT.run(
+        conn,
+        {
+            "v_conversation_id": conversation_id,
+            "v_channels": channels,
+            "v_event": event,
+            "v_payload": encode_message(event, data).decode(),
+            "v_created_at": time.time(),
+        },
     )
     conn.info[OUTBOX_DIRTY] = True
 

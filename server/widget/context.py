@@ -60,14 +60,21 @@ async def inbox(request: web.Request) -> dict[str, Any]:
     return found
 
 
-async def visitor(request: web.Request) -> Visitor:
-    """The inbox and the visitor, or 404 for anything unknown, forged or expired."""
+async def claim(request: web.Request) -> tuple[dict[str, Any], str]:
+    """The inbox and the visitor's source_id from a valid JWT for that inbox, or 404; checks
+    no database row, so a write can look the visitor up in its own transaction."""
     box = await inbox(request)
     svc = services(request)
     claims = decode_contact_token(svc.settings.secret_key_base, request.headers.get("X-Auth-Token"))
     if claims is None or claims["inbox_id"] != box["id"]:
         raise not_found()
-    found = await svc.db.read(contacts_store.find_identity, box["id"], claims["source_id"])
+    return box, claims["source_id"]
+
+
+async def visitor(request: web.Request) -> Visitor:
+    """The inbox and the visitor, or 404 for anything unknown, forged or expired."""
+    box, source_id = await claim(request)
+    found = await services(request).db.read(contacts_store.find_identity, box["id"], source_id)
     if found is None:
         raise not_found()
     contact, ci = found

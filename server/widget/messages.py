@@ -8,9 +8,10 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server import events
-from server.errors import json_response, unprocessable
+from server.errors import json_response, not_found, unprocessable
 from server.params import json_body, obj, opt_int, opt_str
 from server.services import Services, services
+from server.store import contacts as contacts_store
 from server.store import conversations as conversations_store
 from server.store import messages as messages_store
 from server.widget import context
@@ -67,31 +68,37 @@ async def index(request: web.Request) -> web.Response:
 
 async def create(request: web.Request) -> web.Response:
     """The visitor's message goes to their current conversation, even a resolved one (which
-    it reopens); the first message opens a conversation."""
+    it reopens); the first message opens a conversation. The visitor is looked up inside the
+    write (one transaction for the whole request: this is the busiest endpoint)."""
     svc = services(request)
-    visitor = await context.visitor(request)
+    box, source_id = await context.claim(request)
     message = obj(await json_body(request), "message")
     content, echo_id = message_input(svc, message)
     reply_to = opt_int(message.get("reply_to"), "message.reply_to")
     additional = conversation_attributes(request, message)
-    sender = events.contact_push(visitor.contact)
 
     async def op(conn: AsyncConnection) -> dict[str, Any]:
+        found = await contacts_store.find_identity(conn, box["id"], source_id)
+        if found is None:
+            raise not_found()
+        contact, contact_inbox = found
+        sender = events.contact_push(contact)
         conv, _ = await conversations_store.current_or_new(
             conn,
-            inbox=visitor.inbox,
-            contact=visitor.contact,
-            contact_inbox=visitor.contact_inbox,
+            inbox=box,
+            contact=contact,
+            contact_inbox=contact_inbox,
             additional_attributes=additional,
         )
         msg, conv = await messages_store.create(
             conn,
             conv,
-            **visitor.context,
+            contact=contact,
+            contact_inbox=contact_inbox,
             message_type=events.INCOMING,
             content=content,
             sender_type="Contact",
-            sender_id=visitor.contact["id"],
+            sender_id=contact["id"],
             sender=sender,
             content_attributes={"in_reply_to": reply_to},
             echo_id=echo_id,

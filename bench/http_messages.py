@@ -392,6 +392,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "mean": round(statistics.fmean(latencies) * 1000, 2) if latencies else None,
         },
         "server_cpu_cores": round(server_cpu / wall, 2) if server_cpu and wall else None,
+        "server_cpu_ms_per_msg": round(server_cpu * 1000 / ok, 3) if server_cpu and ok else None,
         "client_cpu_cores": round(sum(r["cpu"] for r in results) / wall, 2) if wall else None,
     }
 
@@ -432,7 +433,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"rows committed {result['rows_committed']} (match: {result['rows_match']}); "
-        f"cpu cores: server {result['server_cpu_cores']}, clients {result['client_cpu_cores']}; "
+        f"cpu cores: server {result['server_cpu_cores']} "
+        f"({result['server_cpu_ms_per_msg']} ms/msg), clients {result['client_cpu_cores']}; "
         f"{result['contacts']} contacts, {result['concurrency']} connections, "
         f"{result['procs']} client procs"
     )

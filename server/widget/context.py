@@ -3,6 +3,7 @@ visitor (X-Auth-Token JWT), as in Chatwoot's website_token_helper (contract §1.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,12 +61,37 @@ async def inbox(request: web.Request) -> dict[str, Any]:
     return found
 
 
+_CLAIMS_MAX = 50_000
+_claims_cache: dict[tuple[str, str], dict[str, Any]] = {}
+
+
+def contact_claims(secret: str, token: str | None) -> dict[str, Any] | None:
+    """`decode_contact_token`, remembered per (secret, token): a visitor sends the same JWT
+    with every request and verifying it (PyJWT: HMAC, key checks, JSON) is a large share of
+    a small request's CPU. Only valid tokens are kept, and `exp` is checked on every use."""
+    if not token:
+        return None
+    key = (secret, token)
+    claims = _claims_cache.get(key)
+    if claims is None:
+        claims = decode_contact_token(secret, token)
+        if claims is None:
+            return None
+        if len(_claims_cache) >= _CLAIMS_MAX:
+            _claims_cache.clear()
+        _claims_cache[key] = claims
+    if claims["exp"] <= time.time():
+        _claims_cache.pop(key, None)
+        return None
+    return claims
+
+
 async def claim(request: web.Request) -> tuple[dict[str, Any], str]:
     """The inbox and the visitor's source_id from a valid JWT for that inbox, or 404; checks
     no database row, so a write can look the visitor up in its own transaction."""
     box = await inbox(request)
     svc = services(request)
-    claims = decode_contact_token(svc.settings.secret_key_base, request.headers.get("X-Auth-Token"))
+    claims = contact_claims(svc.settings.secret_key_base, request.headers.get("X-Auth-Token"))
     if claims is None or claims["inbox_id"] != box["id"]:
         raise not_found()
     return box, claims["source_id"]

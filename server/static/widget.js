@@ -18,6 +18,7 @@ const API = "/api/v1/widget";
 const TYPING_IDLE_MS = 2000;
 const AGENT_TYPING_TIMEOUT_MS = 30000;
 const PRESENCE_EVERY_MS = 20000;
+const CATCH_UP_PAGE = 100; // the server's page size for ?after=
 
 export async function mountWidget(root, options) {
   const widget = new Widget(root, options);
@@ -160,8 +161,13 @@ class Widget {
       await this.refreshConversation();
       return;
     }
-    const answer = await this.api("GET", "/messages", { query: { after: last } });
-    for (const msg of answer.payload || []) this.upsert(msg);
+    // ?after= answers at most 100 messages at a time: keep asking while pages come back full.
+    for (let round = 0, after = last; round < 20; round++) {
+      const page = (await this.api("GET", "/messages", { query: { after } })).payload || [];
+      for (const msg of page) this.upsert(msg);
+      if (page.length < CATCH_UP_PAGE) break;
+      after = page[page.length - 1].id;
+    }
     const fresh = await this.api("GET", "/conversations");
     if (fresh && fresh.id === (this.conv && this.conv.id)) this.setStatus(fresh.status);
     else await this.refreshConversation();

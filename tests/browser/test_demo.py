@@ -196,3 +196,25 @@ def test_console_refuses_a_wrong_token(demo_server: DemoServer, pages: Pages) ->
     page.click(".signin button")
     expect(page.locator(".signin-error")).to_have_text("This access token is not valid.")
     assert page.evaluate("() => localStorage.getItem('agent-console:token')") is None
+
+
+def test_widget_pages_back_through_history_on_scroll(demo_server: DemoServer, pages: Pages) -> None:
+    visitor = open_widget(pages.new(), demo_server)
+    first = unique("message 1")
+    visitor.fill(".cw-input", first)
+    visitor.keyboard.press("Enter")
+    widget_conversation_id(visitor)
+    auth = {"X-Auth-Token": widget_auth_token(visitor)}
+    path = f"/api/v1/widget/messages?website_token={demo_server.website_token}"
+    for n in range(2, 26):
+        call(demo_server, "POST", path, {"message": {"content": f"message {n}"}}, auth)
+
+    # A reload shows the newest page (20); scrolling to the top brings the older ones in.
+    visitor.reload()
+    bubbles = visitor.locator(".cw-list .cw-message .text")
+    expect(bubbles).to_have_count(20)
+    expect(bubbles.first).to_have_text("message 6")
+    visitor.locator(".cw-messages").evaluate("(box) => { box.scrollTop = 0; }")
+    expect(bubbles).to_have_count(25)
+    expect(bubbles.first).to_have_text(first)
+    expect(bubbles.last).to_have_text("message 25")

@@ -5,6 +5,7 @@ carries the account_id of the conversation."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from aiohttp.test_utils import TestClient
@@ -72,7 +73,7 @@ async def close_all(*cables: CableClient) -> None:
 # -- messages -------------------------------------------------------------------------------
 
 
-async def test_first_widget_message_creates_conversation_then_message(
+async def check_first_widget_message_creates_conversation_then_message(
     client: TestClient, world: World, visitor: Visitor
 ) -> None:
     vcable = await visitor_cable(client, visitor)
@@ -102,7 +103,7 @@ async def test_first_widget_message_creates_conversation_then_message(
     await close_all(vcable, acable, admin)
 
 
-async def test_conversation_created_by_the_prechat_form(
+async def check_conversation_created_by_the_prechat_form(
     client: TestClient, world: World, visitor: Visitor
 ) -> None:
     vcable = await visitor_cable(client, visitor)
@@ -122,7 +123,7 @@ async def test_conversation_created_by_the_prechat_form(
     await close_all(vcable, acable)
 
 
-async def test_agent_reply_reaches_visitor_and_agents(
+async def check_agent_reply_reaches_visitor_and_agents(
     client: TestClient, world: World, visitor: Visitor
 ) -> None:
     sent = await visitor.send("hello?")
@@ -144,7 +145,7 @@ async def test_agent_reply_reaches_visitor_and_agents(
     await close_all(vcable, acable, admin)
 
 
-async def test_private_notes_never_reach_the_visitor(
+async def check_private_notes_never_reach_the_visitor(
     client: TestClient, world: World, visitor: Visitor
 ) -> None:
     sent = await visitor.send("hello?")
@@ -171,7 +172,7 @@ async def test_private_notes_never_reach_the_visitor(
     await close_all(vcable, acable, admin)
 
 
-async def test_voice_transcript_turns_arrive_in_order(
+async def check_voice_transcript_turns_arrive_in_order(
     client: TestClient, world: World, visitor: Visitor
 ) -> None:
     vcable = await visitor_cable(client, visitor)
@@ -203,7 +204,7 @@ async def test_voice_transcript_turns_arrive_in_order(
 # -- read receipts --------------------------------------------------------------------------
 
 
-async def test_update_last_seen_sends_read_receipts(
+async def check_update_last_seen_sends_read_receipts(
     client: TestClient, world: World, visitor: Visitor
 ) -> None:
     sent = await visitor.send("hello?")
@@ -254,7 +255,7 @@ async def test_update_last_seen_sends_read_receipts(
 # -- status ---------------------------------------------------------------------------------
 
 
-async def test_agent_resolving_and_visitor_ending_send_status_events(
+async def check_agent_resolving_and_visitor_ending_send_status_events(
     client: TestClient, world: World, visitor: Visitor
 ) -> None:
     sent = await visitor.send("hello?")
@@ -302,7 +303,7 @@ async def test_agent_resolving_and_visitor_ending_send_status_events(
     await close_all(vcable, acable)
 
 
-async def test_resolving_twice_emits_once(
+async def check_resolving_twice_emits_once(
     client: TestClient, world: World, visitor: Visitor
 ) -> None:
     sent = await visitor.send("hello?")
@@ -328,7 +329,7 @@ async def test_resolving_twice_emits_once(
 # -- typing ---------------------------------------------------------------------------------
 
 
-async def test_visitor_typing_reaches_agents_not_the_visitor(
+async def check_visitor_typing_reaches_agents_not_the_visitor(
     client: TestClient, world: World, visitor: Visitor
 ) -> None:
     await visitor.send("hi")
@@ -355,7 +356,7 @@ async def test_visitor_typing_reaches_agents_not_the_visitor(
     await close_all(vcable, acable, admin)
 
 
-async def test_agent_typing_reaches_visitor_and_other_agents_not_the_typer(
+async def check_agent_typing_reaches_visitor_and_other_agents_not_the_typer(
     client: TestClient, world: World, visitor: Visitor
 ) -> None:
     sent = await visitor.send("hi")
@@ -397,7 +398,7 @@ async def test_agent_typing_reaches_visitor_and_other_agents_not_the_typer(
     await close_all(vcable, acable, admin)
 
 
-async def test_private_agent_typing_never_reaches_the_visitor(
+async def check_private_agent_typing_never_reaches_the_visitor(
     client: TestClient, world: World, visitor: Visitor
 ) -> None:
     sent = await visitor.send("hi")
@@ -427,7 +428,7 @@ async def test_private_agent_typing_never_reaches_the_visitor(
 # -- isolation ------------------------------------------------------------------------------
 
 
-async def test_a_visitor_never_hears_another_visitor(
+async def check_a_visitor_never_hears_another_visitor(
     client: TestClient, world: World, visitor: Visitor
 ) -> None:
     other = await Visitor(client, world.inbox["website_token"]).start()
@@ -462,8 +463,8 @@ async def test_a_visitor_never_hears_another_visitor(
     await close_all(mine, theirs, acable)
 
 
-async def test_inbox_membership_and_account_scope_who_hears(
-    client: TestClient, world: World
+async def check_inbox_membership_and_account_scope_who_hears(
+    client: TestClient, world: World, _visitor: Visitor
 ) -> None:
     """world.agent belongs to world.inbox only; world.admin administers the account; an admin
     of another account hears nothing of this one."""
@@ -499,3 +500,68 @@ async def test_inbox_membership_and_account_scope_who_hears(
     assert own["id"] not in {e["data"].get("id") for e in admin.events("message.created")}
     assert_account_everywhere(world.account["id"], member, admin)
     await close_all(member, admin, outsider)
+
+
+# -- the tests: several checks per server and database ----------------------------------------
+
+
+async def run_checks(client: TestClient, world: World, *checks: Any) -> None:
+    """Each check gets a visitor of its own, after every earlier event was relayed and every
+    earlier socket is gone (a PostgreSQL database per test is the expensive part)."""
+    hub = client.app[SERVICES].hub
+    assert hub is not None
+    for check in checks:
+        await relayed(client)
+        deadline = time.monotonic() + 5
+        while hub.connections:
+            assert time.monotonic() < deadline, f"sockets left over: {hub.connections}"
+            await asyncio.sleep(0.02)
+        visitor = await Visitor(client, world.inbox["website_token"]).start()
+        await check(client, world, visitor)
+
+
+async def test_message_events(client: TestClient, world: World) -> None:
+    await run_checks(
+        client,
+        world,
+        check_first_widget_message_creates_conversation_then_message,
+        check_conversation_created_by_the_prechat_form,
+        check_agent_reply_reaches_visitor_and_agents,
+        check_private_notes_never_reach_the_visitor,
+    )
+
+
+async def test_voice_transcript_turns_arrive_in_order(client: TestClient, world: World) -> None:
+    await run_checks(client, world, check_voice_transcript_turns_arrive_in_order)
+
+
+async def test_read_receipts(client: TestClient, world: World) -> None:
+    await run_checks(client, world, check_update_last_seen_sends_read_receipts)
+
+
+async def test_status_events(client: TestClient, world: World) -> None:
+    await run_checks(
+        client,
+        world,
+        check_agent_resolving_and_visitor_ending_send_status_events,
+        check_resolving_twice_emits_once,
+    )
+
+
+async def test_typing_events(client: TestClient, world: World) -> None:
+    await run_checks(
+        client,
+        world,
+        check_visitor_typing_reaches_agents_not_the_visitor,
+        check_agent_typing_reaches_visitor_and_other_agents_not_the_typer,
+        check_private_agent_typing_never_reaches_the_visitor,
+    )
+
+
+async def test_isolation(client: TestClient, world: World) -> None:
+    await run_checks(
+        client,
+        world,
+        check_a_visitor_never_hears_another_visitor,
+        check_inbox_membership_and_account_scope_who_hears,
+    )

@@ -5,6 +5,7 @@ frames that must never hurt the hub or another socket. Both databases."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import time
 from typing import Any
@@ -18,6 +19,7 @@ from server.hub import protocol
 from server.services import SERVICES
 from tests.cable import CableClient, agent_identifier, visitor_identifier
 from tests.conftest import Visitor, World, build_world, make_settings
+from tests.test_realtime_events import relayed
 
 
 def _hub(client: TestClient) -> Any:
@@ -36,9 +38,78 @@ async def fast_world(fast_client: TestClient) -> World:
     return await build_world(fast_client.app[SERVICES].db)
 
 
-@pytest.fixture
-async def fast_visitor(fast_client: TestClient, fast_world: World) -> Visitor:
-    return await Visitor(fast_client, fast_world.inbox["website_token"]).start()
+async def _quiet(client: TestClient) -> None:
+    """Every earlier event relayed and every earlier socket gone: a clean slate for a check."""
+    await relayed(client)
+    hub = _hub(client)
+    deadline = time.monotonic() + 5
+    while hub.connections:
+        assert time.monotonic() < deadline, f"sockets left over: {hub.connections}"
+        await asyncio.sleep(0.02)
+
+
+async def _run(client: TestClient, world: World, *checks: Any) -> None:
+    """Several checks on one server and database (a PostgreSQL database per test is the
+    expensive part), each with a visitor of its own and no sockets left from the previous."""
+    for check in checks:
+        await _quiet(client)
+        visitor = await Visitor(client, world.inbox["website_token"]).start()
+        given = {"fast_client": client, "fast_world": world, "fast_visitor": visitor}
+        wanted = inspect.signature(check).parameters
+        await check(**{k: v for k, v in given.items() if k in wanted})
+
+
+async def test_handshake(fast_client: TestClient, fast_world: World) -> None:
+    await _run(
+        fast_client,
+        fast_world,
+        check_subprotocol_selected_and_welcome_first,
+        check_no_actioncable_subprotocol_gets_invalid_request_and_close,
+        check_pings_carry_an_integer_epoch,
+    )
+
+
+async def test_subscribe_confirm_and_reject(fast_client: TestClient, fast_world: World) -> None:
+    await _run(
+        fast_client,
+        fast_world,
+        check_confirm_echoes_the_identifier_verbatim,
+        check_reject_unknown_and_mismatched_tokens,
+        check_out_of_range_ids_and_odd_tokens_are_rejected_not_crashed,
+        check_agent_identifier_with_string_ids_is_accepted,
+        check_repeated_subscribe_is_confirmed_once_and_delivers_once,
+    )
+
+
+async def test_unsubscribe_and_subscription_limit(
+    fast_client: TestClient, fast_world: World
+) -> None:
+    await _run(
+        fast_client,
+        fast_world,
+        check_unsubscribe_stops_delivery,
+        check_subscriptions_beyond_the_limit_are_rejected,
+    )
+
+
+async def test_presence(fast_client: TestClient, fast_world: World) -> None:
+    await _run(
+        fast_client,
+        fast_world,
+        check_update_presence_answers_presence_update,
+        check_presence_goes_only_to_the_subscriber,
+        check_unknown_action_and_unsubscribed_identifier_are_ignored,
+    )
+
+
+async def test_bad_frames_and_broken_sockets(fast_client: TestClient, fast_world: World) -> None:
+    await _run(
+        fast_client,
+        fast_world,
+        check_malformed_frames_never_hurt_the_hub_or_other_sockets,
+        check_huge_and_invalid_utf8_frames_close_only_the_sender,
+        check_abrupt_disconnects_leave_no_subscriptions_behind,
+    )
 
 
 async def _agent(client: TestClient, world: World, who: str = "agent") -> CableClient:
@@ -63,7 +134,7 @@ async def _receive_json(ws: aiohttp.ClientWebSocketResponse, timeout: float = 5.
 # -- handshake ------------------------------------------------------------------------------
 
 
-async def test_subprotocol_selected_and_welcome_first(fast_client: TestClient) -> None:
+async def check_subprotocol_selected_and_welcome_first(fast_client: TestClient) -> None:
     ws = await fast_client.ws_connect(
         "/cable", protocols=("actioncable-v1-json", "actioncable-unsupported")
     )
@@ -73,7 +144,7 @@ async def test_subprotocol_selected_and_welcome_first(fast_client: TestClient) -
     await ws.close()
 
 
-async def test_no_actioncable_subprotocol_gets_invalid_request_and_close(
+async def check_no_actioncable_subprotocol_gets_invalid_request_and_close(
     fast_client: TestClient,
 ) -> None:
     for offered in [(), ("actioncable-unsupported",), ("graphql-ws", "json")]:
@@ -87,7 +158,7 @@ async def test_no_actioncable_subprotocol_gets_invalid_request_and_close(
     assert _hub(fast_client).connections == set()
 
 
-async def test_pings_carry_an_integer_epoch(fast_client: TestClient) -> None:
+async def check_pings_carry_an_integer_epoch(fast_client: TestClient) -> None:
     cable = await CableClient.connect(fast_client)
     assert cable.frames[0] == {"type": "welcome"}
     deadline = time.monotonic() + 5
@@ -111,7 +182,7 @@ def test_default_ping_interval_is_three_seconds(tmp_path: Any) -> None:
 # -- subscribe ------------------------------------------------------------------------------
 
 
-async def test_confirm_echoes_the_identifier_verbatim(
+async def check_confirm_echoes_the_identifier_verbatim(
     fast_client: TestClient, fast_visitor: Visitor
 ) -> None:
     """Unusual key order, spacing, an extra key and non-ASCII text: the client matches on
@@ -139,7 +210,7 @@ async def test_confirm_echoes_the_identifier_verbatim(
     await ws.close()
 
 
-async def test_reject_unknown_and_mismatched_tokens(
+async def check_reject_unknown_and_mismatched_tokens(
     fast_client: TestClient, fast_world: World, fast_visitor: Visitor
 ) -> None:
     other = await build_world(fast_client.app[SERVICES].db)
@@ -185,7 +256,7 @@ async def test_reject_unknown_and_mismatched_tokens(
     await cable.close()
 
 
-async def test_out_of_range_ids_and_odd_tokens_are_rejected_not_crashed(
+async def check_out_of_range_ids_and_odd_tokens_are_rejected_not_crashed(
     fast_client: TestClient, fast_world: World, fast_visitor: Visitor
 ) -> None:
     """Ids no database column can hold and tokens with a NUL byte must be a rejection, not
@@ -239,7 +310,7 @@ async def test_out_of_range_ids_and_odd_tokens_are_rejected_not_crashed(
     await cable.close()
 
 
-async def test_agent_identifier_with_string_ids_is_accepted(
+async def check_agent_identifier_with_string_ids_is_accepted(
     fast_client: TestClient, fast_world: World
 ) -> None:
     agent = fast_world.agent
@@ -256,7 +327,7 @@ async def test_agent_identifier_with_string_ids_is_accepted(
     await cable.close()
 
 
-async def test_unsubscribe_stops_delivery(
+async def check_unsubscribe_stops_delivery(
     fast_client: TestClient, fast_world: World, fast_visitor: Visitor
 ) -> None:
     ident = visitor_identifier(fast_visitor.pubsub_token)  # type: ignore[arg-type]
@@ -290,7 +361,7 @@ async def test_unsubscribe_stops_delivery(
     await acable.close()
 
 
-async def test_repeated_subscribe_is_confirmed_once_and_delivers_once(
+async def check_repeated_subscribe_is_confirmed_once_and_delivers_once(
     fast_client: TestClient, fast_visitor: Visitor
 ) -> None:
     ident = visitor_identifier(fast_visitor.pubsub_token)  # type: ignore[arg-type]
@@ -308,7 +379,7 @@ async def test_repeated_subscribe_is_confirmed_once_and_delivers_once(
 # -- update_presence ------------------------------------------------------------------------
 
 
-async def test_update_presence_answers_presence_update(
+async def check_update_presence_answers_presence_update(
     fast_client: TestClient, fast_world: World, fast_visitor: Visitor
 ) -> None:
     vident = visitor_identifier(fast_visitor.pubsub_token)  # type: ignore[arg-type]
@@ -345,7 +416,7 @@ async def test_update_presence_answers_presence_update(
     await acable.close()
 
 
-async def test_presence_goes_only_to_the_subscriber(
+async def check_presence_goes_only_to_the_subscriber(
     fast_client: TestClient, fast_world: World, fast_visitor: Visitor
 ) -> None:
     acable = await _agent(fast_client, fast_world)
@@ -360,7 +431,7 @@ async def test_presence_goes_only_to_the_subscriber(
     await acable.close()
 
 
-async def test_unknown_action_and_unsubscribed_identifier_are_ignored(
+async def check_unknown_action_and_unsubscribed_identifier_are_ignored(
     fast_client: TestClient, fast_visitor: Visitor
 ) -> None:
     ident = visitor_identifier(fast_visitor.pubsub_token)  # type: ignore[arg-type]
@@ -384,7 +455,7 @@ async def test_unknown_action_and_unsubscribed_identifier_are_ignored(
 # -- limits ---------------------------------------------------------------------------------
 
 
-async def test_subscriptions_beyond_the_limit_are_rejected(
+async def check_subscriptions_beyond_the_limit_are_rejected(
     fast_client: TestClient, fast_visitor: Visitor
 ) -> None:
     """max_subscriptions_per_socket=3 here. Identifiers differing only in spacing are distinct
@@ -433,7 +504,7 @@ async def test_subscriptions_beyond_the_limit_are_rejected(
 # -- malformed frames -----------------------------------------------------------------------
 
 
-async def test_malformed_frames_never_hurt_the_hub_or_other_sockets(
+async def check_malformed_frames_never_hurt_the_hub_or_other_sockets(
     fast_client: TestClient, fast_world: World, fast_visitor: Visitor
 ) -> None:
     hub = _hub(fast_client)
@@ -493,7 +564,7 @@ async def test_malformed_frames_never_hurt_the_hub_or_other_sockets(
     await bystander.close()
 
 
-async def test_huge_and_invalid_utf8_frames_close_only_the_sender(
+async def check_huge_and_invalid_utf8_frames_close_only_the_sender(
     fast_client: TestClient, fast_world: World, fast_visitor: Visitor
 ) -> None:
     hub = _hub(fast_client)
@@ -523,7 +594,7 @@ async def test_huge_and_invalid_utf8_frames_close_only_the_sender(
     await bystander.close()
 
 
-async def test_abrupt_disconnects_leave_no_subscriptions_behind(
+async def check_abrupt_disconnects_leave_no_subscriptions_behind(
     fast_client: TestClient, fast_world: World, fast_visitor: Visitor
 ) -> None:
     hub = _hub(fast_client)

@@ -1,10 +1,11 @@
 """The database handle: engines, transactions, and group commit for writes.
 
-Writes go through `Database.write(op, *args)`. Concurrent writes are gathered into one
-transaction (group commit): SQLite has one writer anyway, and one fsync for many requests is
-what lets a single process commit thousands of messages a second. An op that raises makes the
-batch roll back; every op of that batch is then run again in a transaction of its own, so one
-bad request never takes others down and nothing is half-written.
+Writes go through `Database.write(op, *args)`. On SQLite, concurrent writes are gathered into
+one transaction (group commit): SQLite has one writer anyway, and one commit for many requests
+is what lets a single process commit thousands of messages a second. An op that raises makes
+the batch roll back; every op of that batch is then run again in a transaction of its own, so
+one bad request never takes others down and nothing is half-written. On PostgreSQL each write
+is its own transaction, several at once (see PG_WRITERS).
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ T = TypeVar("T")
 Op = Callable[Concatenate[AsyncConnection, P], Awaitable[T]]
 
 OUTBOX_DIRTY = "outbox_dirty"
+
+# Concurrent write transactions per process on PostgreSQL.
+PG_WRITERS = 16
 
 SQLITE_PRAGMAS = (
     "PRAGMA journal_mode=WAL",
@@ -69,7 +73,12 @@ class Database:
             self.writer = _sqlite_engine(url, begin="BEGIN IMMEDIATE", pool_size=1)
             self.reader = _sqlite_engine(url, begin="BEGIN", pool_size=4)
         else:
-            self.writer = create_async_engine(url, pool_size=8, max_overflow=4)
+            # PostgreSQL merges the fsyncs of concurrent commits itself, and a statement is a
+            # network round trip: there each write is its own transaction, run concurrently
+            # (a batch would serialize round trips, and two batches could lock the same
+            # conversations in opposite orders and deadlock).
+            self.batch_max = 1
+            self.writer = create_async_engine(url, pool_size=PG_WRITERS + 8, max_overflow=8)
             self.reader = self.writer
         self.on_commit: list[Callable[[], None]] = []
         self._pending: deque[
@@ -77,7 +86,7 @@ class Database:
         ] = deque()
         self._wake = asyncio.Event()
         self._writer_task: asyncio.Task[None] | None = None
-        self._writers = 1 if self.dialect == "sqlite" else 4
+        self._writers = 1 if self.dialect == "sqlite" else PG_WRITERS
 
     @property
     def is_sqlite(self) -> bool:

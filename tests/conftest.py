@@ -78,7 +78,8 @@ def settings(db_url: str, tmp_path: Any) -> Settings:
 
 
 @pytest.fixture
-async def client(aiohttp_client: Any, settings: Settings) -> TestClient:
+async def client(settings: Settings, aiohttp_client: Any) -> TestClient:
+    # `settings` first: its database is then set up before the app and dropped after it.
     return await aiohttp_client(create_app(settings))
 
 

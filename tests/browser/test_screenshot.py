@@ -5,6 +5,7 @@ Chromium the other browser tests use."""
 from __future__ import annotations
 
 import base64
+import os
 import struct
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,14 @@ from tests.browser.conftest import (
     widget_conversation_id,
 )
 
-OUT = Path(__file__).resolve().parents[2] / "docs" / "screenshot.png"
+README_SHOT = Path(__file__).resolve().parents[2] / "docs" / "screenshot.png"
 HEIGHT = 640
+
+
+def _out(tmp_path: Path) -> Path:
+    """The README's copy is rewritten only on request (UPDATE_SCREENSHOT=1), so a test run
+    leaves the checkout clean."""
+    return README_SHOT if os.environ.get("UPDATE_SCREENSHOT") == "1" else tmp_path / "shot.png"
 
 
 def _say(page: Any, selector: str, text: str) -> None:
@@ -30,7 +37,7 @@ def _say(page: Any, selector: str, text: str) -> None:
     page.keyboard.press("Enter")
 
 
-def test_readme_screenshot(sqlite_demo_server: DemoServer, pages: Pages) -> None:
+def test_readme_screenshot(sqlite_demo_server: DemoServer, pages: Pages, tmp_path: Path) -> None:
     server = sqlite_demo_server
     other = open_widget(pages.new(700, HEIGHT), server)
     _say(other, ".cw-input", "Is the Colombia blend available decaf?")
@@ -67,9 +74,10 @@ def test_readme_screenshot(sqlite_demo_server: DemoServer, pages: Pages) -> None
     left = visitor.screenshot()
     right = agent.screenshot()
 
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_bytes(_side_by_side(pages.new(1780, HEIGHT + 60), left, right))
-    width, height = _png_size(OUT.read_bytes())
+    out = _out(tmp_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(_side_by_side(pages.new(1780, HEIGHT + 60), left, right))
+    width, height = _png_size(out.read_bytes())
     assert (width, height) == (1780, HEIGHT + 60)
 
 

@@ -11,14 +11,12 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from server import events
+from server import events, typing
 from server.agent import auth
-from server.bus.envelope import pack
 from server.errors import bad_request, json_response, not_found
 from server.params import json_body, opt_int
 from server.services import services
 from server.store import conversations as conversations_store
-from server.store import outbox
 
 PER_PAGE = 25
 MAX_PAGE = 100_000
@@ -113,32 +111,22 @@ def _is_private(body: dict[str, Any]) -> bool:
 
 
 async def toggle_typing_status(request: web.Request) -> web.Response:
-    """Typing is ephemeral: published straight to the inbox's agents and, unless it is a
-    private note being typed, to the visitor; never stored. The typer's own sockets skip it."""
     svc = services(request)
     who = await auth.agent(request)
     conv = await auth.conversation(request, who)
     body = await json_body(request)
-    status = body.get("typing_status")
-    if status not in ("on", "off"):
-        raise bad_request('typing_status must be "on" or "off"')
+    on = typing.status(body)
     is_private = _is_private(body)
     conv_push = await svc.db.read(conversations_store.push_data, conv)
-    name = events.TYPING_ON if status == "on" else events.TYPING_OFF
-    data = events.typing_payload(conv_push, events.user_push(who.user), is_private=is_private)
-    envelope = pack(
-        outbox.encode_message(name, data),
-        conversation_id=conv["id"],
-        skip_token=who.user["pubsub_token"],
+    typing.publish(
+        svc.bus,
+        conv,
+        conv_push,
+        events.user_push(who.user),
+        on=on,
+        typer_token=who.user["pubsub_token"],
+        is_private=is_private,
     )
-    contact_token = conv_push["contact_inbox"]["pubsub_token"]
-    channels = (
-        events.agent_channels(conv)
-        if is_private
-        else events.conversation_channels(conv, contact_token)
-    )
-    for channel in channels:
-        svc.bus.publish(channel, envelope)
     return web.Response(status=200)
 
 

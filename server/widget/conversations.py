@@ -8,15 +8,13 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from server import events
-from server.bus.envelope import pack
-from server.errors import bad_request, forbidden, json_response, not_found, unprocessable
+from server import events, typing
+from server.errors import forbidden, json_response, not_found, unprocessable
 from server.params import attributes, json_body, key_list, obj, opt_str
 from server.services import services
 from server.store import contacts as contacts_store
 from server.store import conversations as conversations_store
 from server.store import messages as messages_store
-from server.store import outbox
 from server.widget import context
 from server.widget.messages import conversation_attributes, message_input
 
@@ -139,22 +137,15 @@ async def destroy_custom_attributes(request: web.Request) -> web.Response:
 
 
 async def toggle_typing(request: web.Request) -> web.Response:
-    """Typing is ephemeral: published straight to the inbox's agents, never stored."""
     svc = services(request)
     visitor = await context.visitor(request)
-    status = (await json_body(request)).get("typing_status")
-    if status not in ("on", "off"):
-        raise bad_request('typing_status must be "on" or "off"')
+    on = typing.status(await json_body(request))
     conv = await _current(request, visitor)
     conv_push = await svc.db.read(conversations_store.push_data, conv, **visitor.context)
-    name = events.TYPING_ON if status == "on" else events.TYPING_OFF
-    data = events.typing_payload(conv_push, events.contact_push(visitor.contact), is_private=False)
-    envelope = pack(
-        outbox.encode_message(name, data),
-        conversation_id=conv["id"],
-        skip_token=visitor.contact_inbox["pubsub_token"],
+    typer = events.contact_push(visitor.contact)
+    typing.publish(
+        svc.bus, conv, conv_push, typer, on=on, typer_token=visitor.contact_inbox["pubsub_token"]
     )
-    svc.bus.publish(events.inbox_channel(conv["inbox_id"]), envelope)
     return empty_ok()
 
 

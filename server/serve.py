@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 
 from aiohttp import web
 
 from server.app import create_app
+from server.lifecycle import describe, until_signalled
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -33,18 +33,8 @@ async def _serve(settings: Settings) -> None:
         runner, settings.host, settings.port, backlog=2048, shutdown_timeout=settings.shutdown_grace
     )
     await site.start()
-    log.info(
-        "serving on http://%s:%s (database %s, bus %s)",
-        settings.host,
-        settings.port,
-        settings.database_url.split("@")[-1],
-        "redis" if settings.redis_url else "in-process",
-    )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    log.info("serving on http://%s:%s (%s)", settings.host, settings.port, describe(settings))
+    await until_signalled()
     log.info("shutting down")
     await runner.cleanup()
     log.info("stopped")

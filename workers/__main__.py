@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import sys
 
 from server.__main__ import configure_logging
 from server.bus import create_bus
+from server.lifecycle import describe, until_signalled
 from server.settings import Settings
 from server.store.db import Database
 from workers.maintenance import Maintenance
@@ -33,16 +33,8 @@ async def run(settings: Settings) -> None:
     relay.start()
     maintenance = Maintenance(db)
     maintenance.start()
-    log.info(
-        "worker running (database %s, bus %s)",
-        settings.database_url.split("@")[-1],
-        "redis" if settings.redis_url else "in-process",
-    )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    log.info("worker running (%s)", describe(settings))
+    await until_signalled()
     log.info("worker stopping")
     await maintenance.stop()
     await relay.stop()

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import time
 
+from server.lifecycle import cancel
 from server.store import outbox
 from server.store.db import Database
 
@@ -25,12 +26,8 @@ class Maintenance:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="maintenance")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel(self._task)
+        self._task = None
 
     async def _loop(self) -> None:
         while True:

@@ -7,13 +7,13 @@ import time
 import uuid
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.auth import new_token
 from server.store import one
 from server.store.prepared import Prepared
-from server.store.tables import contact_inboxes, contacts
+from server.store.tables import contact_inboxes, contacts, conversations
 
 # The columns of a contact_inbox, prefixed, next to the contact's own columns in one row.
 _CI_COLUMNS = [c.label(f"ci_{c.name}") for c in contact_inboxes.c]
@@ -41,6 +41,36 @@ async def find_identity(
 ) -> tuple[dict[str, Any], dict[str, Any]] | None:
     row = await _FIND_IDENTITY.one(conn, {"inbox_id": inbox_id, "source_id": source_id})
     return split_identity(row) if row else None
+
+
+_FIND_SENDER = Prepared(
+    select(
+        contacts,
+        *_CI_COLUMNS,
+        select(func.max(conversations.c.id))
+        .where(conversations.c.contact_inbox_id == contact_inboxes.c.id)
+        .scalar_subquery()
+        .label("current_conversation_id"),
+    )
+    .join(contact_inboxes, contact_inboxes.c.contact_id == contacts.c.id)
+    .where(
+        contact_inboxes.c.inbox_id == bindparam("inbox_id"),
+        contact_inboxes.c.source_id == bindparam("source_id"),
+    )
+)
+
+
+async def find_sender(
+    conn: AsyncConnection, inbox_id: int, source_id: str
+) -> tuple[dict[str, Any], dict[str, Any], int | None] | None:
+    """`find_identity` plus the id of the visitor's current (latest) conversation, or None
+    when they have none yet: what a visitor's message needs, in one statement."""
+    row = await _FIND_SENDER.one(conn, {"inbox_id": inbox_id, "source_id": source_id})
+    if row is None:
+        return None
+    current = row.pop("current_conversation_id")
+    contact, ci = split_identity(row)
+    return contact, ci, current
 
 
 async def identity_by_pubsub_token(

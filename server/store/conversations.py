@@ -24,7 +24,18 @@ _CURRENT_FOR = Prepared(
     .order_by(conversations.c.id.desc())
     .limit(1)
 )
-_BUMP = Prepared(
+# What the message path reads of the conversation it locks: no JSON attributes to decode.
+MESSAGE_COLUMNS = (
+    conversations.c.id,
+    conversations.c.account_id,
+    conversations.c.inbox_id,
+    conversations.c.display_id,
+    conversations.c.status,
+    conversations.c.assignee_id,
+    conversations.c.unread_count,
+    conversations.c.last_activity_at,
+)
+_BUMP = (
     update(conversations)
     .where(conversations.c.id == bindparam("conv_id"))
     .values(
@@ -32,7 +43,30 @@ _BUMP = Prepared(
         updated_at=bindparam("now"),
         unread_count=conversations.c.unread_count + bindparam("unread"),
     )
-    .returning(*conversations.c)
+)
+_BUMP_ONLY = Prepared(_BUMP.returning(*MESSAGE_COLUMNS))
+# On SQLite the bump also returns the flood check's answer: the created_at of the
+# `skip`-th newest message (see lock_for_message for why only there).
+_BUMP_FLOOD_AT = Prepared(
+    _BUMP.returning(
+        *MESSAGE_COLUMNS,
+        # Not correlated on conversations.id: RETURNING drops table names, so "id" in the
+        # subquery would be the message's.
+        select(messages.c.created_at)
+        .where(messages.c.conversation_id == bindparam("conv_id"))
+        .order_by(messages.c.id.desc())
+        .limit(1)
+        .offset(bindparam("skip"))
+        .scalar_subquery()
+        .label("flood_at"),
+    )
+)
+_NTH_NEWEST = Prepared(
+    select(messages.c.created_at)
+    .where(messages.c.conversation_id == bindparam("conv_id"))
+    .order_by(messages.c.id.desc())
+    .limit(1)
+    .offset(bindparam("skip"))
 )
 
 
@@ -72,13 +106,29 @@ async def lock(conn: AsyncConnection, conv_id: int, **values: Any) -> dict[str, 
 
 
 async def lock_for_message(
-    conn: AsyncConnection, conv_id: int, *, now: float, unread: int
-) -> dict[str, Any]:
-    """`lock` for a new message (last activity, unread count): one prebuilt statement, as
-    this runs for every message."""
-    row = await _BUMP.one(conn, {"conv_id": conv_id, "now": now, "unread": unread})
+    conn: AsyncConnection, conv_id: int, *, now: float, unread: int, flood_skip: int | None
+) -> tuple[dict[str, Any], float | None]:
+    """`lock` for a new message (last activity, unread count), as prebuilt statements since
+    this runs for every message. Returns the MESSAGE_COLUMNS of the conversation and, with
+    `flood_skip`, the created_at of the conversation's `flood_skip`-th newest message (None
+    when it has fewer), read after the lock was taken.
+
+    On SQLite that read is part of the locking statement (one statement less per message):
+    the batch holds the database's write lock, so the subquery sees every committed message.
+    On PostgreSQL it stays a statement of its own: a subquery in RETURNING reads the
+    snapshot taken before the row lock was granted, and would miss the messages of the
+    transaction that held it."""
+    params = {"conv_id": conv_id, "now": now, "unread": unread}
+    if flood_skip is not None and conn.dialect.name == "sqlite":
+        row = await _BUMP_FLOOD_AT.one(conn, {**params, "skip": flood_skip})
+        assert row is not None, f"conversation {conv_id} vanished"
+        return row, row.pop("flood_at")
+    row = await _BUMP_ONLY.one(conn, params)
     assert row is not None, f"conversation {conv_id} vanished"
-    return row
+    if flood_skip is None:
+        return row, None
+    nth = await _NTH_NEWEST.one(conn, {"conv_id": conv_id, "skip": flood_skip})
+    return row, nth["created_at"] if nth is not None else None
 
 
 async def create(

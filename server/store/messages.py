@@ -45,26 +45,12 @@ async def by_external_event(
     )
 
 
-_NTH_NEWEST = Prepared(
-    select(messages.c.created_at)
-    .where(messages.c.conversation_id == bindparam("conv_id"))
-    .order_by(messages.c.id.desc())
-    .limit(1)
-    .offset(bindparam("skip"))
-)
+# RETURNING only the id: the rest of the row is what was just written (see `create`).
 _INSERT = Prepared(
     insert(messages)
     .values({c.name: bindparam(f"v_{c.name}", type_=c.type) for c in messages.c if c.name != "id"})
-    .returning(*messages.c)
+    .returning(messages.c.id)
 )
-
-
-async def _check_flood(conn: AsyncConnection, conversation_id: int, per_minute: int) -> None:
-    """More than `per_minute` messages in the last minute is refused. Reads at most
-    `per_minute` index entries: the per_minute-th newest message must be older than 60 s."""
-    row = await _NTH_NEWEST.one(conn, {"conv_id": conversation_id, "skip": per_minute - 1})
-    if row is not None and row["created_at"] > time.time() - 60:
-        raise FloodError(per_minute)
 
 
 async def create(
@@ -86,14 +72,24 @@ async def create(
     external_event_id: str | None = None,
     flood_limit: int | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Write one message and its `message.created` event. Returns (message, conversation).
+    """Write one message and its `message.created` event. Returns (message, conversation);
+    of `conv` only the id is read (the row is locked and read again here), and the returned
+    conversation has conversations_store.MESSAGE_COLUMNS (all columns when it was reopened).
 
-    An incoming message reopens a resolved or snoozed conversation (contract §2.4)."""
+    An incoming message reopens a resolved or snoozed conversation (contract §2.4). More than
+    `flood_limit` messages in the last minute are refused: the flood_limit-th newest message
+    (at most flood_limit index entries read) must be older than 60 s."""
     now = time.time()
     unread = 1 if message_type == events.INCOMING else 0
-    locked = await conversations_store.lock_for_message(conn, conv["id"], now=now, unread=unread)
-    if flood_limit:
-        await _check_flood(conn, conv["id"], flood_limit)
+    locked, flood_at = await conversations_store.lock_for_message(
+        conn,
+        conv["id"],
+        now=now,
+        unread=unread,
+        flood_skip=flood_limit - 1 if flood_limit else None,
+    )
+    if flood_at is not None and flood_at > now - 60:
+        raise FloodError(flood_limit)  # type: ignore[arg-type]
     if message_type == events.INCOMING and locked["status"] in ("resolved", "snoozed"):
         locked = await conversations_store.set_status(
             conn, locked, "open", contact=contact, contact_inbox=contact_inbox
@@ -117,8 +113,11 @@ async def create(
         "created_at": now,
         "updated_at": now,
     }
-    msg = await _INSERT.one(conn, {f"v_{k}": v for k, v in values.items()})
-    assert msg is not None
+    inserted = await _INSERT.one(conn, {f"v_{k}": v for k, v in values.items()})
+    assert inserted is not None
+    # The row as a read would return it (every column is in `values`; JSON and floats read
+    # back equal), without decoding what was just encoded.
+    msg = {"id": inserted["id"], **values}
     data = events.message_push(msg, locked, contact_inbox["source_id"], sender)
     await outbox.add(
         conn,

@@ -78,18 +78,21 @@ async def create(request: web.Request) -> web.Response:
     additional = conversation_attributes(request, message)
 
     async def op(conn: AsyncConnection) -> dict[str, Any]:
-        found = await contacts_store.find_identity(conn, box["id"], source_id)
+        found = await contacts_store.find_sender(conn, box["id"], source_id)
         if found is None:
             raise not_found()
-        contact, contact_inbox = found
+        contact, contact_inbox, current_id = found
         sender = events.contact_push(contact)
-        conv, _ = await conversations_store.current_or_new(
-            conn,
-            inbox=box,
-            contact=contact,
-            contact_inbox=contact_inbox,
-            additional_attributes=additional,
-        )
+        if current_id is not None:
+            conv: dict[str, Any] = {"id": current_id}  # messages_store.create locks it
+        else:
+            conv, _ = await conversations_store.current_or_new(
+                conn,
+                inbox=box,
+                contact=contact,
+                contact_inbox=contact_inbox,
+                additional_attributes=additional,
+            )
         msg, conv = await messages_store.create(
             conn,
             conv,

@@ -2,16 +2,20 @@
 
 Writes go through `Database.write(op, *args)`. On SQLite, concurrent writes are gathered into
 one transaction (group commit): SQLite has one writer anyway, and one commit for many requests
-is what lets a single process commit thousands of messages a second. An op that raises makes
-the batch roll back; every op of that batch is then run again in a transaction of its own, so
-one bad request never takes others down and nothing is half-written. On PostgreSQL each write
-is its own transaction, several at once (see PG_WRITERS).
+is what lets a single process commit thousands of messages a second. Each op runs inside a
+savepoint: an op that raises is rolled back alone and the others of the batch still commit, so
+one bad request never takes others down and nothing is half-written. (Should the commit fail,
+or an error end the whole transaction, every op of the batch is run again in a transaction of
+its own.) The WAL is checkpointed between batches from a thread (see `_checkpoint`).
+On PostgreSQL each write is its own transaction, several at once (see PG_WRITERS).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -41,7 +45,12 @@ SQLITE_PRAGMAS = (
     # Lock waits are async retries in sqlite_inline, never a blocking wait on the loop.
     "PRAGMA busy_timeout=0",
     "PRAGMA foreign_keys=ON",
+    # No checkpoint inside a commit on the event loop thread (its fsync would stall every
+    # request): Database checkpoints from a thread, between batches.
+    "PRAGMA wal_autocheckpoint=0",
 )
+# Seconds between WAL checkpoints while writes keep coming (bounds the WAL's growth).
+CHECKPOINT_INTERVAL = 0.5
 
 
 def _sqlite_engine(url: str, *, begin: str, pool_size: int) -> AsyncEngine:
@@ -70,6 +79,7 @@ class Database:
             path = make_url(url).database
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self._db_path = path if path and path != ":memory:" else None
             self.writer = _sqlite_engine(url, begin="BEGIN IMMEDIATE", pool_size=1)
             self.reader = _sqlite_engine(url, begin="BEGIN", pool_size=4)
         else:
@@ -87,6 +97,8 @@ class Database:
         self._wake = asyncio.Event()
         self._writer_task: asyncio.Task[None] | None = None
         self._writers = 1 if self.dialect == "sqlite" else PG_WRITERS
+        self._wrote_since_checkpoint = False
+        self._last_checkpoint = 0.0
 
     @property
     def is_sqlite(self) -> bool:
@@ -141,7 +153,11 @@ class Database:
             if self._pending:
                 self._wake.set()
             try:
-                await self._run_batch(batch)
+                if self.is_sqlite:
+                    await self._run_sqlite_batch(batch)
+                    await self._checkpoint()
+                else:
+                    await self._run_batch(batch)
             except asyncio.CancelledError:
                 for _, _, fut in batch:
                     if not fut.done():
@@ -181,6 +197,74 @@ class Database:
                     fut.set_result(result)
                 self._committed(dirty)
 
+    async def _run_sqlite_batch(self, batch: list[Any]) -> None:
+        """The batch in one transaction, each op in a savepoint of its own (SQLite)."""
+        live = [item for item in batch if not item[2].done()]
+        if not live:
+            return
+        self._wrote_since_checkpoint = True
+        outcomes: list[tuple[bool, Any]] = []
+        try:
+            async with self.writer.begin() as conn:
+                raw = conn.sync_connection.connection.driver_connection._conn  # type: ignore[union-attr]
+                for op, args, _ in live:
+                    raw.execute("SAVEPOINT op")
+                    try:
+                        result = await op(conn, *args)
+                    except Exception as exc:  # handed to its caller, after the commit
+                        # Raises (and sends the batch to the path below) when the error
+                        # has ended the transaction itself.
+                        raw.execute("ROLLBACK TO op")
+                        raw.execute("RELEASE op")
+                        outcomes.append((False, exc))
+                    else:
+                        raw.execute("RELEASE op")
+                        outcomes.append((True, result))
+                dirty = conn.info.pop(OUTBOX_DIRTY, False)
+        except Exception:
+            await self._run_each_alone(live)
+            return
+        for (_, _, fut), (ok, value) in zip(live, outcomes, strict=True):
+            if fut.done():
+                continue
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
+        self._committed(dirty)
+
+    async def _run_each_alone(self, live: list[Any]) -> None:
+        for op, args, fut in live:
+            try:
+                async with self.writer.begin() as conn:
+                    result = await op(conn, *args)
+                    dirty = conn.info.pop(OUTBOX_DIRTY, False)
+            except Exception as exc:  # handed to the caller, who maps it to a response
+                if not fut.done():
+                    fut.set_exception(exc)
+            else:
+                if not fut.done():
+                    fut.set_result(result)
+                self._committed(dirty)
+
+    async def _checkpoint(self) -> None:
+        """Copy the WAL into the database file, at most every CHECKPOINT_INTERVAL seconds,
+        on a connection of its own in a thread: the loop keeps serving requests meanwhile
+        (they queue up for the next batch). The next batch waits for it, so the checkpoint
+        sees no new write, completes, and lets that batch start the WAL over from its
+        beginning (a checkpoint racing a writer could leave the WAL growing for good)."""
+        if self._db_path is None or not self._wrote_since_checkpoint:
+            return
+        now = time.monotonic()
+        if now - self._last_checkpoint < CHECKPOINT_INTERVAL:
+            return
+        self._last_checkpoint = now
+        self._wrote_since_checkpoint = False
+        try:
+            await asyncio.to_thread(_checkpoint_wal, self._db_path)
+        except sqlite3.Error:
+            log.warning("WAL checkpoint failed; will try again", exc_info=True)
+
     def _committed(self, outbox_dirty: bool) -> None:
         if outbox_dirty:
             for callback in self.on_commit:
@@ -188,6 +272,15 @@ class Database:
                     callback()
                 except Exception:
                     log.exception("on_commit callback failed")
+
+
+def _checkpoint_wal(path: str) -> None:
+    """PASSIVE: never waits for a lock; readers still on old frames just keep them."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    finally:
+        conn.close()
 
 
 def _with_kwargs(op: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:

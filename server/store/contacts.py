@@ -58,19 +58,20 @@ _FIND_SENDER = Prepared(
         contact_inboxes.c.source_id == bindparam("source_id"),
     )
 )
+_CI_NAMES = tuple(c.name for c in contact_inboxes.c)
 
 
 async def find_sender(
     conn: AsyncConnection, inbox_id: int, source_id: str
 ) -> tuple[dict[str, Any], dict[str, Any], int | None] | None:
-    """`find_identity` plus the id of the visitor's current (latest) conversation, or None
-    when they have none yet: what a visitor's message needs, in one statement."""
+    """`find_identity` plus the id of the visitor's current (latest) conversation (None when
+    they have none yet): what a visitor's message needs, in one statement."""
     row = await _FIND_SENDER.one(conn, {"inbox_id": inbox_id, "source_id": source_id})
     if row is None:
         return None
     current = row.pop("current_conversation_id")
-    contact, ci = split_identity(row)
-    return contact, ci, current
+    ci = {name: row.pop(f"ci_{name}") for name in _CI_NAMES}
+    return row, ci, current
 
 
 async def identity_by_pubsub_token(

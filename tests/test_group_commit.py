@@ -88,13 +88,22 @@ async def test_sqlite_wal_is_checkpointed_between_batches(
 
     await db.write(create, "first")
     await asyncio.sleep(0.1)
-    await db.write(create, "second")  # the checkpoint runs after this batch
+    await db.write(create, "second")  # the checkpoint runs after this batch commits
     path = make_url(db_url).database
     assert path is not None
-    conn = sqlite3.connect(path)
-    try:
-        busy, wal_frames, checkpointed = conn.execute("PRAGMA wal_checkpoint(NOOP)").fetchone()
-    finally:
-        conn.close()
+
+    def wal_state() -> tuple[int, int, int]:
+        conn = sqlite3.connect(path)
+        try:
+            return conn.execute("PRAGMA wal_checkpoint(NOOP)").fetchone()  # type: ignore[no-any-return]
+        finally:
+            conn.close()
+
+    # The write returned at its commit; the checkpoint follows in a thread.
+    for _ in range(100):
+        busy, wal_frames, checkpointed = wal_state()
+        if wal_frames > 0 and checkpointed == wal_frames:
+            break
+        await asyncio.sleep(0.05)
     assert busy == 0
     assert wal_frames > 0 and checkpointed == wal_frames

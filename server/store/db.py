@@ -87,7 +87,9 @@ class Database:
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             self._db_path = path if path and path != ":memory:" else None
-            self.writer = _sqlite_engine(url, begin="BEGIN IMMEDIATE", pool_size=1)
+            # 2: the connection the batches keep (see _sqlite_writer), and one for anyone
+            # else (a test, a tool) who asks the engine directly.
+            self.writer = _sqlite_engine(url, begin="BEGIN IMMEDIATE", pool_size=2)
             self.reader = _sqlite_engine(url, begin="BEGIN", pool_size=4)
         else:
             # PostgreSQL merges the fsyncs of concurrent commits itself, and a statement is a
@@ -106,6 +108,7 @@ class Database:
         self._writers = 1 if self.dialect == "sqlite" else PG_WRITERS
         self._wrote_since_checkpoint = False
         self._last_checkpoint = 0.0
+        self._sqlite_conn: AsyncConnection | None = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -131,6 +134,9 @@ class Database:
             _, _, fut = self._pending.popleft()
             if not fut.done():
                 fut.set_exception(RuntimeError("database closed"))
+        if self._sqlite_conn is not None:
+            await self._sqlite_conn.close()
+            self._sqlite_conn = None
         await self.writer.dispose()
         if self.reader is not self.writer:
             await self.reader.dispose()
@@ -212,7 +218,8 @@ class Database:
         self._wrote_since_checkpoint = True
         outcomes: list[tuple[bool, Any]] = []
         try:
-            async with self.writer.begin() as conn:
+            conn = await self._sqlite_writer()
+            async with conn.begin():
                 raw = conn.sync_connection.connection.driver_connection._conn  # type: ignore[union-attr]
                 for op, args, _ in live:
                     raw.execute("SAVEPOINT op")
@@ -243,7 +250,8 @@ class Database:
     async def _run_each_alone(self, live: list[Any]) -> None:
         for op, args, fut in live:
             try:
-                async with self.writer.begin() as conn:
+                conn = await self._sqlite_writer()
+                async with conn.begin():
                     result = await op(conn, *args)
                     dirty = conn.info.pop(OUTBOX_DIRTY, False)
             except Exception as exc:  # handed to the caller, who maps it to a response
@@ -253,6 +261,22 @@ class Database:
                 if not fut.done():
                     fut.set_result(result)
                 self._committed(dirty)
+
+    async def _sqlite_writer(self) -> AsyncConnection:
+        """The connection SQLite batches run on, kept between batches: a pool checkout and a
+        new Connection per batch cost more CPU than the batch's BEGIN and COMMIT. One that
+        an error closed, invalidated or left in a transaction is replaced."""
+        conn = self._sqlite_conn
+        if conn is not None and (conn.closed or conn.invalidated or conn.in_transaction()):
+            self._sqlite_conn = None
+            try:
+                await conn.close()
+            except Exception:
+                log.warning("closing the SQLite writer connection failed", exc_info=True)
+            conn = None
+        if conn is None:
+            conn = self._sqlite_conn = await self.writer.connect()
+        return conn
 
     async def _checkpoint(self) -> None:
         """Copy the WAL into the database file, at most every CHECKPOINT_INTERVAL seconds,

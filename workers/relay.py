@@ -2,7 +2,11 @@
 
 Woken right after a commit (in-process signal, or a wake-up message on the bus), with a poll
 as the fallback. Publishing is at-least-once (a crash between publish and mark publishes a
-batch again); the hub drops the duplicates by outbox id."""
+batch again); the hub drops the duplicates by outbox id.
+
+A published batch is marked in the same transaction that reads the next one (one
+transaction per batch under load); the relay goes idle only once everything it published is
+marked."""
 
 from __future__ import annotations
 
@@ -39,6 +43,7 @@ class Relay:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.published = 0
+        self._unmarked: list[int] = []  # published, not yet marked
         bus.on_wake.append(self.wake)
 
     def wake(self) -> None:
@@ -55,6 +60,14 @@ class Relay:
             except asyncio.CancelledError:
                 pass
             self._task = None
+        if self._unmarked:
+            # Best effort: what stays unmarked is published again by the next relay.
+            try:
+                async with asyncio.timeout(self.lease_ttl):
+                    await self.db.write(outbox.mark_published, self._unmarked)
+                self._unmarked = []
+            except Exception:
+                log.warning("could not mark %d published events on stop", len(self._unmarked))
         await self.lease.release()
 
     async def run(self) -> None:
@@ -82,7 +95,7 @@ class Relay:
                 backoff = min(backoff * 2, 2.0)
                 continue
             backoff = 0.05
-            if count < self.batch:
+            if count < self.batch and not self._unmarked:
                 await self._sleep(self.poll_interval)
 
     async def _sleep(self, timeout: float) -> None:
@@ -96,9 +109,14 @@ class Relay:
         self._wake.clear()
 
     async def relay_once(self) -> int:
-        """Publish one batch of unpublished rows; returns how many."""
+        """Mark the last batch published, then publish the next batch of unpublished rows;
+        returns how many were published."""
         self._wake.clear()
-        rows = await self.db.read(outbox.unpublished, self.batch)
+        if self._unmarked:
+            rows = await self.db.write(outbox.mark_and_fetch, self._unmarked, self.batch)
+            self._unmarked = []
+        else:
+            rows = await self.db.read(outbox.unpublished, self.batch)
         if not rows:
             return 0
         items = []
@@ -108,7 +126,7 @@ class Relay:
             )
             items.extend((channel, payload) for channel in row["channels"])
         await self.bus.publish_durable(items)
-        await self.db.write(outbox.mark_published, [row["id"] for row in rows])
+        self._unmarked = [row["id"] for row in rows]
         self.published += len(rows)
         return len(rows)
 

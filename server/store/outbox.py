@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import BigInteger, any_, bindparam, delete, insert, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.jsonutil import dumps
@@ -22,6 +23,19 @@ _INSERT = Prepared(
             if c.name in ("conversation_id", "channels", "event", "payload", "created_at")
         }
     )
+)
+_UNPUBLISHED = Prepared(
+    select(outbox.c.id, outbox.c.conversation_id, outbox.c.channels, outbox.c.payload)
+    .where(outbox.c.published_at.is_(None))
+    .order_by(outbox.c.id)
+    .limit(bindparam("limit"))
+)
+# PostgreSQL: the ids as one array parameter, so the statement is built (and prepared) once
+# whatever the batch size. SQLite keeps an expanding IN list.
+_MARK_PUBLISHED_PG = Prepared(
+    update(outbox)
+    .where(outbox.c.id == any_(bindparam("ids", type_=ARRAY(BigInteger))))
+    .values(published_at=bindparam("now"))
 )
 
 
@@ -54,20 +68,25 @@ async def add(
 async def unpublished(conn: AsyncConnection, limit: int) -> list[dict[str, Any]]:
     """Rows not yet published, oldest first. Per conversation, id order is commit order:
     every writer of a conversation's events holds that conversation's row lock."""
-    result = await conn.execute(
-        select(outbox.c.id, outbox.c.conversation_id, outbox.c.channels, outbox.c.payload)
-        .where(outbox.c.published_at.is_(None))
-        .order_by(outbox.c.id)
-        .limit(limit)
-    )
-    return all_rows(result)
+    return await _UNPUBLISHED.all(conn, {"limit": limit})
 
 
 async def mark_published(conn: AsyncConnection, ids: list[int]) -> None:
-    if ids:
+    if not ids:
+        return
+    if conn.dialect.name == "postgresql":
+        await _MARK_PUBLISHED_PG.run(conn, {"ids": ids, "now": time.time()})
+    else:
         await conn.execute(
             update(outbox).where(outbox.c.id.in_(ids)).values(published_at=time.time())
         )
+
+
+async def mark_and_fetch(conn: AsyncConnection, ids: list[int], limit: int) -> list[dict[str, Any]]:
+    """Mark the batch just published and read the next one, in one transaction: the relay
+    then needs one transaction per batch instead of two."""
+    await mark_published(conn, ids)
+    return await unpublished(conn, limit)
 
 
 async def since(conn: AsyncConnection, created_after: float, limit: int) -> list[dict[str, Any]]:

@@ -306,8 +306,9 @@ class Database:
 
 
 def _checkpoint_wal(path: str) -> None:
-    """PASSIVE: never waits for a lock; readers still on old frames just keep them."""
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    """PASSIVE, and no busy wait (timeout=0): never waits for a lock, so the thread (which
+    shutdown waits for) ends at once; what it could not copy is copied next time."""
+    conn = sqlite3.connect(path, timeout=0, isolation_level=None, check_same_thread=False)
     try:
         conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
     finally:

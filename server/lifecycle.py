@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 
 from server.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def describe(settings: Settings) -> str:
@@ -24,10 +27,17 @@ async def until_signalled() -> None:
     await stop.wait()
 
 
-async def cancel(task: asyncio.Task[None] | None) -> None:
-    """Cancel a background task and wait until it has really stopped."""
-    if task is None:
+async def cancel(task: asyncio.Task[None] | None, timeout: float = 2.0) -> None:
+    """Cancel a background task and wait, at most `timeout`, until it has stopped.
+
+    Bounded because a library may swallow a cancellation that lands inside its I/O; loops
+    that must stop should also watch a closing flag of their own."""
+    if task is None or task.done():
         return
     task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    done, _ = await asyncio.wait({task}, timeout=timeout)
+    if done:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            task.result()
+    else:
+        log.warning("task %s did not stop within %.1fs of cancel", task.get_name(), timeout)

@@ -36,5 +36,34 @@ async def _serve(settings: Settings) -> None:
     log.info("serving on http://%s:%s (%s)", settings.host, settings.port, describe(settings))
     await until_signalled()
     log.info("shutting down")
+    watchdog = asyncio.get_running_loop().call_later(
+        settings.shutdown_grace + 2.0, _log_stuck_tasks
+    )
     await runner.cleanup()
+    watchdog.cancel()
     log.info("stopped")
+
+
+def _log_stuck_tasks() -> None:
+    """Shutdown overran its grace period: say what it is waiting for."""
+    tasks = [t for t in asyncio.all_tasks() if not t.done()]
+    log.error("shutdown is taking longer than its grace period; %d tasks pending", len(tasks))
+    for task in tasks:
+        log.error("pending task %s:\n%s", task.get_name(), "".join(_await_chain(task)))
+
+
+_FRAMES = ("cr_frame", "ag_frame", "gi_frame")
+_AWAITS = ("cr_await", "ag_await", "gi_yieldfrom")
+
+
+def _await_chain(task: asyncio.Task[object]) -> list[str]:
+    """Where a task is suspended: its coroutine and each coroutine it awaits, innermost last
+    (Task.get_stack shows only the outermost frame of a suspended coroutine)."""
+    lines = []
+    coro: object = task.get_coro()
+    while coro is not None:
+        frame = next((getattr(coro, a) for a in _FRAMES if getattr(coro, a, None)), None)
+        if frame is not None:
+            lines.append(f"  {frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}\n")
+        coro = next((getattr(coro, a) for a in _AWAITS if getattr(coro, a, None)), None)
+    return lines

@@ -16,6 +16,7 @@ import time
 
 from server.bus import Bus, BusUnavailable
 from server.bus.envelope import pack
+from server.lifecycle import cancel
 from server.store import outbox
 from server.store.db import Database
 from workers.lease import Lease, MemoryLease, RedisLease
@@ -44,6 +45,7 @@ class Relay:
         self._task: asyncio.Task[None] | None = None
         self.published = 0
         self._unmarked: list[int] = []  # published, not yet marked
+        self._stopping = False
         bus.on_wake.append(self.wake)
 
     def wake(self) -> None:
@@ -53,13 +55,12 @@ class Relay:
         self._task = asyncio.get_running_loop().create_task(self.run(), name="outbox-relay")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        # The loop also watches _stopping: a cancel that lands inside redis-py's I/O (the
+        # publish) can be swallowed there.
+        self._stopping = True
+        self._wake.set()
+        await cancel(self._task)
+        self._task = None
         if self._unmarked:
             # Best effort: what stays unmarked is published again by the next relay.
             try:
@@ -73,7 +74,7 @@ class Relay:
     async def run(self) -> None:
         backoff = 0.05
         lease_checked = 0.0
-        while True:
+        while not self._stopping:
             now = time.monotonic()
             if now - lease_checked > self.lease_ttl / 3:
                 if not await self.lease.acquire():

@@ -22,6 +22,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from server.bus.base import Bus, BusUnavailable
+from server.lifecycle import cancel
 
 log = logging.getLogger(__name__)
 
@@ -55,17 +56,18 @@ class RedisBus(Bus):
         self._connected = asyncio.Event()
         self._queue: deque[tuple[str, bytes]] = deque()
         self._queued = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._reader: asyncio.Task[None] | None = None
+        self._flusher: asyncio.Task[None] | None = None
         self._wake_pending = False
+        self._closing = False
         self.dropped = 0
 
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._tasks = [
-            asyncio.get_running_loop().create_task(self._read_loop(), name="bus-reader"),
-            asyncio.get_running_loop().create_task(self._flush_loop(), name="bus-flusher"),
-        ]
+        loop = asyncio.get_running_loop()
+        self._reader = loop.create_task(self._read_loop(), name="bus-reader")
+        self._flusher = loop.create_task(self._flush_loop(), name="bus-flusher")
         try:
             await asyncio.wait_for(self._connected.wait(), 5.0)
         except TimeoutError:
@@ -74,18 +76,14 @@ class RedisBus(Bus):
             )
 
     async def close(self) -> None:
-        if self._queue:
-            try:
-                await asyncio.wait_for(self._flush(), 1.0)
-            except Exception:
-                pass
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):
-                pass
+        # The loops watch _closing: a cancellation that lands inside redis-py's I/O can be
+        # swallowed there, so cancel alone could leave them running (and the process up).
+        self._closing = True
+        self._queued.set()  # the flusher sends what is still queued, then ends
+        if self._flusher is not None:
+            await asyncio.wait({self._flusher}, timeout=1.0)
+            await cancel(self._flusher)
+        await cancel(self._reader)
         if self._pubsub is not None:
             try:
                 await self._pubsub.aclose()
@@ -129,7 +127,7 @@ class RedisBus(Bus):
             raise BusUnavailable(str(exc)) from exc
 
     async def _flush_loop(self) -> None:
-        while True:
+        while not self._closing or self._queue:
             await self._queued.wait()
             self._queued.clear()
             try:
@@ -196,7 +194,7 @@ class RedisBus(Bus):
     async def _read_loop(self) -> None:
         backoff = 0.1
         lost_at: float | None = None
-        while True:
+        while not self._closing:
             try:
                 await self._connect()
             except (RedisError, OSError) as exc:
@@ -230,8 +228,8 @@ class RedisBus(Bus):
     async def _pump(self, ps: Any) -> None:
         deliver = self.deliver
         wake = super().wake_relay
-        while True:
-            msg = await ps.get_message(ignore_subscribe_messages=True, timeout=None)
+        while not self._closing:
+            msg = await ps.get_message(ignore_subscribe_messages=True, timeout=1.0)
             if msg is None or msg.get("type") != "message":
                 continue
             channel = msg["channel"]

@@ -76,11 +76,10 @@ async def test_a_failing_write_does_not_affect_the_others(db: Database) -> None:
     assert sorted(await names(db)) == ["a", "b", "c", "d"]
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # WAL checkpoints are SQLite's
 async def test_sqlite_wal_is_checkpointed_between_batches(
     db_url: str, db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if not db.is_sqlite:
-        pytest.skip("WAL checkpoints are SQLite's")
     monkeypatch.setattr(db_module, "CHECKPOINT_INTERVAL", 0.05)
 
     async def create(conn: AsyncConnection, name: str) -> Any:

@@ -13,11 +13,12 @@ On PostgreSQL each write is its own transaction, several at once (see PG_WRITERS
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -170,45 +171,12 @@ class Database:
                     await self._run_sqlite_batch(batch)
                     await self._checkpoint()
                 else:
-                    await self._run_batch(batch)
+                    await self._run_each_alone([i for i in batch if not i[2].done()])
             except asyncio.CancelledError:
                 for _, _, fut in batch:
                     if not fut.done():
                         fut.set_exception(RuntimeError("database closed"))
                 raise
-
-    async def _run_batch(self, batch: list[Any]) -> None:
-        live = [item for item in batch if not item[2].done()]
-        if not live:
-            return
-        if len(live) > 1:
-            results: list[Any] = []
-            try:
-                async with self.writer.begin() as conn:
-                    for op, args, _ in live:
-                        results.append(await op(conn, *args))
-                    dirty = conn.info.pop(OUTBOX_DIRTY, False)
-            except Exception:
-                # Someone's op failed (or the commit did): retry each alone, below.
-                pass
-            else:
-                for (_, _, fut), result in zip(live, results, strict=True):
-                    if not fut.done():
-                        fut.set_result(result)
-                self._committed(dirty)
-                return
-        for op, args, fut in live:
-            try:
-                async with self.writer.begin() as conn:
-                    result = await op(conn, *args)
-                    dirty = conn.info.pop(OUTBOX_DIRTY, False)
-            except Exception as exc:  # handed to the caller, who maps it to a response
-                if not fut.done():
-                    fut.set_exception(exc)
-            else:
-                if not fut.done():
-                    fut.set_result(result)
-                self._committed(dirty)
 
     async def _run_sqlite_batch(self, batch: list[Any]) -> None:
         """The batch in one transaction, each op in a savepoint of its own (SQLite)."""
@@ -248,10 +216,11 @@ class Database:
         self._committed(dirty)
 
     async def _run_each_alone(self, live: list[Any]) -> None:
+        """Each op in a transaction of its own: PostgreSQL's way, and SQLite's fallback when
+        an error ended a batch's transaction."""
         for op, args, fut in live:
             try:
-                conn = await self._sqlite_writer()
-                async with conn.begin():
+                async with self._transaction() as conn:
                     result = await op(conn, *args)
                     dirty = conn.info.pop(OUTBOX_DIRTY, False)
             except Exception as exc:  # handed to the caller, who maps it to a response
@@ -261,6 +230,16 @@ class Database:
                 if not fut.done():
                     fut.set_result(result)
                 self._committed(dirty)
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncConnection]:
+        if self.is_sqlite:
+            conn = await self._sqlite_writer()
+            async with conn.begin():
+                yield conn
+        else:
+            async with self.writer.begin() as conn:
+                yield conn
 
     async def _sqlite_writer(self) -> AsyncConnection:
         """The connection SQLite batches run on, kept between batches: a pool checkout and a

@@ -173,7 +173,10 @@ class AgentConsole {
     if (this.selectedId !== id) return;
     for (const msg of answer.payload) this.messages.set(msg.id, msg);
     this.noOlder = !answer.payload.length;
-    this.renderView();
+    // Not renderView(): that would replace the reply box and lose what the agent has
+    // typed while the history loaded.
+    this.renderViewHeader();
+    this.renderMessages({ stickToBottom: true });
     this.markSeen();
   }
 

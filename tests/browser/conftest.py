@@ -133,24 +133,24 @@ class Pages:
             context.close()
 
 
-@pytest.fixture
-def pages(browser: Any) -> Iterator[Pages]:
+def _open_pages(browser: Any) -> Iterator[Pages]:
+    """Pages closed afterwards; any JavaScript error they logged fails the test."""
     p = Pages(browser)
     try:
         yield p
     finally:
         p.close()
     assert not p.errors, p.errors
+
+
+@pytest.fixture
+def pages(browser: Any) -> Iterator[Pages]:
+    yield from _open_pages(browser)
 
 
 @pytest.fixture(scope="module")
 def console_pages(browser: Any) -> Iterator[Pages]:
-    p = Pages(browser)
-    try:
-        yield p
-    finally:
-        p.close()
-    assert not p.errors, p.errors
+    yield from _open_pages(browser)
 
 
 @pytest.fixture(scope="module")

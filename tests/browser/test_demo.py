@@ -5,6 +5,7 @@ against a real `python -m server`, talking only through the widget API, the agen
 from __future__ import annotations
 
 import re
+import threading
 import uuid
 from typing import Any
 
@@ -15,6 +16,7 @@ from tests.browser.conftest import (
     Pages,
     agent_call,
     call,
+    open_console,
     open_widget,
     widget_auth_token,
     widget_conversation_id,
@@ -218,3 +220,31 @@ def test_widget_pages_back_through_history_on_scroll(demo_server: DemoServer, pa
     expect(bubbles).to_have_count(25)
     expect(bubbles.first).to_have_text(first)
     expect(bubbles.last).to_have_text("message 25")
+
+
+def test_agent_can_reply_while_the_history_still_loads(
+    demo_server: DemoServer, pages: Pages
+) -> None:
+    """What the agent types right after opening a conversation is sent, not wiped when
+    the history arrives (the view used to be rebuilt then, reply box included)."""
+    visitor = open_widget(pages.new(), demo_server)
+    visitor.fill(".cw-input", unique("Anyone there?"))
+    visitor.keyboard.press("Enter")
+    cid = widget_conversation_id(visitor)
+
+    console = open_console(pages.new(1100, 720), demo_server)
+    released = threading.Event()
+
+    def hold_history(route: Any) -> None:
+        if route.request.method == "GET":
+            released.wait(5)  # the real request goes out once the reply was typed
+        route.continue_()
+
+    console.route(re.compile(rf"/conversations/{cid}/messages(\?|$)"), hold_history)
+    console.locator(f'.conv-item[data-id="{cid}"]').click()
+    reply = unique("Right here!")
+    console.fill(".reply-input", reply)
+    released.set()
+    expect(console.locator(".message.from-visitor")).to_have_count(1)
+    console.locator(".reply-input").press("Enter")
+    expect(visitor.locator(".cw-theirs .cw-bubble").last).to_have_text(reply)

@@ -59,7 +59,9 @@ def create_app(settings: Settings) -> web.Application:
     presence = RedisPresence(bus.redis) if settings.redis_url else MemoryPresence()  # type: ignore[attr-defined]
     svc = Services(settings=settings, db=db, bus=bus, inboxes=InboxCache(db), presence=presence)
     svc.hub = Hub(bus, db, ping_interval=settings.ping_interval)
-    db.on_commit.append(bus.wake_relay)
+    if not db.is_postgresql:
+        # On PostgreSQL the outbox insert NOTIFYs the relay itself (workers/listener.py).
+        db.on_commit.append(bus.wake_relay)
     app[SERVICES] = svc
     app[voice.VOICE_AGENT] = ElevenLabs(settings.elevenlabs_base_url, settings.elevenlabs_timeout)
     widget_routes(app)

@@ -4,15 +4,22 @@ Woken right after a commit (in-process signal, or a wake-up message on the bus),
 as the fallback. Publishing is at-least-once (a crash between publish and mark publishes a
 batch again); the hub drops the duplicates by outbox id.
 
-A published batch is marked in the same transaction that reads the next one (one
-transaction per batch under load); the relay goes idle only once everything it published is
-marked."""
+On PostgreSQL the relay LISTENs (see `workers.listener`): each commit's notifications carry
+its events, in commit order, and the relay publishes them as they come, with no query. It
+reads the table only for what committed while it was not listening (at start, after the
+listening connection dropped, after a failed publish) and, once a poll interval, for rows left
+behind. Published events are marked in the background, a batch every MARK_INTERVAL.
+
+Elsewhere (SQLite) the relay reads the table when woken: a published batch is marked in the
+same transaction that reads the next one (one transaction per batch under load); the relay
+goes idle only once everything it published is marked."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from typing import Any
 
 from server.bus import Bus, BusUnavailable
 from server.bus.envelope import pack
@@ -20,8 +27,17 @@ from server.lifecycle import cancel
 from server.store import outbox
 from server.store.db import Database
 from workers.lease import Lease, MemoryLease, RedisLease
+from workers.listener import OutboxListener
 
 log = logging.getLogger(__name__)
+
+# Seconds between two marking transactions while events are being published (PostgreSQL).
+MARK_INTERVAL = 0.1
+# A row still unpublished this many seconds after it was written has lost its notification
+# (the periodic sweep publishes it); younger ones are left to their notification.
+SWEEP_AGE = 5.0
+# Notifications held before the relay gives up on them and reads the table instead.
+NOTIFICATION_LIMIT = 100_000
 
 
 class Relay:
@@ -46,13 +62,24 @@ class Relay:
         self.published = 0
         self._unmarked: list[int] = []  # published, not yet marked
         self._stopping = False
-        bus.on_wake.append(self.wake)
+        self.listener: OutboxListener | None = None
+        if db.dialect == "postgresql":
+            self.listener = OutboxListener(db.url, self.wake, limit=NOTIFICATION_LIMIT)
+            # Published and not yet marked, or being marked: a table read skips these.
+            self._marking: set[int] = set()
+            self._mark_task: asyncio.Task[None] | None = None
+            self._swept = 0.0
+        else:
+            bus.on_wake.append(self.wake)
 
     def wake(self) -> None:
         self._wake.set()
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self.run(), name="outbox-relay")
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self.run(), name="outbox-relay")
+        if self.listener is not None:
+            self._mark_task = loop.create_task(self._mark_loop(), name="outbox-marker")
 
     async def stop(self) -> None:
         # The loop also watches _stopping: a cancel that lands inside redis-py's I/O (the
@@ -61,6 +88,10 @@ class Relay:
         self._wake.set()
         await cancel(self._task)
         self._task = None
+        if self.listener is not None:
+            await cancel(self._mark_task)
+            self._mark_task = None
+            await self.listener.close()
         if self._unmarked:
             # Best effort: what stays unmarked is published again by the next relay.
             try:
@@ -78,26 +109,36 @@ class Relay:
             now = time.monotonic()
             if now - lease_checked > self.lease_ttl / 3:
                 if not await self.lease.acquire():
+                    if self.listener is not None:
+                        await self.listener.close()  # a standby does not listen
                     await self._sleep(min(self.lease_ttl / 3, 1.0))
                     continue
                 lease_checked = now
             try:
-                count = await self.relay_once()
+                if self.listener is not None:
+                    idle = await self.relay_notified(self.listener)
+                else:
+                    idle = await self.relay_once() < self.batch and not self._unmarked
             except BusUnavailable as exc:
                 log.warning("bus unavailable, retrying in %.1fs: %s", backoff, exc)
-                await asyncio.sleep(backoff)
+                await self._failed(backoff)
                 backoff = min(backoff * 2, 2.0)
                 continue
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("relay failed, retrying in %.1fs", backoff)
-                await asyncio.sleep(backoff)
+                await self._failed(backoff)
                 backoff = min(backoff * 2, 2.0)
                 continue
             backoff = 0.05
-            if count < self.batch and not self._unmarked:
+            if idle:
                 await self._sleep(self.poll_interval)
+
+    async def _failed(self, backoff: float) -> None:
+        if self.listener is not None:
+            self.listener.forget()  # what was not published is read from the table again
+        await asyncio.sleep(backoff)
 
     async def _sleep(self, timeout: float) -> None:
         # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that lands
@@ -130,6 +171,98 @@ class Relay:
         self._unmarked = [row["id"] for row in rows]
         self.published += len(rows)
         return len(rows)
+
+    # -- PostgreSQL: LISTEN ---------------------------------------------------------------
+
+    async def relay_notified(self, listener: OutboxListener) -> bool:
+        """Publish what was notified, or what the table holds when notifications were lost;
+        True when there was nothing to do."""
+        self._wake.clear()
+        if not listener.connected:
+            await listener.connect()
+        if listener.lost:
+            # Listening first, then reading: whatever commits from here on is notified.
+            listener.lost = False
+            if await self._publish_table(min_age=None):
+                return False
+        notifications = listener.drain()
+        if notifications:
+            await self._publish_notified(notifications)
+            return False
+        now = time.monotonic()
+        if now - self._swept >= self.poll_interval:
+            self._swept = now
+            await listener.check(timeout=self.lease_ttl / 3)
+            await self._publish_table(min_age=SWEEP_AGE)
+        return True
+
+    async def _publish_table(self, min_age: float | None) -> int:
+        """Publish the unpublished rows of the table, in id order, except those published and
+        not marked yet (and, with `min_age`, those younger than that)."""
+        published = 0
+        after = 0
+        while not self._stopping:
+            rows = await self.db.read(outbox.unpublished_after, after, self.batch)
+            if not rows:
+                break
+            after = rows[-1]["id"]
+            oldest = time.time() - min_age if min_age is not None else None
+            fresh = [
+                row
+                for row in rows
+                if row["id"] not in self._marking
+                and (oldest is None or row["created_at"] <= oldest)
+            ]
+            if fresh:
+                await self._publish(fresh)
+                published += len(fresh)
+            if len(rows) < self.batch:
+                break
+        if published and min_age is not None:
+            log.warning("relay: published %d events whose notification was lost", published)
+        return published
+
+    async def _publish_notified(self, notifications: list[str]) -> None:
+        parsed = [outbox.parse_notification(text) for text in notifications]
+        # Skipped: what the table read got first.
+        parsed = [(outbox_id, row) for outbox_id, row in parsed if outbox_id not in self._marking]
+        missing = [outbox_id for outbox_id, row in parsed if row is None]
+        found = await self.db.read(outbox.by_ids, missing) if missing else {}
+        # A row missing from the table too was pruned meanwhile: published already.
+        rows = [row or found.get(outbox_id) for outbox_id, row in parsed]
+        ready = [row for row in rows if row is not None]
+        if ready:
+            await self._publish(ready)
+
+    async def _publish(self, rows: list[dict[str, Any]]) -> None:
+        items = []
+        for row in rows:
+            payload = pack(
+                row["payload"].encode(), outbox_id=row["id"], conversation_id=row["conversation_id"]
+            )
+            items.extend((channel, payload) for channel in row["channels"])
+        await self.bus.publish_durable(items)
+        ids = [row["id"] for row in rows]
+        self._unmarked.extend(ids)
+        self._marking.update(ids)
+        self.published += len(rows)
+
+    async def _mark_loop(self) -> None:
+        while True:
+            await asyncio.sleep(MARK_INTERVAL)
+            if not self._unmarked:
+                continue
+            ids, self._unmarked = self._unmarked, []
+            try:
+                await self.db.write(outbox.mark_published, ids)
+            except asyncio.CancelledError:
+                self._unmarked[:0] = ids  # stop() tries once more
+                raise
+            except Exception as exc:
+                log.warning("marking %d events published failed (%s)", len(ids), exc)
+                self._unmarked[:0] = ids
+                continue
+            self._marking.difference_update(ids)
 
 
 def lease_for(bus: Bus, ttl: float) -> Lease:

@@ -115,6 +115,10 @@ class Database:
     def is_sqlite(self) -> bool:
         return self.dialect == "sqlite"
 
+    @property
+    def is_postgresql(self) -> bool:
+        return self.dialect == "postgresql"
+
     async def start(self) -> None:
         async with self.writer.begin() as conn:
             await schema.apply(conn)

@@ -1,28 +1,59 @@
-"""The outbox: durable events, written in the transaction of the data they describe."""
+"""The outbox: durable events, written in the transaction of the data they describe.
+
+On PostgreSQL the insert also NOTIFYs the relay (see `workers.listener`): PostgreSQL delivers
+a transaction's notifications when it commits, in commit order, so the relay learns of each
+event without reading the table, and usually without a query at all (the notification carries
+the event itself when it fits)."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
-from sqlalchemy import BigInteger, any_, bindparam, delete, insert, select, update
+from sqlalchemy import (
+    BigInteger,
+    Text,
+    any_,
+    bindparam,
+    cast,
+    delete,
+    func,
+    insert,
+    literal_column,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from server.jsonutil import dumps
+from server.jsonutil import dumps, loads
 from server.store import all_rows
 from server.store.db import OUTBOX_DIRTY
 from server.store.prepared import Prepared
 from server.store.tables import outbox
 
-_INSERT = Prepared(
-    insert(outbox).values(
-        {
-            c.name: bindparam(f"v_{c.name}", type_=c.type)
-            for c in outbox.c
-            if c.name in ("conversation_id", "channels", "event", "payload", "created_at")
-        }
-    )
+NOTIFY_CHANNEL = "outbox"
+# PostgreSQL refuses a notification payload of 8000 bytes or more: an event bigger than this
+# is notified by its id alone, and the relay reads it from the table.
+NOTIFY_MAX_BYTES = 7900
+
+_insert = insert(outbox).values(
+    {
+        c.name: bindparam(f"v_{c.name}", type_=c.type)
+        for c in outbox.c
+        if c.name in ("conversation_id", "channels", "event", "payload", "created_at")
+    }
+)
+_INSERT = Prepared(_insert)
+# One statement, one round trip: the insert, and a notification "<id> <notice>".
+_inserted = _insert.returning(outbox.c.id).cte("inserted")
+_INSERT_AND_NOTIFY = Prepared(
+    select(
+        func.pg_notify(
+            literal_column(f"'{NOTIFY_CHANNEL}'"),
+            cast(_inserted.c.id, Text) + literal_column("' '") + bindparam("v_notice", type_=Text),
+        ).label("notified")
+    ).select_from(_inserted)
 )
 _UNPUBLISHED = Prepared(
     select(outbox.c.id, outbox.c.conversation_id, outbox.c.channels, outbox.c.payload)
@@ -52,23 +83,80 @@ async def add(
     *,
     conversation_id: int | None,
 ) -> None:
-    await _INSERT.run(
-        conn,
-        {
-            "v_conversation_id": conversation_id,
-            "v_channels": channels,
-            "v_event": event,
-            "v_payload": encode_message(event, data).decode(),
-            "v_created_at": time.time(),
-        },
-    )
+    payload = encode_message(event, data)
+    params = {
+        "v_conversation_id": conversation_id,
+        "v_channels": channels,
+        "v_event": event,
+        "v_payload": payload.decode(),
+        "v_created_at": time.time(),
+    }
+    if conn.dialect.name == "postgresql":
+        params["v_notice"] = notice(conversation_id, channels, payload)
+        await _INSERT_AND_NOTIFY.run(conn, params)
+    else:
+        await _INSERT.run(conn, params)
     conn.info[OUTBOX_DIRTY] = True
+
+
+def notice(conversation_id: int | None, channels: list[str], payload: bytes) -> str:
+    """What a notification carries after the event's id: `[conversation_id, channels]`, a
+    newline, the payload; empty when that would not fit in a notification."""
+    text = dumps([conversation_id, channels]) + b"\n" + payload
+    return text.decode() if len(text) <= NOTIFY_MAX_BYTES else ""
+
+
+def parse_notification(text: str) -> tuple[int, dict[str, Any] | None]:
+    """(outbox id, row) from a notification; the row is None when only the id was sent.
+    The row has the keys `unpublished` returns."""
+    head, _, rest = text.partition(" ")
+    outbox_id = int(head)
+    if not rest:
+        return outbox_id, None
+    meta, _, payload = rest.partition("\n")
+    conversation_id, channels = loads(meta)
+    row = {
+        "id": outbox_id,
+        "conversation_id": conversation_id,
+        "channels": channels,
+        "payload": payload,
+    }
+    return outbox_id, row
 
 
 async def unpublished(conn: AsyncConnection, limit: int) -> list[dict[str, Any]]:
     """Rows not yet published, oldest first. Per conversation, id order is commit order:
     every writer of a conversation's events holds that conversation's row lock."""
     return await _UNPUBLISHED.all(conn, {"limit": limit})
+
+
+_AFTER = Prepared(
+    select(
+        outbox.c.id,
+        outbox.c.conversation_id,
+        outbox.c.channels,
+        outbox.c.payload,
+        outbox.c.created_at,
+    )
+    .where(outbox.c.published_at.is_(None), outbox.c.id > bindparam("after"))
+    .order_by(outbox.c.id)
+    .limit(bindparam("limit"))
+)
+
+
+async def unpublished_after(conn: AsyncConnection, after: int, limit: int) -> list[dict[str, Any]]:
+    """Like `unpublished`, from the first id above `after`: a reader that skips rows it has
+    published but not yet marked pages on with this."""
+    return await _AFTER.all(conn, {"after": after, "limit": limit})
+
+
+async def by_ids(conn: AsyncConnection, ids: list[int]) -> dict[int, dict[str, Any]]:
+    result = await conn.execute(
+        select(outbox.c.id, outbox.c.conversation_id, outbox.c.channels, outbox.c.payload).where(
+            outbox.c.id.in_(ids)
+        )
+    )
+    return {row["id"]: row for row in all_rows(result)}
 
 
 async def mark_published(conn: AsyncConnection, ids: list[int]) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, insert, select, update
+from sqlalchemy import and_, bindparam, func, insert, literal_column, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server import events
@@ -45,6 +45,15 @@ _BUMP = (
     )
 )
 _BUMP_ONLY = Prepared(_BUMP.returning(*MESSAGE_COLUMNS))
+# PostgreSQL: the bump also draws the message's id, so that the message and its event (whose
+# payload holds that id) are written by one statement (see messages.create). Drawn under the
+# row lock, the ids of a conversation's messages still increase in commit order.
+_BUMP_NEXT_ID = Prepared(
+    _BUMP.returning(
+        *MESSAGE_COLUMNS,
+        func.nextval(literal_column("'messages_id_seq'")).label("next_message_id"),
+    )
+)
 # On SQLite the bump also returns the flood check's answer: the created_at of the
 # `skip`-th newest message (see lock_for_message for why only there).
 _BUMP_FLOOD_AT = Prepared(
@@ -60,13 +69,6 @@ _BUMP_FLOOD_AT = Prepared(
         .scalar_subquery()
         .label("flood_at"),
     )
-)
-_NTH_NEWEST = Prepared(
-    select(messages.c.created_at)
-    .where(messages.c.conversation_id == bindparam("conv_id"))
-    .order_by(messages.c.id.desc())
-    .limit(1)
-    .offset(bindparam("skip"))
 )
 
 
@@ -115,20 +117,22 @@ async def lock_for_message(
 
     On SQLite that read is part of the locking statement (one statement less per message):
     the batch holds the database's write lock, so the subquery sees every committed message.
-    On PostgreSQL it stays a statement of its own: a subquery in RETURNING reads the
-    snapshot taken before the row lock was granted, and would miss the messages of the
-    transaction that held it."""
+    On PostgreSQL a subquery in RETURNING would read the snapshot taken before the row lock
+    was granted, and miss the messages of the transaction that held it: there the check is
+    left to the statement that inserts the message (always None here), and the row carries
+    the new message's id as `next_message_id`."""
     params = {"conv_id": conv_id, "now": now, "unread": unread}
-    if flood_skip is not None and conn.dialect.name == "sqlite":
+    if conn.dialect.name == "postgresql":
+        row = await _BUMP_NEXT_ID.one(conn, params)
+        assert row is not None, f"conversation {conv_id} vanished"
+        return row, None
+    if flood_skip is not None:
         row = await _BUMP_FLOOD_AT.one(conn, {**params, "skip": flood_skip})
         assert row is not None, f"conversation {conv_id} vanished"
         return row, row.pop("flood_at")
     row = await _BUMP_ONLY.one(conn, params)
     assert row is not None, f"conversation {conv_id} vanished"
-    if flood_skip is None:
-        return row, None
-    nth = await _NTH_NEWEST.one(conn, {"conv_id": conv_id, "skip": flood_skip})
-    return row, nth["created_at"] if nth is not None else None
+    return row, None
 
 
 async def create(

@@ -6,13 +6,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import and_, bindparam, insert, select, update
+from sqlalchemy import Float, and_, bindparam, insert, literal_column, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server import events
 from server.errors import ApiError
 from server.store import all_rows, one, outbox
 from server.store import conversations as conversations_store
+from server.store.db import OUTBOX_DIRTY
 from server.store.prepared import Prepared
 from server.store.tables import messages
 
@@ -52,6 +53,35 @@ _INSERT = Prepared(
     .returning(messages.c.id)
 )
 
+# PostgreSQL: the message (its id drawn by the conversation's bump) and its event in one
+# statement, one round trip, unless the flood check refuses it (then nothing is written and
+# the statement returns no row). The check reads a snapshot taken after the bump's row lock
+# was granted, so it counts every message committed before this one.
+_nth_newest = (
+    select(messages.c.created_at)
+    .where(messages.c.conversation_id == bindparam("flood_conversation_id"))
+    .order_by(messages.c.id.desc())
+    .limit(1)
+    .offset(bindparam("flood_skip"))
+    .subquery("nth_newest")
+)
+_flooded = (
+    select(literal_column("1"))
+    .select_from(_nth_newest)
+    .where(_nth_newest.c.created_at > bindparam("flood_since", type_=Float))
+    .exists()
+)
+_written = (
+    insert(messages)
+    .from_select(
+        [c.name for c in messages.c],
+        select(*(bindparam(f"v_{c.name}", type_=c.type) for c in messages.c)).where(~_flooded),
+    )
+    .returning(messages.c.id)
+    .cte("written")
+)
+_INSERT_WITH_EVENT = Prepared(outbox.notify_inserted(outbox.insert_for_each(_written).cte("event")))
+
 
 async def create(
     conn: AsyncConnection,
@@ -78,7 +108,11 @@ async def create(
 
     An incoming message reopens a resolved or snoozed conversation (contract §2.4). More than
     `flood_limit` messages in the last minute are refused: the flood_limit-th newest message
-    (at most flood_limit index entries read) must be older than 60 s."""
+    (at most flood_limit index entries read) must be older than 60 s.
+
+    SQLite runs a statement each: bump (with the flood check), message, event. PostgreSQL,
+    where each is a network round trip, runs two: the bump (which draws the message id),
+    then the message and its event together, the flood check included."""
     now = time.time()
     unread = 1 if message_type == events.INCOMING else 0
     locked, flood_at = await conversations_store.lock_for_message(
@@ -90,6 +124,7 @@ async def create(
     )
     if flood_at is not None and flood_at > now - 60:
         raise FloodError(flood_limit)  # type: ignore[arg-type]
+    message_id = locked.pop("next_message_id", None)  # PostgreSQL
     if message_type == events.INCOMING and locked["status"] in ("resolved", "snoozed"):
         locked = await conversations_store.set_status(
             conn, locked, "open", contact=contact, contact_inbox=contact_inbox
@@ -113,20 +148,45 @@ async def create(
         "created_at": now,
         "updated_at": now,
     }
-    inserted = await _INSERT.one(conn, {f"v_{k}": v for k, v in values.items()})
-    assert inserted is not None
+    inserted_id = None
+    if message_id is None:  # SQLite: the id comes from the insert
+        inserted = await _INSERT.one(conn, {f"v_{k}": v for k, v in values.items()})
+        assert inserted is not None
+        message_id = inserted_id = inserted["id"]
     # The row as a read would return it (every column is in `values`; JSON and floats read
     # back equal), without decoding what was just encoded.
-    msg = {"id": inserted["id"], **values}
+    msg = {"id": message_id, **values}
     data = events.message_push(msg, locked, contact_inbox["source_id"], sender)
-    await outbox.add(
-        conn,
-        events.MESSAGE_CREATED,
-        data,
-        events.message_channels(locked, contact_inbox["pubsub_token"], msg),
-        conversation_id=locked["id"],
-    )
+    channels = events.message_channels(locked, contact_inbox["pubsub_token"], msg)
+    if message_id == inserted_id:
+        await outbox.add(conn, events.MESSAGE_CREATED, data, channels, conversation_id=locked["id"])
+    else:
+        await _insert_with_event(conn, msg, data, channels, flood_limit=flood_limit, now=now)
     return msg, locked
+
+
+async def _insert_with_event(
+    conn: AsyncConnection,
+    msg: dict[str, Any],
+    data: dict[str, Any],
+    channels: list[str],
+    *,
+    flood_limit: int | None,
+    now: float,
+) -> None:
+    """PostgreSQL: the message and its message.created event, in one statement."""
+    params = {f"v_{k}": v for k, v in msg.items()}
+    params["flood_conversation_id"] = msg["conversation_id"]
+    params["flood_skip"] = flood_limit - 1 if flood_limit else 0
+    params["flood_since"] = now - 60 if flood_limit else float("inf")
+    params.update(
+        outbox.event_params(
+            conn, events.MESSAGE_CREATED, data, channels, conversation_id=msg["conversation_id"]
+        )
+    )
+    if not await _INSERT_WITH_EVENT.run(conn, params):
+        raise FloodError(flood_limit)  # type: ignore[arg-type]
+    conn.info[OUTBOX_DIRTY] = True
 
 
 def _visitor_visible() -> Any:

@@ -37,24 +37,35 @@ NOTIFY_CHANNEL = "outbox"
 # is notified by its id alone, and the relay reads it from the table.
 NOTIFY_MAX_BYTES = 7900
 
+_EVENT_COLUMNS = ("conversation_id", "channels", "event", "payload", "created_at")
 _insert = insert(outbox).values(
-    {
-        c.name: bindparam(f"v_{c.name}", type_=c.type)
-        for c in outbox.c
-        if c.name in ("conversation_id", "channels", "event", "payload", "created_at")
-    }
+    {name: bindparam(f"o_{name}", type_=outbox.c[name].type) for name in _EVENT_COLUMNS}
 )
 _INSERT = Prepared(_insert)
-# One statement, one round trip: the insert, and a notification "<id> <notice>".
-_inserted = _insert.returning(outbox.c.id).cte("inserted")
-_INSERT_AND_NOTIFY = Prepared(
-    select(
+
+
+def notify_inserted(inserted: Any) -> Any:
+    """SELECT pg_notify for each row of `inserted` (a CTE returning outbox ids): the
+    notification is "<id> <notice>" (see `notice`)."""
+    return select(
         func.pg_notify(
             literal_column(f"'{NOTIFY_CHANNEL}'"),
-            cast(_inserted.c.id, Text) + literal_column("' '") + bindparam("v_notice", type_=Text),
+            cast(inserted.c.id, Text) + literal_column("' '") + bindparam("o_notice", type_=Text),
         ).label("notified")
-    ).select_from(_inserted)
-)
+    ).select_from(inserted)
+
+
+def insert_for_each(source: Any) -> Any:
+    """INSERT the event (the o_* parameters) once per row of `source`, returning its id: an
+    event written only if the statement's other part was (see messages.create)."""
+    values = select(
+        *(bindparam(f"o_{name}", type_=outbox.c[name].type) for name in _EVENT_COLUMNS)
+    ).select_from(source)
+    return insert(outbox).from_select(_EVENT_COLUMNS, values).returning(outbox.c.id)
+
+
+# One statement, one round trip: the insert, and its notification.
+_INSERT_AND_NOTIFY = Prepared(notify_inserted(_insert.returning(outbox.c.id).cte("inserted")))
 _UNPUBLISHED = Prepared(
     select(outbox.c.id, outbox.c.conversation_id, outbox.c.channels, outbox.c.payload)
     .where(outbox.c.published_at.is_(None))
@@ -83,20 +94,34 @@ async def add(
     *,
     conversation_id: int | None,
 ) -> None:
-    payload = encode_message(event, data)
-    params = {
-        "v_conversation_id": conversation_id,
-        "v_channels": channels,
-        "v_event": event,
-        "v_payload": payload.decode(),
-        "v_created_at": time.time(),
-    }
-    if conn.dialect.name == "postgresql":
-        params["v_notice"] = notice(conversation_id, channels, payload)
+    params = event_params(conn, event, data, channels, conversation_id=conversation_id)
+    if "o_notice" in params:
         await _INSERT_AND_NOTIFY.run(conn, params)
     else:
         await _INSERT.run(conn, params)
     conn.info[OUTBOX_DIRTY] = True
+
+
+def event_params(
+    conn: AsyncConnection,
+    event: str,
+    data: dict[str, Any],
+    channels: list[str],
+    *,
+    conversation_id: int | None,
+) -> dict[str, Any]:
+    """The o_* parameters of an event's insert (and, on PostgreSQL, of its notification)."""
+    payload = encode_message(event, data)
+    params = {
+        "o_conversation_id": conversation_id,
+        "o_channels": channels,
+        "o_event": event,
+        "o_payload": payload.decode(),
+        "o_created_at": time.time(),
+    }
+    if conn.dialect.name == "postgresql":
+        params["o_notice"] = notice(conversation_id, channels, payload)
+    return params
 
 
 def notice(conversation_id: int | None, channels: list[str], payload: bytes) -> str:

@@ -7,6 +7,7 @@ import logging
 
 from aiohttp import web
 
+from server import gc_tuning
 from server.app import create_app
 from server.lifecycle import describe, until_signalled
 from server.settings import Settings
@@ -33,6 +34,7 @@ async def _serve(settings: Settings) -> None:
         runner, settings.host, settings.port, backlog=2048, shutdown_timeout=settings.shutdown_grace
     )
     await site.start()
+    gc_tuning.tune_after_start(settings.gc_threshold)
     log.info("serving on http://%s:%s (%s)", settings.host, settings.port, describe(settings))
     await until_signalled()
     log.info("shutting down")

@@ -11,6 +11,8 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from server import gc_tuning
+
 
 def _int(env: dict[str, str], name: str, default: int) -> int:
     raw = env.get(name)
@@ -77,6 +79,8 @@ class Settings:
     shutdown_grace: float = 5.0
     relay_poll_interval: float = 1.0
     relay_lease_ttl: float = 5.0
+    # None: Python's own garbage collector settings (see server/gc_tuning.py).
+    gc_threshold: tuple[int, ...] | None = (10_000, 20, 20)
 
     @property
     def is_sqlite(self) -> bool:
@@ -111,6 +115,7 @@ class Settings:
             shutdown_grace=_float(env, "SHUTDOWN_GRACE", 5.0),
             relay_poll_interval=_float(env, "RELAY_POLL_INTERVAL", 1.0),
             relay_lease_ttl=_float(env, "RELAY_LEASE_TTL", 5.0),
+            gc_threshold=gc_tuning.parse_threshold(env.get("GC_THRESHOLD")),
         )
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]

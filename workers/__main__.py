@@ -7,6 +7,7 @@ import asyncio
 import logging
 import sys
 
+from server import gc_tuning
 from server.__main__ import configure_logging
 from server.bus import create_bus
 from server.lifecycle import describe, until_signalled
@@ -33,6 +34,7 @@ async def run(settings: Settings) -> None:
     relay.start()
     maintenance = Maintenance(db)
     maintenance.start()
+    gc_tuning.tune_after_start(settings.gc_threshold)
     log.info("worker running (%s)", describe(settings))
     await until_signalled()
     log.info("worker stopping")

@@ -63,12 +63,13 @@ class Relay:
         self._unmarked: list[int] = []  # published, not yet marked
         self._stopping = False
         self.listener: OutboxListener | None = None
-        if db.dialect == "postgresql":
+        # PostgreSQL: published and not yet marked, or being marked (a table read skips
+        # these); the background marker; when the table was last swept.
+        self._marking: set[int] = set()
+        self._mark_task: asyncio.Task[None] | None = None
+        self._swept = 0.0
+        if db.is_postgresql:
             self.listener = OutboxListener(db.url, self.wake, limit=NOTIFICATION_LIMIT)
-            # Published and not yet marked, or being marked: a table read skips these.
-            self._marking: set[int] = set()
-            self._mark_task: asyncio.Task[None] | None = None
-            self._swept = 0.0
         else:
             bus.on_wake.append(self.wake)
 
@@ -161,6 +162,11 @@ class Relay:
             rows = await self.db.read(outbox.unpublished, self.batch)
         if not rows:
             return 0
+        await self._publish(rows)
+        return len(rows)
+
+    async def _publish(self, rows: list[dict[str, Any]]) -> None:
+        """Publish `rows` in order; they are then marked (see _unmarked)."""
         items = []
         for row in rows:
             payload = pack(
@@ -168,9 +174,11 @@ class Relay:
             )
             items.extend((channel, payload) for channel in row["channels"])
         await self.bus.publish_durable(items)
-        self._unmarked = [row["id"] for row in rows]
+        ids = [row["id"] for row in rows]
+        self._unmarked.extend(ids)
+        if self.listener is not None:
+            self._marking.update(ids)
         self.published += len(rows)
-        return len(rows)
 
     # -- PostgreSQL: LISTEN ---------------------------------------------------------------
 
@@ -233,19 +241,6 @@ class Relay:
         ready = [row for row in rows if row is not None]
         if ready:
             await self._publish(ready)
-
-    async def _publish(self, rows: list[dict[str, Any]]) -> None:
-        items = []
-        for row in rows:
-            payload = pack(
-                row["payload"].encode(), outbox_id=row["id"], conversation_id=row["conversation_id"]
-            )
-            items.extend((channel, payload) for channel in row["channels"])
-        await self.bus.publish_durable(items)
-        ids = [row["id"] for row in rows]
-        self._unmarked.extend(ids)
-        self._marking.update(ids)
-        self.published += len(rows)
 
     async def _mark_loop(self) -> None:
         while True:

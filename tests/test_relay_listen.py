@@ -7,15 +7,19 @@ committed meanwhile, once each, in order."""
 from __future__ import annotations
 
 import asyncio
+import time
+from typing import Any
 
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
+from server import events
 from server.services import SERVICES
 from server.store import outbox
 from tests.cable import CableClient, visitor_identifier
 from tests.conftest import Visitor
+from workers import relay as relay_module
 from workers.listener import APPLICATION_NAME, asyncpg_dsn
 
 on_postgresql = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
@@ -113,3 +117,35 @@ def test_notice_fits_or_is_left_out() -> None:
     big = outbox.notice(7, ["inbox:1"], b"x" * outbox.NOTIFY_MAX_BYTES)
     assert big == ""
     assert outbox.parse_notification(f"42 {big}") == (42, None)
+
+
+async def _write_unnotified(conn: Any, pubsub_token: str, content: str) -> None:
+    """An outbox row as an older version (or a lost notification) would leave it: no NOTIFY."""
+    data = {"content": content, "account_id": 1}
+    await outbox._INSERT.run(
+        conn,
+        {
+            "o_conversation_id": None,
+            "o_channels": [events.contact_channel(pubsub_token)],
+            "o_event": events.MESSAGE_CREATED,
+            "o_payload": outbox.encode_message(events.MESSAGE_CREATED, data).decode(),
+            "o_created_at": time.time(),
+        },
+    )
+
+
+@on_postgresql
+async def test_row_without_notification_is_swept(
+    client: TestClient, visitor: Visitor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(relay_module, "SWEEP_AGE", 0.3)
+    cable = await CableClient.connect(client)
+    try:
+        await cable.subscribe(visitor_identifier(visitor.pubsub_token))  # type: ignore[arg-type]
+        db = client.app[SERVICES].db
+        await db.write(_write_unnotified, visitor.pubsub_token, "never notified")
+        # The sweep runs once a poll interval (1 s) for rows older than SWEEP_AGE.
+        await cable.wait_for(lambda _: cable.events("message.created"), 2.5)
+        assert [e["data"]["content"] for e in cable.events("message.created")] == ["never notified"]
+    finally:
+        await cable.close()

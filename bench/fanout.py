@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import resource
@@ -439,6 +440,16 @@ class ReaderStats:
     receipts: list[tuple[int, int, float]] = field(default_factory=list)
 
 
+def quiet_gc() -> None:
+    """The clients are the instrument: a collection in a reader (which keeps a receipt per
+    frame) or in the loader would show up as server latency, so once set up they run with
+    the cyclic collector off, as `timeit` does. Runs are bounded; reference counting frees
+    the rest."""
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+
+
 def reader_process(pipe: Pipe, targets: list[tuple[int, int, str]], timing: bool) -> None:
     """Entry point of a reader process: connect `targets` (index, port, identifier), report
     ready, then answer the parent's commands ("mark", "results") until "stop"."""
@@ -471,6 +482,7 @@ async def _reader(pipe: Pipe, targets: list[tuple[int, int, str]], timing: bool)
 
     started = time.monotonic()
     ok = await asyncio.gather(*(connect(*t) for t in targets))
+    quiet_gc()
     pipe.send(("ready", sum(ok), len(ok) - sum(ok), time.monotonic() - started))
     while True:
         command = await loop.run_in_executor(None, pipe.recv)
@@ -564,6 +576,7 @@ async def _load(
         for _ in range(connections):
             idle[port].put_nowait(await asyncio.open_connection("127.0.0.1", port))
     sent: list[float] = [0.0] * total
+    quiet_gc()
     answered: list[float] = []
     statuses: Counter[str] = Counter()
     late = 0

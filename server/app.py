@@ -54,7 +54,7 @@ def create_app(settings: Settings) -> web.Application:
         middlewares=[error_middleware],
         client_max_size=settings.max_body_bytes,
     )
-    db = Database(settings.database_url)
+    db = Database(settings.database_url, pg_writers=settings.db_writers)
     bus = create_bus(settings.redis_url)
     presence = RedisPresence(bus.redis) if settings.redis_url else MemoryPresence()  # type: ignore[attr-defined]
     svc = Services(settings=settings, db=db, bus=bus, inboxes=InboxCache(db), presence=presence)

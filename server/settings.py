@@ -79,6 +79,8 @@ class Settings:
     shutdown_grace: float = 5.0
     relay_poll_interval: float = 1.0
     relay_lease_ttl: float = 5.0
+    # Concurrent write transactions per process on PostgreSQL (server/store/db.py).
+    db_writers: int = 6
     # None: Python's own garbage collector settings (see server/gc_tuning.py).
     gc_threshold: tuple[int, ...] | None = (10_000, 20, 20)
 
@@ -115,6 +117,7 @@ class Settings:
             shutdown_grace=_float(env, "SHUTDOWN_GRACE", 5.0),
             relay_poll_interval=_float(env, "RELAY_POLL_INTERVAL", 1.0),
             relay_lease_ttl=_float(env, "RELAY_LEASE_TTL", 5.0),
+            db_writers=max(1, _int(env, "DB_WRITERS", 6)),
             gc_threshold=gc_tuning.parse_threshold(env.get("GC_THRESHOLD")),
         )
         values.update(overrides)

@@ -20,7 +20,7 @@ log = logging.getLogger("workers")
 
 
 async def run(settings: Settings) -> None:
-    db = Database(settings.database_url)
+    db = Database(settings.database_url, pg_writers=settings.db_writers)
     await db.start()
     bus = create_bus(settings.redis_url)
     relay = Relay(

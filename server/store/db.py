@@ -38,8 +38,9 @@ Op = Callable[Concatenate[AsyncConnection, P], Awaitable[T]]
 OUTBOX_DIRTY = "outbox_dirty"
 
 # Concurrent write transactions per process on PostgreSQL (DB_WRITERS). More than the
-# database has cores only adds context switches: on 2 cores, 6 instead of 16 cut the
-# POST-to-socket p99 of bench/fanout.py latency from 13-91 ms to 10-24 ms.
+# database has cores only adds context switches; 6 per process is ample for 500 messages/s
+# (about 2 ms each). On this 2-core VM the latency difference against 16 was within the
+# run-to-run noise (docs/benchmarks.md).
 PG_WRITERS = 6
 
 SQLITE_PRAGMAS = (

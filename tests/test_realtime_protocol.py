@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import itertools
 import json
 import time
 from typing import Any
@@ -177,6 +178,43 @@ def test_default_ping_interval_is_three_seconds(tmp_path: Any) -> None:
     settings = make_settings(f"sqlite+aiosqlite:///{tmp_path / 't.db'}", tmp_path)
     assert settings.ping_interval == 3.0
     assert create_app(settings)[SERVICES].hub.ping_interval == 3.0  # type: ignore[union-attr]
+
+
+async def test_each_socket_is_pinged_every_interval_and_the_sockets_in_turns(
+    aiohttp_client: Any, tmp_path: Any
+) -> None:
+    """Four sockets, a 0.4 s interval: every socket gets a ping about every 0.4 s (not one
+    per tick), and the four get theirs at different moments, not in one burst."""
+    settings = make_settings(
+        f"sqlite+aiosqlite:///{tmp_path / 't.db'}", tmp_path, ping_interval=0.4
+    )
+    client = await aiohttp_client(create_app(settings))
+    sockets = [
+        await client.ws_connect("/cable", protocols=("actioncable-v1-json",)) for _ in range(4)
+    ]
+    arrivals: list[list[float]] = [[] for _ in sockets]
+
+    async def listen(index: int, ws: aiohttp.ClientWebSocketResponse) -> None:
+        async for msg in ws:
+            if json.loads(msg.data).get("type") == "ping":
+                arrivals[index].append(time.monotonic())
+
+    listeners = [asyncio.create_task(listen(i, ws)) for i, ws in enumerate(sockets)]
+    await asyncio.sleep(2.1)
+    for task in listeners:
+        task.cancel()
+    await asyncio.gather(*listeners, return_exceptions=True)
+    for ws in sockets:
+        await ws.close()
+
+    for times in arrivals:
+        assert 4 <= len(times) <= 6, arrivals  # ~2.1 s / 0.4 s
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        assert all(0.2 < gap < 0.8 for gap in gaps), gaps
+    # Round robin put the four sockets in four groups, 0.1 s apart: their first pings span
+    # about 0.3 s (all at once, they would span the few ms the frames take).
+    firsts = sorted(times[0] for times in arrivals)
+    assert firsts[-1] - firsts[0] > 0.15, firsts
 
 
 # -- subscribe ------------------------------------------------------------------------------

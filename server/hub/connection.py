@@ -39,6 +39,7 @@ class Connection:
         "closed",
         "limit",
         "peer",
+        "ping_group",
         "subscriptions",
         "transport",
         "ws",
@@ -57,6 +58,7 @@ class Connection:
         self.transport = transport
         self.limit = limit
         self.peer = peer
+        self.ping_group = 0  # set by the hub
         self.closed = False
         self.subscriptions: dict[str, Any] = {}  # identifier string -> Subscription
         self._queue: deque[bytes] = deque()

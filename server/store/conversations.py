@@ -14,7 +14,7 @@ from server.store import accounts as accounts_store
 from server.store import all_rows, one, outbox
 from server.store import contacts as contacts_store
 from server.store.prepared import Prepared
-from server.store.tables import conversations, messages, users
+from server.store.tables import contact_inboxes, contacts, conversations, messages, users
 
 STATUSES = ("open", "resolved", "pending", "snoozed")
 
@@ -52,6 +52,41 @@ _BUMP_NEXT_ID = Prepared(
     _BUMP.returning(
         *MESSAGE_COLUMNS,
         func.nextval(literal_column("'messages_id_seq'")).label("next_message_id"),
+    )
+)
+# PostgreSQL, a visitor's message: who the visitor is (by inbox and source_id) and the bump
+# of their current (latest) conversation, in one statement: one round trip less for the
+# busiest write. The columns of the contact and the contact_inbox come prefixed.
+# The latest conversation's id is an uncorrelated subquery (run once, ahead of the update),
+# so the plan is index lookups by primary key whatever the statistics say.
+_LATEST = conversations.alias("latest")
+_SENDER = contact_inboxes.alias("sender")
+_CONTACT_COLUMNS = [c.label(f"c_{c.name}") for c in contacts.c]
+_CI_COLUMNS = [c.label(f"ci_{c.name}") for c in contact_inboxes.c]
+_BUMP_FOR_SENDER = Prepared(
+    update(conversations)
+    .where(
+        conversations.c.id
+        == select(func.max(_LATEST.c.id))
+        .join(_SENDER, _SENDER.c.id == _LATEST.c.contact_inbox_id)
+        .where(
+            _SENDER.c.inbox_id == bindparam("inbox_id"),
+            _SENDER.c.source_id == bindparam("source_id"),
+        )
+        .scalar_subquery(),
+        contact_inboxes.c.id == conversations.c.contact_inbox_id,
+        contacts.c.id == contact_inboxes.c.contact_id,
+    )
+    .values(
+        last_activity_at=bindparam("now"),
+        updated_at=bindparam("now"),
+        unread_count=conversations.c.unread_count + bindparam("unread"),
+    )
+    .returning(
+        *MESSAGE_COLUMNS,
+        func.nextval(literal_column("'messages_id_seq'")).label("next_message_id"),
+        *_CONTACT_COLUMNS,
+        *_CI_COLUMNS,
     )
 )
 # On SQLite the bump also returns the flood check's answer: the created_at of the
@@ -133,6 +168,23 @@ async def lock_for_message(
     row = await _BUMP_ONLY.one(conn, params)
     assert row is not None, f"conversation {conv_id} vanished"
     return row, None
+
+
+async def lock_latest_of_sender(
+    conn: AsyncConnection, inbox_id: int, source_id: str, *, now: float, unread: int
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]] | None:
+    """PostgreSQL: (contact, contact_inbox, conversation) of a visitor's message, with the
+    latest conversation of the visitor locked and bumped as `lock_for_message` does (its row
+    carries `next_message_id`). None when the visitor is unknown or has no conversation yet:
+    the caller then takes the general path (find_sender, current_or_new)."""
+    row = await _BUMP_FOR_SENDER.one(
+        conn, {"inbox_id": inbox_id, "source_id": source_id, "now": now, "unread": unread}
+    )
+    if row is None:
+        return None
+    contact = {c.name: row.pop(f"c_{c.name}") for c in contacts.c}
+    contact_inbox = {c.name: row.pop(f"ci_{c.name}") for c in contact_inboxes.c}
+    return contact, contact_inbox, row
 
 
 async def create(

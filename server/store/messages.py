@@ -101,6 +101,8 @@ async def create(
     source_id: str | None = None,
     external_event_id: str | None = None,
     flood_limit: int | None = None,
+    locked: dict[str, Any] | None = None,
+    locked_at: float | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Write one message and its `message.created` event. Returns (message, conversation);
     of `conv` only the id is read (the row is locked and read again here), and the returned
@@ -112,18 +114,24 @@ async def create(
 
     SQLite runs a statement each: bump (with the flood check), message, event. PostgreSQL,
     where each is a network round trip, runs two: the bump (which draws the message id),
-    then the message and its event together, the flood check included."""
-    now = time.time()
-    unread = 1 if message_type == events.INCOMING else 0
-    locked, flood_at = await conversations_store.lock_for_message(
-        conn,
-        conv["id"],
-        now=now,
-        unread=unread,
-        flood_skip=flood_limit - 1 if flood_limit else None,
-    )
-    if flood_at is not None and flood_at > now - 60:
-        raise FloodError(flood_limit)  # type: ignore[arg-type]
+    then the message and its event together, the flood check included.
+
+    `locked`: a conversation the caller already locked and bumped for this message at
+    `locked_at`, with its `next_message_id` (conversations_store.lock_latest_of_sender, which
+    also finds the visitor: a PostgreSQL visitor message then takes one statement less)."""
+    if locked is not None and locked_at is not None:
+        now = locked_at
+    else:
+        now = time.time()
+        locked, flood_at = await conversations_store.lock_for_message(
+            conn,
+            conv["id"],
+            now=now,
+            unread=unread_increment(message_type),
+            flood_skip=flood_limit - 1 if flood_limit else None,
+        )
+        if flood_at is not None and flood_at > now - 60:
+            raise FloodError(flood_limit)  # type: ignore[arg-type]
     message_id = locked.pop("next_message_id", None)  # PostgreSQL
     if message_type == events.INCOMING and locked["status"] in ("resolved", "snoozed"):
         locked = await conversations_store.set_status(
@@ -163,6 +171,11 @@ async def create(
     else:
         await _insert_with_event(conn, msg, data, channels, flood_limit=flood_limit, now=now)
     return msg, locked
+
+
+def unread_increment(message_type: int) -> int:
+    """What a new message adds to its conversation's unread_count."""
+    return 1 if message_type == events.INCOMING else 0
 
 
 async def _insert_with_event(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from aiohttp import web
@@ -78,21 +79,34 @@ async def create(request: web.Request) -> web.Response:
     additional = conversation_attributes(request, message)
 
     async def op(conn: AsyncConnection) -> dict[str, Any]:
-        found = await contacts_store.find_sender(conn, box["id"], source_id)
-        if found is None:
-            raise not_found()
-        contact, contact_inbox, current_id = found
-        sender = events.contact_push(contact)
-        if current_id is not None:
-            conv: dict[str, Any] = {"id": current_id}  # messages_store.create locks it
-        else:
-            conv, _ = await conversations_store.current_or_new(
-                conn,
-                inbox=box,
-                contact=contact,
-                contact_inbox=contact_inbox,
-                additional_attributes=additional,
+        # PostgreSQL: identity and lock in one statement when the visitor has a conversation.
+        now = time.time()
+        locked = None
+        if conn.dialect.name == "postgresql":
+            unread = messages_store.unread_increment(events.INCOMING)
+            found = await conversations_store.lock_latest_of_sender(
+                conn, box["id"], source_id, now=now, unread=unread
             )
+            if found is not None:
+                contact, contact_inbox, locked = found
+        if locked is not None:
+            conv: dict[str, Any] = locked
+        else:
+            sender_row = await contacts_store.find_sender(conn, box["id"], source_id)
+            if sender_row is None:
+                raise not_found()
+            contact, contact_inbox, current_id = sender_row
+            if current_id is not None:
+                conv = {"id": current_id}  # messages_store.create locks it
+            else:
+                conv, _ = await conversations_store.current_or_new(
+                    conn,
+                    inbox=box,
+                    contact=contact,
+                    contact_inbox=contact_inbox,
+                    additional_attributes=additional,
+                )
+        sender = events.contact_push(contact)
         msg, conv = await messages_store.create(
             conn,
             conv,
@@ -106,6 +120,8 @@ async def create(request: web.Request) -> web.Response:
             content_attributes={"in_reply_to": reply_to},
             echo_id=echo_id,
             flood_limit=svc.settings.messages_per_minute,
+            locked=locked,
+            locked_at=now,
         )
         record = events.message_record(msg, conv["display_id"], sender)
         del record["content_type"], record["status"]  # this view has neither (contract §2.4)

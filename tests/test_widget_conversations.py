@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -105,6 +106,26 @@ async def test_create_always_opens_a_new_conversation(visitor: Visitor) -> None:
     assert current["id"] == second["id"]
     messages = await (await visitor.get("messages")).json()
     assert [m["content"] for m in messages["payload"]] == ["two"]
+
+
+async def test_a_message_goes_to_the_newest_conversation_and_bumps_only_it(
+    visitor: Visitor, world: World
+) -> None:
+    """On PostgreSQL the visitor lookup and the bump are one statement that picks the latest
+    conversation itself: the older one must stay as it was."""
+    first = await (await visitor.post("conversations", {"message": {"content": "one"}})).json()
+    second = await (await visitor.post("conversations", {"message": {"content": "two"}})).json()
+    older = await conversation_row(visitor.client, world, first["id"])
+    before = await conversation_row(visitor.client, world, second["id"])
+    await asyncio.sleep(0.01)  # last_activity_at is a float of seconds: let it move
+    sent = await visitor.send("three")
+    assert sent["conversation_id"] == second["id"]
+    newer = await conversation_row(visitor.client, world, second["id"])
+    assert newer["unread_count"] == before["unread_count"] + 1
+    assert newer["last_activity_at"] > before["last_activity_at"]
+    assert await conversation_row(visitor.client, world, first["id"]) == older
+    messages = await (await visitor.get("messages")).json()
+    assert [m["content"] for m in messages["payload"]] == ["two", "three"]
 
 
 async def test_create_keeps_an_existing_name(visitor: Visitor) -> None:

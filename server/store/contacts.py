@@ -16,7 +16,7 @@ from server.store.prepared import Prepared
 from server.store.tables import contact_inboxes, contacts, conversations
 
 # The columns of a contact_inbox, prefixed, next to the contact's own columns in one row.
-_CI_COLUMNS = [c.label(f"ci_{c.name}") for c in contact_inboxes.c]
+CI_COLUMNS = [c.label(f"ci_{c.name}") for c in contact_inboxes.c]
 
 
 def split_identity(row: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -27,7 +27,7 @@ def split_identity(row: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]
 
 
 _FIND_IDENTITY = Prepared(
-    select(contacts, *_CI_COLUMNS)
+    select(contacts, *CI_COLUMNS)
     .join(contact_inboxes, contact_inboxes.c.contact_id == contacts.c.id)
     .where(
         contact_inboxes.c.inbox_id == bindparam("inbox_id"),
@@ -46,7 +46,7 @@ async def find_identity(
 _FIND_SENDER = Prepared(
     select(
         contacts,
-        *_CI_COLUMNS,
+        *CI_COLUMNS,
         select(func.max(conversations.c.id))
         .where(conversations.c.contact_inbox_id == contact_inboxes.c.id)
         .scalar_subquery()
@@ -61,6 +61,11 @@ _FIND_SENDER = Prepared(
 _CI_NAMES = tuple(c.name for c in contact_inboxes.c)
 
 
+def pop_contact_inbox(row: dict[str, Any]) -> dict[str, Any]:
+    """The contact_inbox of a row with CI_COLUMNS, taken out of the row."""
+    return {name: row.pop(f"ci_{name}") for name in _CI_NAMES}
+
+
 async def find_sender(
     conn: AsyncConnection, inbox_id: int, source_id: str
 ) -> tuple[dict[str, Any], dict[str, Any], int | None] | None:
@@ -70,7 +75,7 @@ async def find_sender(
     if row is None:
         return None
     current = row.pop("current_conversation_id")
-    ci = {name: row.pop(f"ci_{name}") for name in _CI_NAMES}
+    ci = pop_contact_inbox(row)
     return row, ci, current
 
 
@@ -79,7 +84,7 @@ async def identity_by_pubsub_token(
 ) -> tuple[dict[str, Any], dict[str, Any]] | None:
     row = one(
         await conn.execute(
-            select(contacts, *_CI_COLUMNS)
+            select(contacts, *CI_COLUMNS)
             .join(contact_inboxes, contact_inboxes.c.contact_id == contacts.c.id)
             .where(contact_inboxes.c.pubsub_token == token)
         )

@@ -35,15 +35,13 @@ MESSAGE_COLUMNS = (
     conversations.c.unread_count,
     conversations.c.last_activity_at,
 )
-_BUMP = (
-    update(conversations)
-    .where(conversations.c.id == bindparam("conv_id"))
-    .values(
-        last_activity_at=bindparam("now"),
-        updated_at=bindparam("now"),
-        unread_count=conversations.c.unread_count + bindparam("unread"),
-    )
-)
+# What a new message changes on its conversation.
+_BUMP_VALUES = {
+    "last_activity_at": bindparam("now"),
+    "updated_at": bindparam("now"),
+    "unread_count": conversations.c.unread_count + bindparam("unread"),
+}
+_BUMP = update(conversations).where(conversations.c.id == bindparam("conv_id")).values(_BUMP_VALUES)
 _BUMP_ONLY = Prepared(_BUMP.returning(*MESSAGE_COLUMNS))
 # PostgreSQL: the bump also draws the message's id, so that the message and its event (whose
 # payload holds that id) are written by one statement (see messages.create). Drawn under the
@@ -62,7 +60,6 @@ _BUMP_NEXT_ID = Prepared(
 _LATEST = conversations.alias("latest")
 _SENDER = contact_inboxes.alias("sender")
 _CONTACT_COLUMNS = [c.label(f"c_{c.name}") for c in contacts.c]
-_CI_COLUMNS = [c.label(f"ci_{c.name}") for c in contact_inboxes.c]
 _BUMP_FOR_SENDER = Prepared(
     update(conversations)
     .where(
@@ -77,16 +74,12 @@ _BUMP_FOR_SENDER = Prepared(
         contact_inboxes.c.id == conversations.c.contact_inbox_id,
         contacts.c.id == contact_inboxes.c.contact_id,
     )
-    .values(
-        last_activity_at=bindparam("now"),
-        updated_at=bindparam("now"),
-        unread_count=conversations.c.unread_count + bindparam("unread"),
-    )
+    .values(_BUMP_VALUES)
     .returning(
         *MESSAGE_COLUMNS,
         func.nextval(literal_column("'messages_id_seq'")).label("next_message_id"),
         *_CONTACT_COLUMNS,
-        *_CI_COLUMNS,
+        *contacts_store.CI_COLUMNS,
     )
 )
 # On SQLite the bump also returns the flood check's answer: the created_at of the
@@ -183,7 +176,7 @@ async def lock_latest_of_sender(
     if row is None:
         return None
     contact = {c.name: row.pop(f"c_{c.name}") for c in contacts.c}
-    contact_inbox = {c.name: row.pop(f"ci_{c.name}") for c in contact_inboxes.c}
+    contact_inbox = contacts_store.pop_contact_inbox(row)
     return contact, contact_inbox, row
 
 

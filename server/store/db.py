@@ -7,7 +7,9 @@ savepoint: an op that raises is rolled back alone and the others of the batch st
 one bad request never takes others down and nothing is half-written. (Should the commit fail,
 or an error end the whole transaction, every op of the batch is run again in a transaction of
 its own.) The WAL is checkpointed between batches from a thread (see `_checkpoint`).
-On PostgreSQL each write is its own transaction, several at once (`pg_writers`).
+On PostgreSQL each write is its own transaction, several at once (`pg_writers`), and
+`write_autocommit` runs an op whose writes are single statements (each atomic on its own)
+outside any transaction: no BEGIN and COMMIT round trips.
 """
 
 from __future__ import annotations
@@ -113,6 +115,7 @@ class Database:
         self._wrote_since_checkpoint = False
         self._last_checkpoint = 0.0
         self._sqlite_conn: AsyncConnection | None = None
+        self._pg_conns: dict[int, AsyncConnection] = {}
 
     @property
     def is_sqlite(self) -> bool:
@@ -126,7 +129,7 @@ class Database:
         async with self.writer.begin() as conn:
             await schema.apply(conn)
         self._writer_tasks = [
-            asyncio.create_task(self._write_loop(), name=f"db-writer-{i}")
+            asyncio.create_task(self._write_loop(i), name=f"db-writer-{i}")
             for i in range(self._writers)
         ]
 
@@ -145,6 +148,9 @@ class Database:
         if self._sqlite_conn is not None:
             await self._sqlite_conn.close()
             self._sqlite_conn = None
+        for conn in self._pg_conns.values():
+            await _close_quietly(conn)
+        self._pg_conns.clear()
         await self.writer.dispose()
         if self.reader is not self.writer:
             await self.reader.dispose()
@@ -163,7 +169,20 @@ class Database:
         self._wake.set()
         return await fut
 
-    async def _write_loop(self) -> None:
+    async def write_autocommit(self, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run `op` on a connection outside any transaction, in the writers' turn (so at most
+        `pg_writers` writes at once, as with `write`). Each statement commits on its own, so
+        `op` must write with one statement, or with statements that stand alone (see
+        Prepared.one_autocommit). On SQLite this is `write`: the op runs in the batch's
+        transaction, which is as atomic."""
+        if self.is_sqlite:
+            return await self.write(op, *args, **kwargs)
+        if kwargs:
+            args = (*args, kwargs)  # type: ignore[assignment]
+            op = _with_kwargs(op)  # type: ignore[assignment]
+        return await self.write(_Autocommit(op), *args)  # type: ignore[arg-type]
+
+    async def _write_loop(self, slot: int) -> None:
         while True:
             while not self._pending:
                 self._wake.clear()
@@ -178,7 +197,7 @@ class Database:
                     await self._run_sqlite_batch(batch)
                     await self._checkpoint()
                 else:
-                    await self._run_each_alone([i for i in batch if not i[2].done()])
+                    await self._run_each_alone([i for i in batch if not i[2].done()], slot)
             except asyncio.CancelledError:
                 for _, _, fut in batch:
                     if not fut.done():
@@ -222,14 +241,19 @@ class Database:
                 fut.set_exception(value)
         self._committed(dirty)
 
-    async def _run_each_alone(self, live: list[Any]) -> None:
-        """Each op in a transaction of its own: PostgreSQL's way, and SQLite's fallback when
-        an error ended a batch's transaction."""
+    async def _run_each_alone(self, live: list[Any], slot: int = 0) -> None:
+        """Each op in a transaction of its own (or none, for `write_autocommit`): PostgreSQL's
+        way, and SQLite's fallback when an error ended a batch's transaction."""
         for op, args, fut in live:
             try:
-                async with self._transaction() as conn:
-                    result = await op(conn, *args)
+                if isinstance(op, _Autocommit):
+                    conn = await self._pg_writer(slot)
+                    result = await op.op(conn, *args)
                     dirty = conn.info.pop(OUTBOX_DIRTY, False)
+                else:
+                    async with self._transaction(slot) as conn:
+                        result = await op(conn, *args)
+                        dirty = conn.info.pop(OUTBOX_DIRTY, False)
             except Exception as exc:  # handed to the caller, who maps it to a response
                 if not fut.done():
                     fut.set_exception(exc)
@@ -239,14 +263,23 @@ class Database:
                 self._committed(dirty)
 
     @contextlib.asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[AsyncConnection]:
-        if self.is_sqlite:
-            conn = await self._sqlite_writer()
-            async with conn.begin():
-                yield conn
-        else:
-            async with self.writer.begin() as conn:
-                yield conn
+    async def _transaction(self, slot: int) -> AsyncIterator[AsyncConnection]:
+        conn = await (self._sqlite_writer() if self.is_sqlite else self._pg_writer(slot))
+        async with conn.begin():
+            yield conn
+
+    async def _pg_writer(self, slot: int) -> AsyncConnection:
+        """The connection PostgreSQL writer `slot` keeps between writes: a pool checkout and
+        a new Connection per write cost about as much CPU as a round trip. One that an error
+        closed or invalidated, or left in a transaction, is replaced."""
+        conn = self._pg_conns.get(slot)
+        if conn is not None and (conn.closed or conn.invalidated or conn.in_transaction()):
+            del self._pg_conns[slot]
+            await _close_quietly(conn)
+            conn = None
+        if conn is None:
+            conn = self._pg_conns[slot] = await self.writer.connect()
+        return conn
 
     async def _sqlite_writer(self) -> AsyncConnection:
         """The connection SQLite batches run on, kept between batches: a pool checkout and a
@@ -255,10 +288,7 @@ class Database:
         conn = self._sqlite_conn
         if conn is not None and (conn.closed or conn.invalidated or conn.in_transaction()):
             self._sqlite_conn = None
-            try:
-                await conn.close()
-            except Exception:
-                log.warning("closing the SQLite writer connection failed", exc_info=True)
+            await _close_quietly(conn)
             conn = None
         if conn is None:
             conn = self._sqlite_conn = await self.writer.connect()
@@ -299,6 +329,22 @@ def _checkpoint_wal(path: str) -> None:
         conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
     finally:
         conn.close()
+
+
+async def _close_quietly(conn: AsyncConnection) -> None:
+    try:
+        await conn.close()
+    except Exception:
+        log.warning("closing a writer connection failed", exc_info=True)
+
+
+class _Autocommit:
+    """An op for `write_autocommit`: run outside a transaction (PostgreSQL)."""
+
+    __slots__ = ("op",)
+
+    def __init__(self, op: Callable[..., Awaitable[Any]]) -> None:
+        self.op = op
 
 
 def _with_kwargs(op: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:

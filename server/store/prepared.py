@@ -17,6 +17,10 @@ both with the same bind and result processing as SQLAlchemy (JSON columns, boole
 and returning plain dicts keyed like `row._mapping`. Everywhere else (no transaction, other
 drivers) it goes through `conn.execute`, which gets a cache hit on the prebuilt statement.
 
+`one_autocommit`/`run_autocommit` run a statement on PostgreSQL outside any transaction: it
+commits on its own, in the same round trip (for a write that is one statement, see
+`messages.create_if_unchanged`).
+
 Parameters are passed by bindparam name; statements with expanding IN lists are not supported.
 """
 
@@ -126,9 +130,12 @@ class Prepared:
             # Callers see what conn.execute would have raised (e.g. IntegrityError).
             raise DBAPIError.instance(plan.sql, args, exc, sqlite3.Error) from exc
 
-    async def _pg(self, conn: AsyncConnection, params: dict[str, Any], how: str) -> Any:
+    async def _pg(
+        self, conn: AsyncConnection, params: dict[str, Any], how: str, *, autocommit: bool = False
+    ) -> Any:
         """Run on the asyncpg connection: `how` is "one" (a row or None), "all" (rows) or
-        "run" (the affected row count). NotImplemented when the fast path does not apply."""
+        "run" (the affected row count). NotImplemented when the fast path does not apply.
+        With `autocommit` no transaction is begun: the statement commits on its own."""
         adapter = conn.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
         driver = getattr(adapter, "driver_connection", None)
         mutex = getattr(adapter, "_execute_mutex", None)
@@ -142,7 +149,7 @@ class Prepared:
         async with mutex:
             try:
                 # The transaction SQLAlchemy began: sent now if no statement has sent it yet.
-                if adapter._transaction is None:
+                if adapter._transaction is None and not autocommit:
                     await adapter._start_transaction()
                 if how == "run":
                     return _rowcount(await driver.execute(plan.sql, *args))
@@ -181,6 +188,26 @@ class Prepared:
             return cursor.rowcount
         finally:
             cursor.close()
+
+    async def _autocommit(self, conn: AsyncConnection, params: dict[str, Any], how: str) -> Any:
+        if conn.in_transaction():
+            raise RuntimeError("an autocommit statement runs outside a transaction")
+        if conn.dialect.name != "postgresql" or conn.dialect.driver != "asyncpg":
+            raise RuntimeError("autocommit statements are for PostgreSQL (asyncpg)")
+        result = await self._pg(conn, params, how, autocommit=True)
+        if result is NotImplemented:
+            raise RuntimeError("not an asyncpg connection")
+        return result
+
+    async def one_autocommit(
+        self, conn: AsyncConnection, params: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """PostgreSQL: the statement alone, committed on its own; its first row or None."""
+        return await self._autocommit(conn, params, "one")  # type: ignore[no-any-return]
+
+    async def run_autocommit(self, conn: AsyncConnection, params: dict[str, Any]) -> int:
+        """PostgreSQL: the statement alone, committed on its own; the affected row count."""
+        return await self._autocommit(conn, params, "run")  # type: ignore[no-any-return]
 
     async def one(self, conn: AsyncConnection, params: dict[str, Any]) -> dict[str, Any] | None:
         fast = await self._fast(conn, params, "one")

@@ -35,13 +35,13 @@ MESSAGE_COLUMNS = (
     conversations.c.unread_count,
     conversations.c.last_activity_at,
 )
-# What a new message changes on its conversation.
-_BUMP_VALUES = {
+# What a new message changes on its conversation (unread: unread_increment).
+BUMP_VALUES = {
     "last_activity_at": bindparam("now"),
     "updated_at": bindparam("now"),
     "unread_count": conversations.c.unread_count + bindparam("unread"),
 }
-_BUMP = update(conversations).where(conversations.c.id == bindparam("conv_id")).values(_BUMP_VALUES)
+_BUMP = update(conversations).where(conversations.c.id == bindparam("conv_id")).values(BUMP_VALUES)
 _BUMP_ONLY = Prepared(_BUMP.returning(*MESSAGE_COLUMNS))
 # PostgreSQL: the bump also draws the message's id, so that the message and its event (whose
 # payload holds that id) are written by one statement (see messages.create). Drawn under the
@@ -74,12 +74,44 @@ _BUMP_FOR_SENDER = Prepared(
         contact_inboxes.c.id == conversations.c.contact_inbox_id,
         contacts.c.id == contact_inboxes.c.contact_id,
     )
-    .values(_BUMP_VALUES)
+    .values(BUMP_VALUES)
     .returning(
         *MESSAGE_COLUMNS,
         func.nextval(literal_column("'messages_id_seq'")).label("next_message_id"),
         *_CONTACT_COLUMNS,
         *contacts_store.CI_COLUMNS,
+    )
+)
+# PostgreSQL, a visitor's message written without a transaction (messages.create_if_unchanged):
+# the visitor, their latest conversation as it is now, with its row version (xmin: a new one
+# with every update of the row), and an id drawn for the message. Nothing is locked.
+
+
+def row_version() -> Any:
+    """A conversation row's version: its xmin, new with every update of the row."""
+    return literal_column("conversations.xmin::text")
+
+
+_VISITOR_SNAPSHOT = Prepared(
+    select(
+        *MESSAGE_COLUMNS,
+        row_version().label("row_version"),
+        func.nextval(literal_column("'messages_id_seq'")).label("next_message_id"),
+        *_CONTACT_COLUMNS,
+        *contacts_store.CI_COLUMNS,
+    )
+    .select_from(contact_inboxes)
+    .join(contacts, contacts.c.id == contact_inboxes.c.contact_id)
+    .join(
+        conversations,
+        conversations.c.id
+        == select(func.max(_LATEST.c.id))
+        .where(_LATEST.c.contact_inbox_id == contact_inboxes.c.id)
+        .scalar_subquery(),
+    )
+    .where(
+        contact_inboxes.c.inbox_id == bindparam("inbox_id"),
+        contact_inboxes.c.source_id == bindparam("source_id"),
     )
 )
 # On SQLite the bump also returns the flood check's answer: the created_at of the
@@ -172,6 +204,22 @@ async def lock_latest_of_sender(
     the caller then takes the general path (find_sender, current_or_new)."""
     row = await _BUMP_FOR_SENDER.one(
         conn, {"inbox_id": inbox_id, "source_id": source_id, "now": now, "unread": unread}
+    )
+    if row is None:
+        return None
+    contact = {c.name: row.pop(f"c_{c.name}") for c in contacts.c}
+    contact_inbox = contacts_store.pop_contact_inbox(row)
+    return contact, contact_inbox, row
+
+
+async def visitor_snapshot(
+    conn: AsyncConnection, inbox_id: int, source_id: str
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]] | None:
+    """PostgreSQL, outside a transaction: (contact, contact_inbox, conversation) of a
+    visitor's message, unlocked; the conversation (MESSAGE_COLUMNS) carries `row_version`
+    and `next_message_id`. None when the visitor is unknown or has no conversation yet."""
+    row = await _VISITOR_SNAPSHOT.one_autocommit(
+        conn, {"inbox_id": inbox_id, "source_id": source_id}
     )
     if row is None:
         return None

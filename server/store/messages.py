@@ -1,5 +1,6 @@
-"""Messages: the one way a message is written (lock, insert, event) and the one way each
-audience reads them."""
+"""Messages: the one way a message is written (lock, insert, event), its one-statement form
+for a visitor's message on PostgreSQL (`create_if_unchanged`), and the one way each audience
+reads them."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from server.store import all_rows, one, outbox
 from server.store import conversations as conversations_store
 from server.store.db import OUTBOX_DIRTY
 from server.store.prepared import Prepared
-from server.store.tables import messages
+from server.store.tables import conversations, messages
 
 WIDGET_PAGE = 20
 WIDGET_AFTER_PAGE = 100
@@ -83,6 +84,35 @@ _written = (
 _INSERT_WITH_EVENT = Prepared(outbox.notify_inserted(outbox.insert_for_each(_written).cte("event")))
 
 
+# PostgreSQL, create_if_unchanged: bump the conversation if its row is the version read and
+# the flood check passes, then the message and its event, all in one statement.
+_bumped_if_unchanged = (
+    update(conversations)
+    .where(
+        conversations.c.id == bindparam("conv_id"),
+        conversations_store.row_version() == bindparam("row_version"),
+        ~_flooded,
+    )
+    .values(conversations_store.BUMP_VALUES)
+    .returning(conversations.c.id)
+    .cte("bumped")
+)
+_written_if_unchanged = (
+    insert(messages)
+    .from_select(
+        [c.name for c in messages.c],
+        select(*(bindparam(f"v_{c.name}", type_=c.type) for c in messages.c)).select_from(
+            _bumped_if_unchanged
+        ),
+    )
+    .returning(messages.c.id)
+    .cte("written")
+)
+_WRITE_IF_UNCHANGED = Prepared(
+    outbox.notify_inserted(outbox.insert_for_each(_written_if_unchanged).cte("event"))
+)
+
+
 async def create(
     conn: AsyncConnection,
     conv: dict[str, Any],
@@ -137,25 +167,20 @@ async def create(
         locked = await conversations_store.set_status(
             conn, locked, "open", contact=contact, contact_inbox=contact_inbox
         )
-    values = {
-        "account_id": locked["account_id"],
-        "inbox_id": locked["inbox_id"],
-        "conversation_id": locked["id"],
-        "message_type": message_type,
-        "content_type": content_type,
-        "content": content,
-        "private": private,
-        "status": "sent",
-        "sender_type": sender_type,
-        "sender_id": sender_id,
-        "source_id": source_id,
-        "echo_id": echo_id,
-        "external_event_id": external_event_id,
-        "content_attributes": content_attributes or {},
-        "additional_attributes": {},
-        "created_at": now,
-        "updated_at": now,
-    }
+    values = _values(
+        locked,
+        message_type=message_type,
+        content_type=content_type,
+        content=content,
+        private=private,
+        sender_type=sender_type,
+        sender_id=sender_id,
+        source_id=source_id,
+        echo_id=echo_id,
+        external_event_id=external_event_id,
+        content_attributes=content_attributes,
+        now=now,
+    )
     inserted_id = None
     if message_id is None:  # SQLite: the id comes from the insert
         inserted = await _INSERT.one(conn, {f"v_{k}": v for k, v in values.items()})
@@ -171,6 +196,116 @@ async def create(
     else:
         await _insert_with_event(conn, msg, data, channels, flood_limit=flood_limit, now=now)
     return msg, locked
+
+
+def _values(
+    conv: dict[str, Any],
+    *,
+    message_type: int,
+    content_type: str,
+    content: str | None,
+    private: bool,
+    sender_type: str | None,
+    sender_id: int | None,
+    source_id: str | None,
+    echo_id: str | None,
+    external_event_id: str | None,
+    content_attributes: dict[str, Any] | None,
+    now: float,
+) -> dict[str, Any]:
+    """A new message's columns, all but its id."""
+    return {
+        "account_id": conv["account_id"],
+        "inbox_id": conv["inbox_id"],
+        "conversation_id": conv["id"],
+        "message_type": message_type,
+        "content_type": content_type,
+        "content": content,
+        "private": private,
+        "status": "sent",
+        "sender_type": sender_type,
+        "sender_id": sender_id,
+        "source_id": source_id,
+        "echo_id": echo_id,
+        "external_event_id": external_event_id,
+        "content_attributes": content_attributes or {},
+        "additional_attributes": {},
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+async def create_if_unchanged(
+    conn: AsyncConnection,
+    conv: dict[str, Any],
+    *,
+    contact_inbox: dict[str, Any],
+    message_type: int,
+    content: str | None,
+    sender_type: str,
+    sender_id: int,
+    sender: dict[str, Any] | None,
+    content_attributes: dict[str, Any] | None = None,
+    echo_id: str | None = None,
+    flood_limit: int | None = None,
+    now: float,
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """PostgreSQL, outside a transaction: `create` as one statement, which commits on its
+    own (no BEGIN and COMMIT round trips). `conv` is the conversation as read, unlocked, by
+    conversations.visitor_snapshot, with its `row_version` and a `next_message_id`.
+
+    The statement bumps the conversation only if its row is still that version, and writes
+    the message and its event only if it did, so the event built here from what was read
+    is what the conversation is at commit (its unread count included), and the message's
+    id was drawn after every earlier message of the conversation was committed (each one
+    changes the row): ids still increase in commit order. The flood check, read in the same
+    statement, then sees every earlier message too.
+
+    None, with nothing written, when the row changed since it was read, when the flood
+    check refuses, or when the message would reopen the conversation: the caller then takes
+    `create` in a transaction, which also reports the flood error."""
+    if message_type == events.INCOMING and conv["status"] in ("resolved", "snoozed"):
+        return None
+    unread = unread_increment(message_type)
+    values = _values(
+        conv,
+        message_type=message_type,
+        content_type="text",
+        content=content,
+        private=False,
+        sender_type=sender_type,
+        sender_id=sender_id,
+        source_id=None,
+        echo_id=echo_id,
+        external_event_id=None,
+        content_attributes=content_attributes,
+        now=now,
+    )
+    msg = {"id": conv["next_message_id"], **values}
+    bumped = {name: conv[name] for name in (c.name for c in conversations_store.MESSAGE_COLUMNS)}
+    bumped["unread_count"] += unread
+    bumped["last_activity_at"] = now
+    data = events.message_push(msg, bumped, contact_inbox["source_id"], sender)
+    channels = events.message_channels(bumped, contact_inbox["pubsub_token"], msg)
+    params = {f"v_{k}": v for k, v in msg.items()}
+    params.update(
+        conv_id=conv["id"],
+        row_version=conv["row_version"],
+        now=now,
+        unread=unread,
+        flood_conversation_id=conv["id"],
+        flood_skip=flood_limit - 1 if flood_limit else 0,
+        flood_since=now - 60 if flood_limit else float("inf"),
+    )
+    params.update(
+        outbox.event_params(
+            conn, events.MESSAGE_CREATED, data, channels, conversation_id=conv["id"]
+        )
+    )
+    if not await _WRITE_IF_UNCHANGED.run_autocommit(conn, params):
+        return None
+    conn.info[OUTBOX_DIRTY] = True
+    return msg, bumped
 
 
 def unread_increment(message_type: int) -> int:

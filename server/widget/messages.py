@@ -78,6 +78,15 @@ async def create(request: web.Request) -> web.Response:
     content, echo_id = message_input(svc, message)
     reply_to = opt_int(message.get("reply_to"), "message.reply_to")
     additional = conversation_attributes(request, message)
+    # What both paths write, besides the sender.
+    the_message: dict[str, Any] = {
+        "message_type": events.INCOMING,
+        "content": content,
+        "sender_type": "Contact",
+        "content_attributes": {"in_reply_to": reply_to},
+        "echo_id": echo_id,
+        "flood_limit": svc.settings.messages_per_minute,
+    }
 
     async def without_transaction(conn: AsyncConnection) -> dict[str, Any] | None:
         # PostgreSQL, the usual case: two statements, no transaction (see
@@ -91,15 +100,10 @@ async def create(request: web.Request) -> web.Response:
             conn,
             conv,
             contact_inbox=contact_inbox,
-            message_type=events.INCOMING,
-            content=content,
-            sender_type="Contact",
             sender_id=contact["id"],
             sender=sender,
-            content_attributes={"in_reply_to": reply_to},
-            echo_id=echo_id,
-            flood_limit=svc.settings.messages_per_minute,
             now=time.time(),
+            **the_message,
         )
         if written is None:
             return None
@@ -145,16 +149,11 @@ async def create(request: web.Request) -> web.Response:
             conv,
             contact=contact,
             contact_inbox=contact_inbox,
-            message_type=events.INCOMING,
-            content=content,
-            sender_type="Contact",
             sender_id=contact["id"],
             sender=sender,
-            content_attributes={"in_reply_to": reply_to},
-            echo_id=echo_id,
-            flood_limit=svc.settings.messages_per_minute,
             locked=locked,
             locked_at=now,
+            **the_message,
         )
         return _record(msg, conv, sender)
 

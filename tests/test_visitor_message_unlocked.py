@@ -87,42 +87,18 @@ async def test_a_message_read_before_its_conversation_changed_is_not_written(
     db = client.app[SERVICES].db
     source_id = await db.read(_source_id_of, visitor.contact_id)
 
-    async def snapshot(conn: Any) -> Any:
-        return await conversations_store.visitor_snapshot(conn, world.inbox["id"], source_id)
-
-    async def write(conn: Any, found: Any, content: str) -> Any:
-        contact, contact_inbox, conv = found
-        return await messages_store.create_if_unchanged(
-            conn,
-            conv,
-            contact_inbox=contact_inbox,
-            message_type=events.INCOMING,
-            content=content,
-            sender_type="Contact",
-            sender_id=contact["id"],
-            sender=events.contact_push(contact),
-            flood_limit=200,
-            now=time.time(),
-        )
-
-    stale = await db.write_autocommit(snapshot)
+    stale = await db.write_autocommit(_snapshot, world.inbox["id"], source_id)
     assert stale is not None and stale[2]["unread_count"] == 1
     # An agent's reply changes the conversation row after it was read.
-    url = f"/api/v1/accounts/{world.account['id']}/conversations/{first['conversation_id']}"
-    resp = await client.post(
-        f"{url}/messages",
-        json={"content": "hello"},
-        headers={"api_access_token": world.agent["access_token"]},
-    )
-    assert resp.status == 200, await resp.text()
+    await _agent_post(client, world, first["conversation_id"], "messages", {"content": "hello"})
 
-    assert await db.write_autocommit(write, stale, "from a stale read") is None
+    assert await db.write_autocommit(_write, stale, "from a stale read") is None
     assert await db.read(_count, "from a stale read") == (0, 0)
     conv = await db.read(_conversation_of, first["conversation_id"], world.account["id"])
     assert conv["unread_count"] == 1
 
-    fresh = await db.write_autocommit(snapshot)
-    written = await db.write_autocommit(write, fresh, "from a fresh read")
+    fresh = await db.write_autocommit(_snapshot, world.inbox["id"], source_id)
+    written = await db.write_autocommit(_write, fresh, "from a fresh read")
     assert written is not None
     msg, bumped = written
     assert msg["id"] == fresh[2]["next_message_id"] > stale[2]["next_message_id"]
@@ -137,38 +113,50 @@ async def test_a_resolved_conversation_is_left_to_the_transactional_path(
     client: TestClient, world: World, visitor: Visitor
 ) -> None:
     first = await visitor.send("first")
-    url = f"/api/v1/accounts/{world.account['id']}/conversations/{first['conversation_id']}"
-    resp = await client.post(
-        f"{url}/toggle_status",
-        json={"status": "resolved"},
-        headers={"api_access_token": world.agent["access_token"]},
-    )
-    assert resp.status == 200, await resp.text()
+    status = {"status": "resolved"}
+    await _agent_post(client, world, first["conversation_id"], "toggle_status", status)
     db = client.app[SERVICES].db
     source_id = await db.read(_source_id_of, visitor.contact_id)
 
-    async def write(conn: Any) -> Any:
-        found = await conversations_store.visitor_snapshot(conn, world.inbox["id"], source_id)
-        assert found is not None and found[2]["status"] == "resolved"
-        contact, contact_inbox, conv = found
-        return await messages_store.create_if_unchanged(
-            conn,
-            conv,
-            contact_inbox=contact_inbox,
-            message_type=events.INCOMING,
-            content="reopen?",
-            sender_type="Contact",
-            sender_id=contact["id"],
-            sender=None,
-            now=time.time(),
-        )
-
-    assert await db.write_autocommit(write) is None
+    found = await db.write_autocommit(_snapshot, world.inbox["id"], source_id)
+    assert found is not None and found[2]["status"] == "resolved"
+    assert await db.write_autocommit(_write, found, "reopen?") is None
     assert await db.read(_count, "reopen?") == (0, 0)
     # Through HTTP the message reopens the conversation (the transactional path).
     await visitor.send("reopen!")
     conv = await db.read(_conversation_of, first["conversation_id"], world.account["id"])
     assert conv["status"] == "open"
+
+
+async def _snapshot(conn: Any, inbox_id: int, source_id: str) -> Any:
+    return await conversations_store.visitor_snapshot(conn, inbox_id, source_id)
+
+
+async def _write(conn: Any, found: Any, content: str) -> Any:
+    """create_if_unchanged, for a visitor as `_snapshot` read them."""
+    contact, contact_inbox, conv = found
+    return await messages_store.create_if_unchanged(
+        conn,
+        conv,
+        contact_inbox=contact_inbox,
+        message_type=events.INCOMING,
+        content=content,
+        sender_type="Contact",
+        sender_id=contact["id"],
+        sender=events.contact_push(contact),
+        flood_limit=200,
+        now=time.time(),
+    )
+
+
+async def _agent_post(
+    client: TestClient, world: World, display_id: int, action: str, body: Any
+) -> None:
+    url = f"/api/v1/accounts/{world.account['id']}/conversations/{display_id}/{action}"
+    resp = await client.post(
+        url, json=body, headers={"api_access_token": world.agent["access_token"]}
+    )
+    assert resp.status == 200, await resp.text()
 
 
 async def _source_id_of(conn: Any, contact_id: int) -> str:

@@ -205,8 +205,13 @@ async def lock_latest_of_sender(
     row = await _BUMP_FOR_SENDER.one(
         conn, {"inbox_id": inbox_id, "source_id": source_id, "now": now, "unread": unread}
     )
-    if row is None:
-        return None
+    return _split_visitor(row) if row is not None else None
+
+
+def _split_visitor(
+    row: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(contact, contact_inbox, conversation) of a row with the c_* and ci_* columns."""
     contact = {c.name: row.pop(f"c_{c.name}") for c in contacts.c}
     contact_inbox = contacts_store.pop_contact_inbox(row)
     return contact, contact_inbox, row
@@ -221,11 +226,7 @@ async def visitor_snapshot(
     row = await _VISITOR_SNAPSHOT.one_autocommit(
         conn, {"inbox_id": inbox_id, "source_id": source_id}
     )
-    if row is None:
-        return None
-    contact = {c.name: row.pop(f"c_{c.name}") for c in contacts.c}
-    contact_inbox = contacts_store.pop_contact_inbox(row)
-    return contact, contact_inbox, row
+    return _split_visitor(row) if row is not None else None
 
 
 async def create(

@@ -1,5 +1,5 @@
-"""What every long-running process of ours does the same way: describe its setup in one log
-line, wait for SIGTERM/SIGINT, and stop background tasks."""
+"""What every long-running process of ours does the same way: run its event loop, describe
+its setup in one log line, wait for SIGTERM/SIGINT, and stop background tasks."""
 
 from __future__ import annotations
 
@@ -7,10 +7,25 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Coroutine
+from typing import Any
 
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run `main` on uvloop where it is installed (a dependency on Linux). Our processes spend
+    most of their time in the event loop's socket reads and writes, which uvloop does in C:
+    the worker relaying 500 events/s took 14-16 % of a core on it, 17-21 % on asyncio's
+    (bench/fanout.py latency)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
 
 
 def describe(settings: Settings) -> str:

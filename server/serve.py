@@ -9,20 +9,14 @@ from aiohttp import web
 
 from server import gc_tuning
 from server.app import create_app
-from server.lifecycle import describe, until_signalled
+from server.lifecycle import describe, run_loop, until_signalled
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
 def serve(settings: Settings) -> int:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        runner = asyncio.run
-    else:
-        runner = uvloop.run  # type: ignore[assignment]
-    runner(_serve(settings))
+    run_loop(_serve(settings))
     return 0
 
 

@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 
 from server import gc_tuning
 from server.__main__ import configure_logging
 from server.bus import create_bus
-from server.lifecycle import describe, until_signalled
+from server.lifecycle import describe, run_loop, until_signalled
 from server.settings import Settings
 from server.store.db import Database
 from workers.maintenance import Maintenance
@@ -50,7 +49,7 @@ def main() -> int:
     configure_logging(settings.log_level)
     if not settings.redis_url:
         log.warning("REDIS_URL is unset: this worker's relay reaches no web process")
-    asyncio.run(run(settings))
+    run_loop(run(settings))
     return 0
 
 

@@ -43,7 +43,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -560,6 +560,45 @@ def loader_process(
     pipe.send(uvloop.run(_load(pipe, ports, website_token, tokens, rate, seconds, connections)))
 
 
+class PostConnection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection of the loader, one request in flight at a time. It
+    reads just the status line and Content-Length of each answer: with no task, stream or
+    timer per request, the loader stays a small share of the machine it shares."""
+
+    def __init__(self, port: int, on_answer: Callable[[PostConnection, int, str], None]) -> None:
+        self.port = port
+        self.on_answer = on_answer
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.k = -1  # the message in flight
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        at = buf.find(b"\r\nContent-Length: ", 0, end)
+        length = int(buf[at + 18 : buf.find(b"\r\n", at + 2)]) if at >= 0 else 0
+        if len(buf) < end + 4 + length:
+            return
+        status = buf[9:12].decode()
+        del buf[: end + 4 + length]
+        self._answered(status)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self._answered(type(exc).__name__ if exc else "ConnectionClosed")
+
+    def _answered(self, status: str) -> None:
+        """Also on a lost connection with nothing in flight (k = -1): the loader replaces it."""
+        k, self.k = self.k, -1
+        self.on_answer(self, k, status)
+
+
 async def _load(
     pipe: Pipe,
     ports: list[int],
@@ -570,49 +609,68 @@ async def _load(
     connections: int,
 ) -> dict[str, Any]:
     """Message k is sent at start + k/rate by visitor k % len(tokens), to ports[k % 2]: an
-    open-loop schedule, so a slow server shows up as lateness, not as a lower rate."""
+    open-loop schedule, so a slow server shows up as lateness, not as a lower rate. A message
+    whose server has no idle connection waits for one; its time starts when it is sent."""
+    loop = asyncio.get_running_loop()
     total = int(rate * seconds)
     path = f"{WIDGET}/messages?website_token={website_token}"
-    idle: dict[int, asyncio.Queue[Any]] = {p: asyncio.Queue() for p in ports}
-    for port in ports:
-        for _ in range(connections):
-            idle[port].put_nowait(await asyncio.open_connection("127.0.0.1", port))
     sent: list[float] = [0.0] * total
-    quiet_gc()
     answered: list[float] = [-1.0] * total  # seconds from send to response, by k
     statuses: Counter[str] = Counter()
-    late = 0
-    tasks: set[asyncio.Task[None]] = set()
+    idle: dict[int, list[PostConnection]] = {p: [] for p in ports}
+    waiting: dict[int, deque[int]] = {p: deque() for p in ports}
+    in_flight = 0
+    all_answered = loop.create_future()
+    reconnects: set[asyncio.Task[None]] = set()
 
-    async def post(k: int, port: int) -> None:
-        reader, writer = await idle[port].get()
-        token = tokens[k % len(tokens)]
+    def send(conn: PostConnection, k: int) -> None:
+        nonlocal in_flight
         body = b'{"message":{"content":"fb %d x","echo_id":"fb-%d"}}' % (k, k)
         head = (
-            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            f"Content-Type: application/json\r\nX-Auth-Token: {token}\r\n"
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{conn.port}\r\n"
+            f"Content-Type: application/json\r\nX-Auth-Token: {tokens[k % len(tokens)]}\r\n"
             f"Content-Length: {len(body)}\r\n\r\n"
         ).encode()
+        conn.k = k
+        in_flight += 1
         sent[k] = time.monotonic()
-        writer.write(head + body)
-        try:
-            head_bytes = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
-            lines = head_bytes.split(b"\r\n")
-            status = lines[0].split(b" ", 2)[1].decode()
-            length = next(
-                int(v)
-                for n, _, v in (x.partition(b":") for x in lines[1:])
-                if n.strip().lower() == b"content-length"
-            )
-            await reader.readexactly(length)
-            answered[k] = time.monotonic() - sent[k]
-            statuses[status] += 1
-            idle[port].put_nowait((reader, writer))
-        except (TimeoutError, OSError, asyncio.IncompleteReadError, StopIteration) as exc:
-            statuses[type(exc).__name__] += 1
-            writer.close()
-            idle[port].put_nowait(await asyncio.open_connection("127.0.0.1", port))
+        conn.transport.write(head + body)  # type: ignore[union-attr]
 
+    def on_answer(conn: PostConnection, k: int, status: str) -> None:
+        nonlocal in_flight
+        if k >= 0:
+            in_flight -= 1
+            statuses[status] += 1
+            if status.isdigit():
+                answered[k] = time.monotonic() - sent[k]
+        if conn.transport is None:
+            if conn in idle[conn.port]:
+                idle[conn.port].remove(conn)
+            task = loop.create_task(connect(conn.port))
+            reconnects.add(task)
+            task.add_done_callback(reconnects.discard)
+        elif waiting[conn.port]:
+            send(conn, waiting[conn.port].popleft())
+        else:
+            idle[conn.port].append(conn)
+        if in_flight == 0 and scheduled and not any(waiting.values()) and not all_answered.done():
+            all_answered.set_result(None)
+
+    async def connect(port: int) -> None:
+        _, conn = await loop.create_connection(
+            lambda: PostConnection(port, on_answer), "127.0.0.1", port
+        )
+        if waiting[port]:
+            send(conn, waiting[port].popleft())
+        else:
+            idle[port].append(conn)
+
+    for port in ports:
+        for _ in range(connections):
+            await connect(port)
+    quiet_gc()
+    late = 0
+    scheduled = False  # every message sent or waiting for a connection
     pipe.send("loader ready")
     start = time.monotonic() + 0.2
     for k in range(total):
@@ -621,11 +679,17 @@ async def _load(
             await asyncio.sleep(delay)
         elif delay < -0.005:
             late += 1
-        task = asyncio.get_running_loop().create_task(post(k, ports[k % len(ports)]))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-    if tasks:
-        await asyncio.wait(tasks, timeout=60)
+        port = ports[k % len(ports)]
+        if idle[port]:
+            send(idle[port].pop(), k)
+        else:
+            waiting[port].append(k)
+    scheduled = True
+    if in_flight or any(waiting.values()):
+        try:
+            await asyncio.wait_for(all_answered, 60)
+        except TimeoutError:
+            statuses["TimeoutError"] += in_flight + sum(len(w) for w in waiting.values())
     return {
         "sent": sent,
         "answered": answered,

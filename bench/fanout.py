@@ -822,6 +822,8 @@ def mode_latency(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
             latencies.append(latency)
             if latency > SLOW_MS:
                 slow_by_second[int(sent[seq] - first)] += 1
+    if args.timeline:
+        write_timeline(args.timeline, sent, load["answered"], results, warm, n_visitors)
     latencies.sort()
     answered = sorted(t for t in load["answered"][warm:] if t >= 0)
     return {
@@ -855,6 +857,43 @@ def mode_latency(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
         f"frames_over_{SLOW_MS}ms_by_second": dict(sorted(slow_by_second.items())),
         "cpu_percent": cpu_pct,
     }
+
+
+def write_timeline(
+    path: str,
+    sent: list[float],
+    answered: list[float],
+    results: list[Any],
+    warm: int,
+    n_visitors: int,
+) -> None:
+    """One JSON line per message, warm-up included: when it was sent (time.monotonic(), the
+    clock every process on the machine shares, so other probes can be lined up with it), how
+    long its POST took, and its slowest frame on a visitor and on an agent socket (ms). What
+    the percentiles cannot tell: whether a tail is spread over the run or one stretch, and
+    whether the POST was already late."""
+    # seq -> [slowest visitor frame, slowest agent frame], ms; None: no such frame arrived.
+    worst: dict[int, list[float | None]] = {}
+    for _, _, _, receipts in results:
+        for index, seq, at in receipts:
+            if seq >= len(sent) or sent[seq] == 0.0:
+                continue
+            slot = worst.setdefault(seq, [None, None])
+            side = 0 if index < n_visitors else 1
+            ms = round((at - sent[seq]) * 1000, 3)
+            slot[side] = max(slot[side] or 0.0, ms)
+    with open(path, "w") as out:
+        for seq, at in enumerate(sent):
+            visitor, agent = worst.get(seq, (None, None))
+            line = {
+                "seq": seq,
+                "warmup": seq < warm,
+                "sent": at,
+                "post_ms": round(answered[seq] * 1000, 3) if answered[seq] >= 0 else None,
+                "visitor_ms": visitor,
+                "agent_ms": agent,
+            }
+            out.write(json.dumps(line) + "\n")
 
 
 def mode_throughput(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
@@ -969,6 +1008,7 @@ def main() -> None:
         default=2.0,
         help="latency: seconds posted at --rate before the measured --seconds (not counted)",
     )
+    parser.add_argument("--timeline", help="latency: write one JSON line per message to this file")
     parser.add_argument("--drain", type=float, default=2.0, help="wait for stragglers (s)")
     parser.add_argument("--idle-wait", type=float, default=10.0, help="idle: seconds held")
     parser.add_argument(

@@ -89,8 +89,9 @@ async def _lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
     await svc.bus.start()
     assert svc.hub is not None
     svc.hub.start()
-    relay = None
+    relay = maintenance = None
     if svc.settings.run_relay:
+        from workers.maintenance import Maintenance
         from workers.relay import Relay, lease_for
 
         relay = Relay(
@@ -101,9 +102,15 @@ async def _lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
             lease_ttl=svc.settings.relay_lease_ttl,
         )
         relay.start()
+        maintenance = Maintenance(
+            svc.db, retention=svc.settings.outbox_retention, lease=relay.lease
+        )
+        maintenance.start()
     try:
         yield
     finally:
+        if maintenance is not None:
+            await maintenance.stop()
         if relay is not None:
             await relay.stop()
         await app[voice.VOICE_AGENT].close()

@@ -34,6 +34,12 @@ def _float(env: dict[str, str], name: str, default: float) -> float:
         raise SystemExit(f"{name} must be a number, got {raw!r}") from exc
 
 
+def _positive(value: float, name: str) -> float:
+    if value <= 0:
+        raise SystemExit(f"{name} must be greater than 0, got {value}")
+    return value
+
+
 def _bool(env: dict[str, str], name: str, default: bool) -> bool:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -79,6 +85,9 @@ class Settings:
     shutdown_grace: float = 5.0
     relay_poll_interval: float = 1.0
     relay_lease_ttl: float = 5.0
+    # Seconds a published outbox event is kept: the longest bus outage a web process can
+    # catch up on (workers/maintenance.py).
+    outbox_retention: float = 3600.0
     # Concurrent write transactions per process on PostgreSQL (server/store/db.py).
     db_writers: int = 6
     # None: Python's own garbage collector settings (see server/gc_tuning.py).
@@ -117,6 +126,7 @@ class Settings:
             shutdown_grace=_float(env, "SHUTDOWN_GRACE", 5.0),
             relay_poll_interval=_float(env, "RELAY_POLL_INTERVAL", 1.0),
             relay_lease_ttl=_float(env, "RELAY_LEASE_TTL", 5.0),
+            outbox_retention=_positive(_float(env, "OUTBOX_RETENTION", 3600.0), "OUTBOX_RETENTION"),
             db_writers=max(1, _int(env, "DB_WRITERS", 6)),
             gc_threshold=gc_tuning.parse_threshold(env.get("GC_THRESHOLD")),
         )

@@ -31,7 +31,7 @@ async def run(settings: Settings) -> None:
     )
     await bus.start()
     relay.start()
-    maintenance = Maintenance(db)
+    maintenance = Maintenance(db, retention=settings.outbox_retention, lease=relay.lease)
     maintenance.start()
     gc_tuning.tune_after_start(settings.gc_threshold)
     log.info("worker running (%s)", describe(settings))

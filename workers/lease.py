@@ -27,6 +27,9 @@ return 0
 
 
 class Lease(Protocol):
+    # True while this process holds the lease (as of its last acquire).
+    held: bool
+
     async def acquire(self) -> bool:
         """Take the lease or keep holding it. False: someone else holds it (or the lock
         service is unreachable)."""
@@ -36,6 +39,8 @@ class Lease(Protocol):
 
 
 class MemoryLease:
+    held = True
+
     async def acquire(self) -> bool:
         return True
 

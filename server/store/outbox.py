@@ -213,10 +213,16 @@ async def since(conn: AsyncConnection, created_after: float, limit: int) -> list
     return all_rows(result)
 
 
-async def prune(conn: AsyncConnection, published_before: float) -> int:
-    result = await conn.execute(
-        delete(outbox).where(
-            outbox.c.published_at.is_not(None), outbox.c.published_at < published_before
-        )
+async def prune(conn: AsyncConnection, created_before: float, limit: int) -> int:
+    """Delete at most `limit` published events created before `created_before`, oldest
+    first; returns how many. The rows are found through the created_at index, so a call reads
+    about `limit` rows however big the table is, and holds the writer only that long.
+    Unpublished rows stay whatever their age: the relay still owes them."""
+    oldest = (
+        select(outbox.c.id)
+        .where(outbox.c.created_at < created_before, outbox.c.published_at.is_not(None))
+        .order_by(outbox.c.created_at)
+        .limit(limit)
     )
+    result = await conn.execute(delete(outbox).where(outbox.c.id.in_(oldest.scalar_subquery())))
     return result.rowcount or 0

@@ -89,8 +89,17 @@ async def test_maintenance_prunes_a_backlog_in_chunks(
         await add_event(db, created_at=now - 2 * HOUR + i, published_at=now - 2 * HOUR + i)
     keep = await add_event(db, created_at=now, published_at=now)
 
+    chunks: list[int] = []  # what each write deleted (the real prune runs)
+    prune = outbox_store.prune
+
+    async def recorded(conn: Any, created_before: float, limit: int) -> int:
+        chunks.append(await prune(conn, created_before, limit))
+        return chunks[-1]
+
+    monkeypatch.setattr(outbox_store, "prune", recorded)
     maintenance = Maintenance(db, retention=HOUR, lease=MemoryLease())
-    assert await maintenance.run_once() == 10  # chunks of 4, 4 and 2
+    assert await maintenance.run_once() == 10
+    assert chunks == [4, 4, 2]
     assert await outbox_ids(db) == [keep]
     assert await maintenance.run_once() == 0
 

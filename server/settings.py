@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from server import gc_tuning
+from server.client_address import Network, parse_networks
 
 
 def _int(env: dict[str, str], name: str, default: int) -> int:
@@ -92,6 +93,8 @@ class Settings:
     db_writers: int = 6
     # None: Python's own garbage collector settings (see server/gc_tuning.py).
     gc_threshold: tuple[int, ...] | None = (10_000, 20, 20)
+    # Peers whose X-Forwarded-For is believed (server/client_address.py).
+    trusted_proxies: tuple[Network, ...] = ()
 
     @property
     def is_sqlite(self) -> bool:
@@ -129,6 +132,7 @@ class Settings:
             outbox_retention=_positive(_float(env, "OUTBOX_RETENTION", 3600.0), "OUTBOX_RETENTION"),
             db_writers=max(1, _int(env, "DB_WRITERS", 6)),
             gc_threshold=gc_tuning.parse_threshold(env.get("GC_THRESHOLD")),
+            trusted_proxies=parse_networks(env.get("TRUSTED_PROXIES")),
         )
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]

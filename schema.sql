@@ -65,6 +65,8 @@ CREATE TABLE IF NOT EXISTS contacts (
     email TEXT,
     phone_number TEXT,
     identifier TEXT,
+    -- TRUE once a valid identifier_hash proved the identifier (server/widget/identity.py).
+    identifier_verified BOOLEAN NOT NULL DEFAULT FALSE,
     avatar_url TEXT NOT NULL DEFAULT '',
     blocked BOOLEAN NOT NULL DEFAULT FALSE,
     additional_attributes TEXT NOT NULL DEFAULT '{}',
@@ -74,6 +76,11 @@ CREATE TABLE IF NOT EXISTS contacts (
 );
 
 CREATE INDEX IF NOT EXISTS contacts_account_identifier ON contacts (account_id, identifier);
+
+-- One verified contact per identifier and account: two visitors proving the same identifier at
+-- once cannot make two (the second write fails and retries onto the first).
+CREATE UNIQUE INDEX IF NOT EXISTS contacts_verified_identifier ON contacts (account_id, identifier)
+    WHERE identifier_verified;
 
 CREATE TABLE IF NOT EXISTS contact_inboxes (
     id BIGSERIAL PRIMARY KEY,

@@ -30,6 +30,7 @@ def inbox_json(inbox: dict[str, Any]) -> dict[str, Any]:
         "website_token": inbox["website_token"],
         "hmac_token": inbox["hmac_token"],
         "end_conversation": bool(inbox["end_conversation"]),
+        "hmac_mandatory": bool(inbox["hmac_mandatory"]),
         "elevenlabs_agent_id": inbox["elevenlabs_agent_id"],
         "elevenlabs_api_key_set": bool(inbox["elevenlabs_api_key"]),
     }
@@ -90,6 +91,11 @@ def parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--name", required=True)
     p.add_argument("--website-url")
     p.add_argument("--end-conversation", action="store_true")
+    p.add_argument(
+        "--hmac-mandatory",
+        action="store_true",
+        help="refuse (401) any visitor identifier that comes without a valid identifier_hash",
+    )
     p.add_argument("--elevenlabs-agent-id")
     p.add_argument("--elevenlabs-api-key")
     p = cmds.add_parser("create-agent")
@@ -142,6 +148,7 @@ async def _command(conn: AsyncConnection, args: argparse.Namespace) -> dict[str,
             name=args.name,
             website_url=args.website_url,
             end_conversation=args.end_conversation,
+            hmac_mandatory=args.hmac_mandatory,
             elevenlabs_agent_id=args.elevenlabs_agent_id,
             elevenlabs_api_key=args.elevenlabs_api_key,
         )

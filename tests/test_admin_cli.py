@@ -94,6 +94,7 @@ async def test_admin_commands(db_url: str, tmp_path: Path) -> None:
         "--website-url",
         "https://acme.test",
         "--end-conversation",
+        "--hmac-mandatory",
         "--elevenlabs-agent-id",
         "agent_1",
         "--elevenlabs-api-key",
@@ -105,6 +106,7 @@ async def test_admin_commands(db_url: str, tmp_path: Path) -> None:
     assert inbox["name"] == "Site"
     assert inbox["website_url"] == "https://acme.test"
     assert inbox["end_conversation"] is True
+    assert inbox["hmac_mandatory"] is True
     assert inbox["elevenlabs_agent_id"] == "agent_1"
     assert re.fullmatch(r"[1-9A-HJ-NP-Za-km-z]{24}", inbox["website_token"])
     assert re.fullmatch(r"[1-9A-HJ-NP-Za-km-z]{24}", inbox["hmac_token"])
@@ -171,6 +173,7 @@ async def test_admin_errors(db_url: str, tmp_path: Path) -> None:
         run(db_url, tmp_path, *agent_args),
     )
     assert first[0] == 0, first[2]
+    assert one_json_object(inbox[1])["hmac_mandatory"] is False
     other_inbox = str(one_json_object(inbox[1])["id"])
     foreign, bad_email, dup = await asyncio.gather(
         run(db_url, tmp_path, *agent_args[:-1], "x@x.io", "--inbox", other_inbox),

@@ -118,5 +118,11 @@ def test_every_statement_is_idempotent_ddl() -> None:
     """Each statement schema.sql holds only creates what is missing."""
     for dialect in ("sqlite", "postgresql"):
         for stmt in schema.statements(dialect):
-            head = " ".join(stmt.split()[:5]).upper()
-            assert head.startswith(("CREATE TABLE IF NOT EXISTS", "CREATE INDEX IF NOT EXISTS"))
+            head = " ".join(stmt.split()[:6]).upper()
+            assert head.startswith(
+                (
+                    "CREATE TABLE IF NOT EXISTS",
+                    "CREATE INDEX IF NOT EXISTS",
+                    "CREATE UNIQUE INDEX IF NOT EXISTS",
+                )
+            ), head

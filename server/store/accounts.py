@@ -46,6 +46,7 @@ async def create_inbox(
     name: str,
     website_url: str | None = None,
     end_conversation: bool = False,
+    hmac_mandatory: bool = False,
     elevenlabs_agent_id: str | None = None,
     elevenlabs_api_key: str | None = None,
 ) -> dict[str, Any]:
@@ -57,7 +58,7 @@ async def create_inbox(
             website_url=website_url,
             website_token=new_token(24),
             hmac_token=new_token(24),
-            hmac_mandatory=False,
+            hmac_mandatory=hmac_mandatory,
             end_conversation=end_conversation,
             welcome_title="Hi there!",
             welcome_tagline="We make it simple to connect with us.",

@@ -109,9 +109,10 @@ async def create_identity(
     name: str = "",
     email: str | None = None,
     identifier: str | None = None,
+    identifier_verified: bool = False,
     hmac_verified: bool = False,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A new anonymous visitor: a contact and its contact_inbox with a fresh uuid source_id."""
+    """A new visitor: a contact and its contact_inbox with a fresh uuid source_id."""
     now = time.time()
     contact = one(
         await conn.execute(
@@ -122,6 +123,7 @@ async def create_identity(
                 email=email,
                 phone_number=None,
                 identifier=identifier,
+                identifier_verified=identifier_verified,
                 avatar_url="",
                 blocked=False,
                 additional_attributes=additional_attributes or {},
@@ -178,27 +180,34 @@ async def update_contact(
     return row
 
 
-async def find_by_identifier(
+async def verified_owner(
     conn: AsyncConnection, account_id: int, identifier: str
 ) -> dict[str, Any] | None:
+    """The account's contact whose `identifier` was proven by an HMAC (at most one: a unique
+    index). Contacts that merely claimed it are never returned."""
     return one(
         await conn.execute(
-            select(contacts)
-            .where(contacts.c.account_id == account_id, contacts.c.identifier == identifier)
-            .order_by(contacts.c.id)
-            .limit(1)
+            select(contacts).where(
+                contacts.c.account_id == account_id,
+                contacts.c.identifier == identifier,
+                contacts.c.identifier_verified.is_(True),
+            )
         )
     )
 
 
-async def contact_inbox_for(
+async def verified_contact_inbox(
     conn: AsyncConnection, contact_id: int, inbox_id: int
 ) -> dict[str, Any] | None:
+    """The newest HMAC-verified contact_inbox of a contact in an inbox: the one every browser
+    that proves the contact's identifier shares."""
     return one(
         await conn.execute(
             select(contact_inboxes)
             .where(
-                contact_inboxes.c.contact_id == contact_id, contact_inboxes.c.inbox_id == inbox_id
+                contact_inboxes.c.contact_id == contact_id,
+                contact_inboxes.c.inbox_id == inbox_id,
+                contact_inboxes.c.hmac_verified.is_(True),
             )
             .order_by(contact_inboxes.c.id.desc())
             .limit(1)

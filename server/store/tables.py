@@ -112,6 +112,7 @@ contacts = Table(
     Column("email", Text),
     Column("phone_number", Text),
     Column("identifier", Text),
+    Column("identifier_verified", Boolean, nullable=False),
     Column("avatar_url", Text, nullable=False),
     Column("blocked", Boolean, nullable=False),
     Column("additional_attributes", JSONText, nullable=False),

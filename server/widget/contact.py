@@ -1,4 +1,5 @@
-"""/api/v1/widget/contact: the visitor's own contact record and set_user (contract §2.7)."""
+"""/api/v1/widget/contact: the visitor's own contact record and set_user (contract §2.7).
+Who the visitor may become by naming an identifier is decided in server/widget/identity.py."""
 
 from __future__ import annotations
 
@@ -7,15 +8,13 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from server.auth import identifier_hash_matches
-from server.errors import json_response, unauthorized, unprocessable
+from server.errors import json_response, unprocessable
 from server.params import attributes, json_body, opt_str
 from server.services import services
 from server.store import contacts as contacts_store
-from server.widget import context
-from server.widget.identity import mint
-
-HMAC_FAILED = "HMAC failed: Invalid Identifier Hash Provided"
+from server.store.db import is_unique_violation
+from server.widget import context, identity
+from server.widget.identity import Identity
 
 
 def summary(contact: dict[str, Any]) -> dict[str, Any]:
@@ -32,7 +31,9 @@ async def show(request: web.Request) -> web.Response:
     return json_response({**summary(visitor.contact), "identifier": visitor.contact["identifier"]})
 
 
-def _changes(body: dict[str, Any], contact: dict[str, Any]) -> dict[str, Any]:
+def _profile(body: dict[str, Any]) -> dict[str, Any]:
+    """The profile fields of a request, validated; attribute maps as sent (merged later into
+    whichever contact the caller ends up as)."""
     changes: dict[str, Any] = {}
     email = opt_str(body, "email", max_len=320)
     if email is not None:
@@ -49,92 +50,66 @@ def _changes(body: dict[str, Any], contact: dict[str, Any]) -> dict[str, Any]:
     for key in ("custom_attributes", "additional_attributes"):
         value = attributes(body, key)
         if value is not None:
-            changes[key] = {**contact[key], **value}
+            changes[key] = value
     return changes
 
 
-def _verified(body: dict[str, Any], inbox: dict[str, Any], identifier: str | None) -> bool:
-    """HMAC check: required when a hash is given or the inbox makes it mandatory."""
-    given = opt_str(body, "identifier_hash", max_len=256)
-    if given is None and not inbox["hmac_mandatory"]:
-        return False
-    if given is None or identifier is None:
-        raise unauthorized(HMAC_FAILED)
-    if not identifier_hash_matches(inbox["hmac_token"], identifier, given):
-        raise unauthorized(HMAC_FAILED)
-    return True
+def _merged(profile: dict[str, Any], contact: dict[str, Any]) -> dict[str, Any]:
+    """The profile as column values for `contact`: attribute maps merged into its own."""
+    return {
+        key: ({**contact[key], **value} if key.endswith("_attributes") else value)
+        for key, value in profile.items()
+    }
 
 
-async def update(request: web.Request) -> web.Response:
-    svc = services(request)
-    visitor = await context.visitor(request)
-    body = await json_body(request)
-    changes = _changes(body, visitor.contact)
-    identifier = opt_str(body, "identifier", max_len=255)
-    verified = False
-    if identifier is not None:
-        verified = _verified(body, visitor.inbox, identifier)
-        changes["identifier"] = identifier
-
-    async def op(conn: AsyncConnection) -> dict[str, Any]:
-        contact = visitor.contact
-        if changes:
-            contact = await contacts_store.update_contact(conn, contact["id"], changes)
-        if identifier is not None and verified:
-            await contacts_store.set_hmac_verified(conn, visitor.contact_inbox["id"])
-        return contact
-
-    contact = await svc.db.write(op)
-    return json_response(summary(contact))
-
-
-async def set_user(request: web.Request) -> web.Response:
-    """Identify the visitor as a user of the site. A verified identifier already known in
-    the account switches the visitor to that contact (their history follows them); an
-    unverified one is only recorded on the current contact, never merged, so nobody can
-    read another user's conversations by claiming their identifier."""
+async def _identify(request: web.Request, *, set_user: bool) -> web.Response:
+    """Both endpoints: prove and claim the identifier (if any), then write the profile to
+    the contact the caller ends up as, in one transaction."""
     svc = services(request)
     visitor = await context.visitor(request)
     body = await json_body(request)
     identifier = opt_str(body, "identifier", max_len=255)
     if identifier is not None and not identifier.strip():
-        raise unprocessable("identifier can't be blank")
-    verified = _verified(body, visitor.inbox, identifier)
-    changes = _changes(body, visitor.contact)
-    inbox = visitor.inbox
+        if set_user:
+            raise unprocessable("identifier can't be blank")
+        identifier = None
+    verified = identity.prove(
+        visitor.inbox, identifier, opt_str(body, "identifier_hash", max_len=256)
+    )
+    profile = _profile(body)
 
-    async def op(conn: AsyncConnection) -> tuple[dict[str, Any], dict[str, Any] | None]:
-        contact, ci = visitor.contact, visitor.contact_inbox
-        new_ci = None
-        if identifier is not None and identifier != contact["identifier"]:
-            owner = await contacts_store.find_by_identifier(conn, inbox["account_id"], identifier)
-            if verified and owner is not None:
-                contact = owner
-                new_ci = await contacts_store.contact_inbox_for(conn, owner["id"], inbox["id"])
-                if new_ci is None:
-                    new_ci = await contacts_store.attach(
-                        conn, contact_id=owner["id"], inbox_id=inbox["id"], hmac_verified=True
-                    )
-            elif contact["identifier"]:
-                # Already someone else: a new visitor identity, as Chatwoot does.
-                contact, new_ci = await contacts_store.create_identity(
-                    conn,
-                    account_id=inbox["account_id"],
-                    inbox_id=inbox["id"],
-                    identifier=identifier,
-                    hmac_verified=verified,
-                )
-            else:
-                changes["identifier"] = identifier
-        if changes:
-            contact = await contacts_store.update_contact(conn, contact["id"], changes)
-        target = new_ci or ci
-        if verified:
-            await contacts_store.set_hmac_verified(conn, target["id"])
-        return contact, new_ci
+    async def op(conn: AsyncConnection) -> Identity:
+        who = Identity(visitor.contact, visitor.contact_inbox, switched=False)
+        if identifier is not None:
+            who = await identity.claim(
+                conn,
+                inbox=visitor.inbox,
+                contact=visitor.contact,
+                contact_inbox=visitor.contact_inbox,
+                identifier=identifier,
+                verified=verified,
+            )
+        if profile:
+            who.contact = await contacts_store.update_contact(
+                conn, who.contact["id"], _merged(profile, who.contact)
+            )
+        return who
 
-    contact, new_ci = await svc.db.write(op)
-    out = summary(contact)
-    if new_ci is not None:
-        out["widget_auth_token"] = mint(svc, inbox, new_ci)
+    try:
+        who = await svc.db.write(op)
+    except Exception as exc:
+        if not is_unique_violation(exc):
+            raise
+        who = await svc.db.write(op)  # rule 5: another visitor proved it first; join them
+    out = summary(who.contact)
+    if who.switched:
+        out["widget_auth_token"] = identity.mint(svc, visitor.inbox, who.contact_inbox)
     return json_response(out)
+
+
+async def update(request: web.Request) -> web.Response:
+    return await _identify(request, set_user=False)
+
+
+async def set_user(request: web.Request) -> web.Response:
+    return await _identify(request, set_user=True)

@@ -346,3 +346,75 @@ async def test_an_existing_database_gets_the_column_without_trusting_taken_over_
 
     assert await db.read(read) == {101: False, 102: True, 103: False, 104: False, 105: False}
     await db.write(schema.apply)  # and again: nothing changes, nothing fails
+
+
+async def test_profile_attributes_merge_and_a_blank_identifier_is_no_claim(
+    visitor: Visitor,
+) -> None:
+    await visitor.patch("contact", {"custom_attributes": {"plan": "pro"}})
+    resp = await visitor.patch("contact", {"identifier": "  ", "custom_attributes": {"seats": 3}})
+    assert resp.status == 200
+    row = await contact_row(visitor.client, visitor.contact_id or 0)
+    assert row["custom_attributes"] == {"plan": "pro", "seats": 3}
+    assert row["identifier"] is None
+
+
+async def test_rule5_a_claim_that_loses_the_race_joins_the_winner(
+    tmp_path: Any, aiohttp_client: Any
+) -> None:
+    """Deterministic race on PostgreSQL: another transaction has made the verified contact
+    of "u-race" but not committed; the visitor's claim finds no owner, blocks on the unique
+    index, fails when the other commits, and is retried onto the winner."""
+    from tests.conftest import make_settings, temp_pg_database
+
+    async with temp_pg_database() as url:
+        client = await aiohttp_client(create_app(make_settings(url, tmp_path)))
+        try:
+            await _race(client)
+        finally:
+            await client.close()
+
+
+async def _race(client: TestClient) -> None:
+    import asyncpg
+
+    from tests.conftest import build_world
+
+    url = client.app[SERVICES].settings.database_url
+    w = await build_world(client.app[SERVICES].db)
+    v = await Visitor(client, w.inbox["website_token"]).start()
+    await v.patch("contact/set_user", {"identifier": "someone-else"})
+
+    dsn = url.replace("postgresql+asyncpg", "postgresql")
+    held, watch = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
+    try:
+        tx = held.transaction()
+        await tx.start()
+        winner = await held.fetchval(
+            "INSERT INTO contacts (account_id, name, identifier, identifier_verified,"
+            " avatar_url, blocked, additional_attributes, custom_attributes, created_at,"
+            " updated_at) VALUES ($1, 'W', 'u-race', TRUE, '', FALSE, '{}', '{}', 0, 0)"
+            " RETURNING id",
+            w.account["id"],
+        )
+        digest = identifier_hash(w.inbox["hmac_token"], "u-race")
+        request = asyncio.ensure_future(
+            v.patch("contact/set_user", {"identifier": "u-race", "identifier_hash": digest})
+        )
+        deadline = asyncio.get_running_loop().time() + 10
+        while not await watch.fetchval(  # the claim waits on our uncommitted row
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        ):
+            assert asyncio.get_running_loop().time() < deadline, "the claim never blocked"
+            assert not request.done(), await request.result().text()
+            await asyncio.sleep(0.02)
+        await tx.commit()
+        resp = await request
+    finally:
+        await held.close()
+        await watch.close()
+    assert resp.status == 200, await resp.text()
+    body = await resp.json()
+    assert body["id"] == winner
+    assert "widget_auth_token" in body

@@ -418,3 +418,17 @@ async def _race(client: TestClient) -> None:
     body = await resp.json()
     assert body["id"] == winner
     assert "widget_auth_token" in body
+
+
+async def test_config_never_reuses_a_token_of_another_inbox(
+    client: TestClient, world: World
+) -> None:
+    a = await Visitor(client, world.inbox["website_token"]).start()
+    resp = await client.post(
+        f"/api/v1/widget/config?website_token={world.other_inbox['website_token']}",
+        headers={"X-Auth-Token": a.auth_token or ""},
+    )
+    body = await resp.json()
+    assert resp.status == 200
+    assert body["contact"]["id"] != a.contact_id
+    assert body["contact"]["pubsub_token"] != a.pubsub_token

@@ -1,0 +1,245 @@
+"""How many connections a client may hold, and for how long before it must say something.
+
+- One client address holds at most MAX_CONNECTIONS_PER_ADDRESS connections at once. At accept
+  only the TCP peer is known, so a direct client is counted by its peer address. A peer in
+  TRUSTED_PROXIES is not counted at accept (it carries many clients' connections); instead
+  each request and /cable socket that comes through it counts against its forwarded client
+  address while it runs (`forwarded_cap`). Past the cap: a 429 with Retry-After.
+- All client connections together stay under a descriptor ceiling: RLIMIT_NOFILE minus the
+  descriptors open at start minus FD_RESERVE. Past it a new connection is closed at once, so
+  the database, Redis and the SQLite checkpoint always find a descriptor (running out used
+  to break the checkpoint with "unable to open database file").
+- A connection must deliver its first request head within HEADER_TIMEOUT of connecting.
+  Later heads are bounded by aiohttp's keep-alive timer (KEEPALIVE_TIMEOUT from the end of
+  the previous response, idle time and head together: incoming bytes do not reset it).
+  Bodies: BODY_TIMEOUT, in server/params.py. /cable sockets: CABLE_SUBSCRIBE_TIMEOUT, in
+  server/hub/endpoint.py.
+
+aiohttp builds its `web.Server` inside AppRunner, and every connection reports itself to that
+server's `connection_made` / `connection_lost`. `ConnectionGuard.install` wraps those two on
+the instance: a connection costs a dict entry and one timer handle, a request nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import resource
+import time
+from typing import Any
+
+from aiohttp import web
+
+from server.client_address import Network, client_address, is_trusted_proxy
+from server.errors import json_response
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER = 10  # seconds: connections of the same client have usually closed by then
+TOO_MANY = {"error": "too many connections from your address"}
+_TOO_MANY_BODY = b'{"error":"too many connections from your address"}'
+# Written to a connection refused at accept, before any request was read.
+TOO_MANY_RESPONSE = (
+    b"HTTP/1.1 429 Too Many Requests\r\n"
+    b"Content-Type: application/json\r\n"
+    b"Retry-After: %d\r\n"
+    b"Connection: close\r\n"
+    b"Content-Length: %d\r\n\r\n" % (RETRY_AFTER, len(_TOO_MANY_BODY))
+) + _TOO_MANY_BODY
+WARN_INTERVAL = 10.0  # seconds between two log lines about the same kind of refusal
+
+
+class AddressCounts:
+    """Open connections (or, through a proxy, running requests) per client address. An
+    address leaves the map when its count drops to zero, so the map is bounded by the
+    connections themselves."""
+
+    __slots__ = ("_counts", "cap")
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self._counts: dict[str, int] = {}
+
+    def acquire(self, address: str) -> bool:
+        n = self._counts.get(address, 0)
+        if n >= self.cap:
+            return False
+        self._counts[address] = n + 1
+        return True
+
+    def release(self, address: str) -> None:
+        n = self._counts.get(address, 0) - 1
+        if n > 0:
+            self._counts[address] = n
+        else:
+            self._counts.pop(address, None)
+
+    def count(self, address: str) -> int:
+        return self._counts.get(address, 0)
+
+
+def forwarded_cap(counts: AddressCounts, trusted: tuple[Network, ...]) -> Any:
+    """Middleware (installed only with TRUSTED_PROXIES): a request or /cable socket that came
+    through a trusted proxy counts against its forwarded address for as long as it runs."""
+
+    @web.middleware
+    async def cap_forwarded(request: web.Request, handler: Any) -> web.StreamResponse:
+        address = client_address(request, trusted)
+        if address == request.remote:  # direct, or a proxy that named nobody: counted at accept
+            return await handler(request)
+        if not counts.acquire(address):
+            log.info(
+                "refused a request from %s through %s: %d open",
+                address,
+                request.remote,
+                counts.count(address),
+            )
+            return too_many()
+        try:
+            return await handler(request)
+        finally:
+            counts.release(address)
+
+    return cap_forwarded
+
+
+def too_many() -> web.Response:
+    resp = json_response(TOO_MANY, 429)
+    resp.headers["Retry-After"] = str(RETRY_AFTER)
+    return resp
+
+
+def open_descriptors() -> int:
+    """Descriptors this process has open now (0 where the OS does not list them)."""
+    for path in ("/proc/self/fd", "/dev/fd"):
+        try:
+            return len(os.listdir(path)) - 1  # minus the one listdir itself holds
+        except OSError:
+            continue
+    return 0
+
+
+def descriptor_ceiling(reserve: int) -> int:
+    """How many client connections fit in RLIMIT_NOFILE beside what the process already
+    holds and the FD_RESERVE it keeps for the database, Redis, logs and outgoing calls."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        soft = 1 << 20
+    held = open_descriptors()
+    ceiling = soft - held - reserve
+    if ceiling < 1:
+        raise SystemExit(
+            f"RLIMIT_NOFILE is {soft}: with {held} descriptors open at start and "
+            f"FD_RESERVE={reserve} no client could connect; raise `ulimit -n` "
+            "(systemd: LimitNOFILE=) or lower FD_RESERVE"
+        )
+    log.info(
+        "client connections: at most %d at once (RLIMIT_NOFILE %d, %d open at start, "
+        "FD_RESERVE %d)",
+        ceiling,
+        soft,
+        held,
+        reserve,
+    )
+    return ceiling
+
+
+class ConnectionGuard:
+    """Counts connections at accept and refuses those past a cap; closes a connection that
+    has not delivered a request head within `header_timeout`."""
+
+    def __init__(
+        self,
+        counts: AddressCounts,
+        *,
+        max_connections: int,
+        header_timeout: float,
+        trusted: tuple[Network, ...] = (),
+    ) -> None:
+        self.counts = counts
+        self.max_connections = max_connections
+        self.header_timeout = header_timeout
+        self.trusted = trusted
+        self.open = 0
+        # Counters for operators (and tests).
+        self.refused_per_address = 0
+        self.refused_descriptors = 0
+        self.head_timeouts = 0
+        self._conns: dict[Any, tuple[str | None, asyncio.TimerHandle]] = {}
+        self._warned: dict[str, float] = {}
+
+    def install(self, server: web.Server) -> None:
+        made, lost = server.connection_made, server.connection_lost
+
+        def connection_made(handler: Any, transport: asyncio.Transport) -> None:
+            made(handler, transport)
+            self._accepted(handler, transport)
+
+        def connection_lost(handler: Any, exc: BaseException | None = None) -> None:
+            lost(handler, exc)
+            self._closed(handler)
+
+        server.connection_made = connection_made  # type: ignore[method-assign]
+        server.connection_lost = connection_lost  # type: ignore[method-assign]
+
+    def _accepted(self, handler: Any, transport: asyncio.Transport) -> None:
+        if self.open >= self.max_connections:
+            self.refused_descriptors += 1
+            handler.force_close()
+            self._warn(
+                "descriptors",
+                "refusing new connections: %d client connections open, the most the "
+                "descriptor limit allows beside FD_RESERVE (%d refused so far); raise "
+                "`ulimit -n` (systemd: LimitNOFILE=) or add web processes",
+                self.open,
+                self.refused_descriptors,
+            )
+            return
+        peername = transport.get_extra_info("peername")
+        peer = peername[0] if isinstance(peername, tuple) else None
+        key = None
+        if peer is not None and not is_trusted_proxy(peer, self.trusted):
+            if not self.counts.acquire(peer):
+                self.refused_per_address += 1
+                transport.write(TOO_MANY_RESPONSE)
+                handler.force_close()
+                self._warn(
+                    "address",
+                    "refused a connection from %s: it has %d open, MAX_CONNECTIONS_PER_ADDRESS "
+                    "(%d refused so far); if that address is your proxy, add it to "
+                    "TRUSTED_PROXIES",
+                    peer,
+                    self.counts.count(peer),
+                    self.refused_per_address,
+                )
+                return
+            key = peer
+        self.open += 1
+        loop = asyncio.get_running_loop()
+        timer = loop.call_at(loop.time() + self.header_timeout, self._head_due, handler)
+        self._conns[handler] = (key, timer)
+
+    def _head_due(self, handler: Any) -> None:
+        # `_request_count` counts the request heads aiohttp has parsed on this connection
+        # (tests/test_connections.py holds us to it across aiohttp upgrades).
+        if handler._request_count == 0 and handler.transport is not None:
+            self.head_timeouts += 1
+            handler.force_close()
+
+    def _closed(self, handler: Any) -> None:
+        entry = self._conns.pop(handler, None)
+        if entry is None:
+            return  # refused at accept: never counted
+        key, timer = entry
+        timer.cancel()
+        self.open -= 1
+        if key is not None:
+            self.counts.release(key)
+
+    def _warn(self, kind: str, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._warned.get(kind, -math.inf) >= WARN_INTERVAL:
+            self._warned[kind] = now
+            log.warning(message, *args)

@@ -51,16 +51,34 @@ TOO_MANY_RESPONSE = (
 WARN_INTERVAL = 10.0  # seconds between two log lines about the same kind of refusal
 
 
+class Throttled:
+    """A log line at most once per WARN_INTERVAL: an attack is thousands of refusals a
+    second, and one line with the running count tells the operator as much."""
+
+    __slots__ = ("_last", "level")
+
+    def __init__(self, level: int) -> None:
+        self.level = level
+        self._last = -math.inf
+
+    def __call__(self, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._last >= WARN_INTERVAL:
+            self._last = now
+            log.log(self.level, message, *args)
+
+
 class AddressCounts:
     """Open connections (or, through a proxy, running requests) per client address. An
     address leaves the map when its count drops to zero, so the map is bounded by the
     connections themselves."""
 
-    __slots__ = ("_counts", "cap")
+    __slots__ = ("_counts", "cap", "refused_forwarded")
 
     def __init__(self, cap: int) -> None:
         self.cap = cap
         self._counts: dict[str, int] = {}
+        self.refused_forwarded = 0  # requests refused by forwarded_cap
 
     def acquire(self, address: str) -> bool:
         n = self._counts.get(address, 0)
@@ -84,17 +102,21 @@ def forwarded_cap(counts: AddressCounts, trusted: tuple[Network, ...]) -> Any:
     """Middleware (installed only with TRUSTED_PROXIES): a request or /cable socket that came
     through a trusted proxy counts against its forwarded address for as long as it runs."""
 
+    say = Throttled(logging.WARNING)
+
     @web.middleware
     async def cap_forwarded(request: web.Request, handler: Any) -> web.StreamResponse:
         address = client_address(request, trusted)
         if address == request.remote:  # direct, or a proxy that named nobody: counted at accept
             return await handler(request)
         if not counts.acquire(address):
-            log.info(
-                "refused a request from %s through %s: %d open",
+            counts.refused_forwarded += 1
+            say(
+                "refused a request from %s through proxy %s: MAX_CONNECTIONS_PER_ADDRESS "
+                "requests and sockets already open (%d refused so far)",
                 address,
                 request.remote,
-                counts.count(address),
+                counts.refused_forwarded,
             )
             return too_many()
         try:
@@ -168,7 +190,9 @@ class ConnectionGuard:
         self.refused_descriptors = 0
         self.head_timeouts = 0
         self._conns: dict[Any, tuple[str | None, asyncio.TimerHandle]] = {}
-        self._warned: dict[str, float] = {}
+        self._say_descriptors = Throttled(logging.WARNING)
+        self._say_address = Throttled(logging.WARNING)
+        self._say_head = Throttled(logging.INFO)
 
     def install(self, server: web.Server) -> None:
         made, lost = server.connection_made, server.connection_lost
@@ -188,8 +212,7 @@ class ConnectionGuard:
         if self.open >= self.max_connections:
             self.refused_descriptors += 1
             handler.force_close()
-            self._warn(
-                "descriptors",
+            self._say_descriptors(
                 "refusing new connections: %d client connections open, the most the "
                 "descriptor limit allows beside FD_RESERVE (%d refused so far); raise "
                 "`ulimit -n` (systemd: LimitNOFILE=) or add web processes",
@@ -205,8 +228,7 @@ class ConnectionGuard:
                 self.refused_per_address += 1
                 transport.write(TOO_MANY_RESPONSE)
                 handler.force_close()
-                self._warn(
-                    "address",
+                self._say_address(
                     "refused a connection from %s: it has %d open, MAX_CONNECTIONS_PER_ADDRESS "
                     "(%d refused so far); if that address is your proxy, add it to "
                     "TRUSTED_PROXIES",
@@ -217,8 +239,7 @@ class ConnectionGuard:
                 return
             key = peer
         self.open += 1
-        loop = asyncio.get_running_loop()
-        timer = loop.call_at(loop.time() + self.header_timeout, self._head_due, handler)
+        timer = asyncio.get_running_loop().call_later(self.header_timeout, self._head_due, handler)
         self._conns[handler] = (key, timer)
 
     def _head_due(self, handler: Any) -> None:
@@ -227,6 +248,11 @@ class ConnectionGuard:
         if handler._request_count == 0 and handler.transport is not None:
             self.head_timeouts += 1
             handler.force_close()
+            self._say_head(
+                "closed a connection that sent no whole request head within HEADER_TIMEOUT "
+                "(%d so far): idle or slow clients, or browsers' unused preconnections",
+                self.head_timeouts,
+            )
 
     def _closed(self, handler: Any) -> None:
         entry = self._conns.pop(handler, None)
@@ -237,9 +263,3 @@ class ConnectionGuard:
         self.open -= 1
         if key is not None:
             self.counts.release(key)
-
-    def _warn(self, kind: str, message: str, *args: object) -> None:
-        now = time.monotonic()
-        if now - self._warned.get(kind, -math.inf) >= WARN_INTERVAL:
-            self._warned[kind] = now
-            log.warning(message, *args)

@@ -208,6 +208,7 @@ async def test_cap_per_forwarded_address(tight: TestClient) -> None:
     assert resp.status == 429
     assert resp.headers["Retry-After"] == "10"
     assert await resp.json() == {"error": "too many connections from your address"}
+    assert tight.app[SERVICES].connections.refused_forwarded == 2  # type: ignore[union-attr]
     other = await tight.ws_connect(
         "/cable", protocols=("actioncable-v1-json",), headers={"X-Forwarded-For": "203.0.113.5"}
     )
@@ -332,6 +333,23 @@ async def test_cap_per_address_refuses_the_257th_connection(tmp_path: Path) -> N
             assert "MAX_CONNECTIONS_PER_ADDRESS" in proc.output()
         finally:
             _close(*held)
+
+
+async def test_trusted_proxy_is_not_capped_at_accept(tmp_path: Path) -> None:
+    """A proxy carries many clients' connections: its own count is not capped (its clients
+    are, per request, through X-Forwarded-For); any other address still is."""
+    env = {"HEADER_TIMEOUT": "60", "MAX_CONNECTIONS_PER_ADDRESS": "3"}
+    with _server(tmp_path, TRUSTED_PROXIES="127.0.0.1", **env) as proc:
+        proxied = [await _open(proc.port) for _ in range(5)]
+        direct = [await _open(proc.port, source="127.0.0.2") for _ in range(4)]
+        try:
+            for _, writer in proxied:
+                writer.write(_get(keep_alive=False))
+            for reader, _ in proxied:
+                assert await _status(reader) == 404
+            assert (await _read_until_closed(direct[3][0], within=5)).startswith(b"HTTP/1.1 429 ")
+        finally:
+            _close(*proxied, *direct)
 
 
 async def _visitor_writes(url: str, website_token: str, session: aiohttp.ClientSession) -> None:

@@ -69,7 +69,7 @@ def _close_if_unsubscribed(hub: Hub, conn: Connection) -> None:
     if conn.subscriptions or conn.closed:
         return
     hub.unsubscribed_closed += 1
-    log.info("closing /cable socket from %s: no subscription confirmed in time", conn.peer)
+    log.debug("closing /cable socket from %s: no subscription confirmed in time", conn.peer)
     task = asyncio.get_running_loop().create_task(conn.close(protocol.NO_SUBSCRIPTION))
     _closing.add(task)
     task.add_done_callback(_closing.discard)

@@ -211,7 +211,7 @@ class ConnectionGuard:
     def _accepted(self, handler: Any, transport: asyncio.Transport) -> None:
         if self.open >= self.max_connections:
             self.refused_descriptors += 1
-            handler.force_close()
+            _refuse(handler, transport)
             self._say_descriptors(
                 "refusing new connections: %d client connections open, the most the "
                 "descriptor limit allows beside FD_RESERVE (%d refused so far); raise "
@@ -227,7 +227,7 @@ class ConnectionGuard:
             if not self.counts.acquire(peer):
                 self.refused_per_address += 1
                 transport.write(TOO_MANY_RESPONSE)
-                handler.force_close()
+                _refuse(handler, transport)
                 self._say_address(
                     "refused a connection from %s: it has %d open, MAX_CONNECTIONS_PER_ADDRESS "
                     "(%d refused so far); if that address is your proxy, add it to "
@@ -263,3 +263,14 @@ class ConnectionGuard:
         self.open -= 1
         if key is not None:
             self.counts.release(key)
+
+
+def _refuse(handler: Any, transport: asyncio.Transport) -> None:
+    """Close a connection refused at accept, and read nothing from it meanwhile.
+
+    Not at once: aiohttp starts the handler's task right after connection_made, and a close
+    now would run connection_lost before that task's first step (which then fails on the
+    manager connection_lost cleared). Two turns of the loop later the task is waiting."""
+    transport.pause_reading()
+    loop = asyncio.get_running_loop()
+    loop.call_soon(loop.call_soon, handler.force_close)

@@ -24,8 +24,8 @@ from server.app import create_app
 from server.services import SERVICES
 from server.settings import Settings
 from tests.cable import CableClient, visitor_identifier
-from tests.conftest import World, build_world, make_settings
-from tests.procs import Process, base_env, tokens_from_log, web_process
+from tests.conftest import World, build_world, make_settings, temp_pg_database
+from tests.procs import Process, RedisServer, base_env, tokens_from_log, web_process
 
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
@@ -261,14 +261,17 @@ def test_settings_are_validated() -> None:
 
 
 @contextlib.contextmanager
-def _server(tmp_path: Path, nofile: int | None = None, **env: Any) -> Iterator[Process]:
-    """`python -m server` on SQLite with demo data, optionally under RLIMIT_NOFILE `nofile`."""
+def _server(
+    tmp_path: Path, nofile: int | None = None, db: str | None = None, **env: Any
+) -> Iterator[Process]:
+    """`python -m server` (SQLite unless `db`) with demo data, optionally under
+    RLIMIT_NOFILE `nofile`."""
 
     def limit() -> None:
         if nofile is not None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
 
-    db = f"sqlite+aiosqlite:///{tmp_path / 'chat.db'}"
+    db = db or f"sqlite+aiosqlite:///{tmp_path / 'chat.db'}"
     proc = web_process(
         base_env(db, tmp_path / "data", SEED_DEMO="1", **env), tmp_path / "server.log", limit
     )
@@ -386,6 +389,7 @@ def _database_errors(log: str) -> list[str]:
         if "unable to open database file" in line
         or "checkpoint failed" in line
         or "Too many open files" in line
+        or "Traceback" in line
     ]
 
 
@@ -403,13 +407,29 @@ async def test_flood_from_one_address_under_600_descriptors_spares_visitors(
         assert not _database_errors(proc.output()), proc.output()[-3000:]
 
 
-async def test_flood_past_the_descriptor_limit_spares_the_database(tmp_path: Path) -> None:
+@pytest.fixture(params=["sqlite", "scaled"])
+async def shape(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[dict[str, str]]:
+    """The embedded default, or PostgreSQL + Redis (its pools must find descriptors too)."""
+    if request.param == "sqlite":
+        yield {}
+        return
+    redis = RedisServer(tmp_path / "redis").start()
+    try:
+        async with temp_pg_database() as url:
+            yield {"db": url, "REDIS_URL": redis.url, "RUN_RELAY": "1"}
+    finally:
+        redis.stop()
+
+
+async def test_flood_past_the_descriptor_limit_spares_the_database(
+    tmp_path: Path, shape: dict[str, str]
+) -> None:
     """With the per-address cap out of the way, 700 connections meet the descriptor ceiling:
     the ones past it are closed at once, the log says what to do, and the database keeps its
-    descriptors (a visitor already connected keeps writing; the WAL checkpoint keeps
-    working). Once the flood is gone, new visitors get in."""
+    descriptors (a visitor already connected keeps writing; SQLite's WAL checkpoint, or the
+    PostgreSQL and Redis pools, keep working). Once the flood is gone, new visitors get in."""
     with _server(
-        tmp_path, nofile=400, HEADER_TIMEOUT="60", MAX_CONNECTIONS_PER_ADDRESS="100000"
+        tmp_path, nofile=400, HEADER_TIMEOUT="60", MAX_CONNECTIONS_PER_ADDRESS="100000", **shape
     ) as proc:
         website_token = tokens_from_log(proc.output())["website_token"]
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as session:

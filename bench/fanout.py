@@ -134,6 +134,8 @@ class Stack:
             "SEED_DEMO": "0",
             "RUN_RELAY": "0",
             "MESSAGES_PER_MINUTE": "1000000",
+            # Thousands of sockets from 127.0.0.1: lift the per-address cap (default 256).
+            "MAX_CONNECTIONS_PER_ADDRESS": "1000000",
             **extra_env,
         }
         self.admin("create-account", "--name", "probe")  # applies the schema once

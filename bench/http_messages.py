@@ -86,6 +86,8 @@ def start_server(tmp: Path, extra_env: dict[str, str]) -> Server:
         "PORT": str(port),
         "LOG_LEVEL": "WARNING",
         "SEED_DEMO": "0",
+        # Every bench connection comes from 127.0.0.1: lift the per-address cap (default 256).
+        "MAX_CONNECTIONS_PER_ADDRESS": "1000000",
         **extra_env,
     }
     env.pop("REDIS_URL", None)

@@ -9,6 +9,7 @@ from aiohttp import web
 from server import pages
 from server.agent import routes as agent_routes
 from server.bus import create_bus
+from server.connections import AddressCounts, forwarded_cap
 from server.errors import error_middleware
 from server.hub.endpoint import cable
 from server.hub.hub import Hub
@@ -50,14 +51,26 @@ def widget_routes(app: web.Application) -> None:
 
 
 def create_app(settings: Settings) -> web.Application:
+    counts = AddressCounts(settings.max_connections_per_address)
+    middlewares = [error_middleware]
+    if settings.trusted_proxies:
+        middlewares.append(forwarded_cap(counts, settings.trusted_proxies))
     app = web.Application(
-        middlewares=[error_middleware],
+        middlewares=middlewares,
         client_max_size=settings.max_body_bytes,
+        handler_args={
+            # aiohttp's own idle timer: after a response, the next request head must arrive
+            # within this (aiohttp 3.14 defaults to 3630 s: an idle connection held an hour).
+            "keepalive_timeout": settings.keepalive_timeout,
+            # Draining a body nobody read is reading a body: no longer than BODY_TIMEOUT.
+            "lingering_time": min(10.0, settings.body_timeout),
+        },
     )
     db = Database(settings.database_url, pg_writers=settings.db_writers)
     bus = create_bus(settings.redis_url)
     presence = RedisPresence(bus.redis) if settings.redis_url else MemoryPresence()  # type: ignore[attr-defined]
     svc = Services(settings=settings, db=db, bus=bus, inboxes=InboxCache(db), presence=presence)
+    svc.connections = counts
     svc.hub = Hub(bus, db, ping_interval=settings.ping_interval)
     if not db.is_postgresql:
         # On PostgreSQL the outbox insert NOTIFYs the relay itself (workers/listener.py).

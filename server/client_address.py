@@ -46,6 +46,11 @@ def _trusted(address: str, networks: Iterable[Network]) -> bool:
     return any(ip in net for net in networks)
 
 
+def is_trusted_proxy(peer: str, trusted: tuple[Network, ...]) -> bool:
+    """Whether the TCP peer is one of the operator's proxies (it speaks for many clients)."""
+    return bool(trusted) and _trusted(peer, trusted)
+
+
 def resolve(peer: str, forwarded_for: str | None, trusted: tuple[Network, ...]) -> str:
     """The client's address given the TCP peer and the X-Forwarded-For header."""
     if not trusted or not forwarded_for or not _trusted(peer, trusted):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
@@ -9,6 +10,7 @@ import orjson
 from aiohttp import web
 
 from server.errors import ApiError, bad_request
+from server.services import SERVICES
 
 MAX_ATTRIBUTES_BYTES = 16 * 1024
 MAX_ATTRIBUTES_DEPTH = 32
@@ -24,7 +26,7 @@ async def json_body(request: web.Request) -> dict[str, Any]:
     cached = request.get(JSON_BODY)
     if cached is not None:
         return cached
-    raw = await request.read()  # aiohttp enforces client_max_size -> 413
+    raw = await read_body(request)
     if not raw.strip():
         body: dict[str, Any] = {}
     else:
@@ -40,6 +42,20 @@ async def json_body(request: web.Request) -> dict[str, Any]:
         body = parsed
     request[JSON_BODY] = body
     return body
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The raw body, within BODY_TIMEOUT (a client trickling a body holds a descriptor and a
+    handler for as long as it likes otherwise): 408 past it. aiohttp enforces
+    client_max_size (413). A body that has already arrived whole costs no timer."""
+    if request.content.is_eof():
+        return await request.read()
+    timeout = request.app[SERVICES].settings.body_timeout
+    try:
+        async with asyncio.timeout(timeout):
+            return await request.read()
+    except TimeoutError:
+        raise ApiError(408, {"error": f"request body not received within {timeout:g} s"}) from None
 
 
 def obj(body: dict[str, Any], key: str) -> dict[str, Any]:

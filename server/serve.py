@@ -9,7 +9,9 @@ from aiohttp import web
 
 from server import gc_tuning
 from server.app import create_app
+from server.connections import ConnectionGuard, descriptor_ceiling
 from server.lifecycle import describe, run_loop, until_signalled
+from server.services import SERVICES
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -24,6 +26,16 @@ async def _serve(settings: Settings) -> None:
     app = create_app(settings)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
+    svc = app[SERVICES]
+    assert svc.connections is not None and runner.server is not None
+    # After setup: the database is open, so the descriptors it holds are counted.
+    svc.guard = ConnectionGuard(
+        svc.connections,
+        max_connections=descriptor_ceiling(settings.fd_reserve),
+        header_timeout=settings.header_timeout,
+        trusted=settings.trusted_proxies,
+    )
+    svc.guard.install(runner.server)
     site = web.TCPSite(
         runner, settings.host, settings.port, backlog=2048, shutdown_timeout=settings.shutdown_grace
     )

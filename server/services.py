@@ -15,6 +15,7 @@ from server.store import accounts as accounts_store
 from server.store.db import Database
 
 if TYPE_CHECKING:
+    from server.connections import AddressCounts, ConnectionGuard
     from server.hub.hub import Hub
 
 
@@ -49,6 +50,10 @@ class Services:
     presence: Any = None
     hub: Hub | None = None
     background: list[Any] = field(default_factory=list)
+    # Open connections per client address (server/connections.py); the guard that counts
+    # them at accept is installed by serve.py (None under aiohttp's TestServer).
+    connections: AddressCounts | None = None
+    guard: ConnectionGuard | None = None
 
 
 SERVICES = web.AppKey("services", Services)

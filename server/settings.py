@@ -41,6 +41,20 @@ def _positive(value: float, name: str) -> float:
     return value
 
 
+def _seconds(env: dict[str, str], name: str, default: float) -> float:
+    """A deadline: more than 0 and at most an hour (a typo like 100000 is not a deadline)."""
+    value = _float(env, name, default)
+    if not 0 < value <= 3600:  # also refuses nan and inf
+        raise SystemExit(f"{name} must be more than 0 and at most 3600 seconds, got {value}")
+    return value
+
+
+def _at_least(value: int, minimum: int, name: str) -> int:
+    if value < minimum:
+        raise SystemExit(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
 def _bool(env: dict[str, str], name: str, default: bool) -> bool:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -95,6 +109,17 @@ class Settings:
     gc_threshold: tuple[int, ...] | None = (10_000, 20, 20)
     # Peers whose X-Forwarded-For is believed (server/client_address.py).
     trusted_proxies: tuple[Network, ...] = ()
+    # What one connection may hold (server/connections.py): seconds to send the first request
+    # head after connecting, to send a request body, to send the next request on an idle
+    # keep-alive connection, and for a /cable socket to confirm a subscription.
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    keepalive_timeout: float = 15.0
+    cable_subscribe_timeout: float = 10.0
+    # Open connections per client address, and descriptors kept back from client connections
+    # for the database, Redis, logs and outgoing requests.
+    max_connections_per_address: int = 256
+    fd_reserve: int = 128
 
     @property
     def is_sqlite(self) -> bool:
@@ -133,6 +158,14 @@ class Settings:
             db_writers=max(1, _int(env, "DB_WRITERS", 6)),
             gc_threshold=gc_tuning.parse_threshold(env.get("GC_THRESHOLD")),
             trusted_proxies=parse_networks(env.get("TRUSTED_PROXIES")),
+            header_timeout=_seconds(env, "HEADER_TIMEOUT", 10.0),
+            body_timeout=_seconds(env, "BODY_TIMEOUT", 30.0),
+            keepalive_timeout=_seconds(env, "KEEPALIVE_TIMEOUT", 15.0),
+            cable_subscribe_timeout=_seconds(env, "CABLE_SUBSCRIBE_TIMEOUT", 10.0),
+            max_connections_per_address=_at_least(
+                _int(env, "MAX_CONNECTIONS_PER_ADDRESS", 256), 1, "MAX_CONNECTIONS_PER_ADDRESS"
+            ),
+            fd_reserve=_at_least(_int(env, "FD_RESERVE", 128), 16, "FD_RESERVE"),
         )
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]

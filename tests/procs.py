@@ -81,8 +81,16 @@ class RedisServer:
 class Process:
     """`python -m server` or `python -m workers` with its own environment and log file."""
 
-    def __init__(self, module: str, env: dict[str, str], log: Path, ready: str) -> None:
+    def __init__(
+        self,
+        module: str,
+        env: dict[str, str],
+        log: Path,
+        ready: str,
+        preexec_fn: Any = None,
+    ) -> None:
         self.module = module
+        self.preexec_fn = preexec_fn  # run in the child before exec (e.g. setrlimit)
         self.env = env
         self.log_path = log
         self.ready = ready
@@ -103,6 +111,7 @@ class Process:
             env=env,
             stdout=self._log,
             stderr=self._log,
+            preexec_fn=self.preexec_fn,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -156,8 +165,10 @@ def base_env(database_url: str, data_dir: Path, **extra: Any) -> dict[str, str]:
     return env
 
 
-def web_process(env: dict[str, str], log: Path) -> Process:
-    return Process("server", {**env, "PORT": str(free_port())}, log, ready="serving on")
+def web_process(env: dict[str, str], log: Path, preexec_fn: Any = None) -> Process:
+    return Process(
+        "server", {**env, "PORT": str(free_port())}, log, ready="serving on", preexec_fn=preexec_fn
+    )
 
 
 def worker_process(env: dict[str, str], log: Path) -> Process:

@@ -3,13 +3,14 @@ turns them into hub subscriptions; everything it sends goes through the bounded 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiohttp import WSMsgType, web
 
 from server.hub import protocol, room
 from server.hub.connection import Connection
-from server.hub.hub import Subscription
+from server.hub.hub import Hub, Subscription
 from server.services import Services, services
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,9 @@ async def cable(request: web.Request) -> web.WebSocketResponse:
         return ws
     hub.add_connection(conn)
     conn.send(protocol.WELCOME)
+    deadline = asyncio.get_running_loop().call_later(
+        svc.settings.cable_subscribe_timeout, _close_if_unsubscribed, hub, conn
+    )
     errors = 0
     try:
         async for msg in ws:
@@ -52,10 +56,26 @@ async def cable(request: web.Request) -> web.WebSocketResponse:
                     await conn.close(protocol.INVALID_REQUEST)
                     break
     finally:
+        deadline.cancel()
         await hub.remove_connection(conn)
         if not conn.closed:
             conn.abort()
     return ws
+
+
+def _close_if_unsubscribed(hub: Hub, conn: Connection) -> None:
+    """CABLE_SUBSCRIBE_TIMEOUT after the welcome: a socket with no confirmed subscription
+    holds a descriptor for nothing (the widget subscribes right after the welcome)."""
+    if conn.subscriptions or conn.closed:
+        return
+    hub.unsubscribed_closed += 1
+    log.debug("closing /cable socket from %s: no subscription confirmed in time", conn.peer)
+    task = asyncio.get_running_loop().create_task(conn.close(protocol.NO_SUBSCRIPTION))
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
+
+
+_closing: set[asyncio.Task[None]] = set()  # strong references until each close is done
 
 
 async def _handle(svc: Services, conn: Connection, raw: str | bytes) -> None:

@@ -73,6 +73,7 @@ class Hub:
         self._held: list[tuple[str, bytes]] | None = None
         self.frames_sent = 0
         self.slow_consumers = 0
+        self.unsubscribed_closed = 0  # /cable sockets closed for not subscribing in time
         bus.handler = self.on_bus_message
         bus.on_resubscribed.append(self._schedule_replay)
 

@@ -15,6 +15,8 @@ SUBPROTOCOL = "actioncable-v1-json"
 WELCOME = b'{"type":"welcome"}'
 SERVER_RESTART = b'{"type":"disconnect","reason":"server_restart","reconnect":true}'
 INVALID_REQUEST = b'{"type":"disconnect","reason":"invalid_request","reconnect":false}'
+# No subscription confirmed within CABLE_SUBSCRIBE_TIMEOUT of the welcome.
+NO_SUBSCRIPTION = b'{"type":"disconnect","reason":"no_subscription","reconnect":true}'
 
 
 def ping(now: float | None = None) -> bytes:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from server import gc_tuning
 from server.client_address import Network, parse_networks
+from server.ratelimit.rules import RateLimits
 
 
 def _int(env: dict[str, str], name: str, default: int) -> int:
@@ -95,6 +96,8 @@ class Settings:
     gc_threshold: tuple[int, ...] | None = (10_000, 20, 20)
     # Peers whose X-Forwarded-For is believed (server/client_address.py).
     trusted_proxies: tuple[Network, ...] = ()
+    # LIMIT_*: what visitors and sockets may create or cost (server/ratelimit/rules.py).
+    rate_limits: RateLimits = field(default_factory=RateLimits)
 
     @property
     def is_sqlite(self) -> bool:
@@ -133,6 +136,7 @@ class Settings:
             db_writers=max(1, _int(env, "DB_WRITERS", 6)),
             gc_threshold=gc_tuning.parse_threshold(env.get("GC_THRESHOLD")),
             trusted_proxies=parse_networks(env.get("TRUSTED_PROXIES")),
+            rate_limits=RateLimits.from_env(env),
         )
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]

@@ -8,6 +8,7 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.auth import identifier_hash_matches
+from server.client_address import client_address
 from server.errors import json_response, unauthorized, unprocessable
 from server.params import attributes, json_body, opt_str
 from server.services import services
@@ -102,6 +103,10 @@ async def set_user(request: web.Request) -> web.Response:
     verified = _verified(body, visitor.inbox, identifier)
     changes = _changes(body, visitor.contact)
     inbox = visitor.inbox
+    if identifier is not None and visitor.contact["identifier"] not in (None, "", identifier):
+        # May create a contact (below): the same budget as /config, per client address.
+        address = client_address(request, svc.settings.trusted_proxies)
+        await svc.limiter.check("contacts_per_address", address)
 
     async def op(conn: AsyncConnection) -> tuple[dict[str, Any], dict[str, Any] | None]:
         contact, ci = visitor.contact, visitor.contact_inbox

@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from server.auth import decode_contact_token, mint_contact_token
+from server.client_address import client_address
 from server.services import Services
 from server.store import contacts as contacts_store
 
@@ -16,13 +17,17 @@ async def identify(
     svc: Services, request: web.Request, inbox: dict[str, Any], token: str | None
 ) -> tuple[dict[str, Any], dict[str, Any], str, bool]:
     """(contact, contact_inbox, jwt, reused). A bad or expired token is not an error here:
-    the visitor simply gets a new identity."""
+    the visitor simply gets a new identity, within the client address's budget of new
+    contacts (a 429 past it; reusing a valid token costs nothing)."""
     claims = decode_contact_token(svc.settings.secret_key_base, token)
     if claims is not None and claims["inbox_id"] == inbox["id"]:
         found = await svc.db.read(contacts_store.find_identity, inbox["id"], claims["source_id"])
         if found is not None:
             contact, ci = found
             return contact, ci, token, True  # type: ignore[return-value]
+    await svc.limiter.check(
+        "contacts_per_address", client_address(request, svc.settings.trusted_proxies)
+    )
     contact, ci = await svc.db.write(
         contacts_store.create_identity,
         account_id=inbox["account_id"],

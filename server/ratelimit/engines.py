@@ -53,7 +53,7 @@ class MemoryEngine:
     def __init__(self, max_keys: int = 100_000) -> None:
         self.max_keys = max_keys
         self._tat: dict[str, float] = {}
-        self._next_sweep = time.monotonic() + self.SWEEP_EVERY
+        self._next_sweep = 0.0  # the first hit sweeps (nothing) and sets the next time
         self.resets = 0
 
     def __len__(self) -> int:

@@ -39,8 +39,9 @@ class RateLimits:
     # valid token, else the client address) and per inbox (all visitors together).
     voice_urls_per_visitor: Rate | None = Rate(10, 600)
     voice_urls_per_inbox: Rate | None = Rate(60, 60)
-    # toggle_typing (widget, per contact) and toggle_typing_status (agent, per user).
-    typing_per_sender: Rate | None = Rate(120, 60)
+    # toggle_typing (widget, per contact) and toggle_typing_status (agent, per user). Room
+    # for a client that toggles on and off at every keystroke of a long message.
+    typing_per_sender: Rate | None = Rate(300, 60)
     # On /cable, per socket: update_presence frames and subscribes (each refreshes presence
     # and reads the account's users), and subscribes refused for an unknown token.
     presence_per_socket: Rate | None = Rate(20, 60)

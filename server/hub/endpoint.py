@@ -48,6 +48,7 @@ async def cable(request: web.Request) -> web.WebSocketResponse:
             try:
                 await _handle(svc, conn, msg.data, limits)
             except SocketLimited as exc:
+                svc.limiter.refused[exc.name] += 1
                 log.warning("closing /cable socket from %s: %s", conn.peer, exc)
                 await conn.close(protocol.rate_limited(exc.name))
                 break

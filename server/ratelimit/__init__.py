@@ -58,8 +58,9 @@ class RateLimited(ApiError):
 
 
 class Limiter:
-    """The shared limits. `refused[limit]` counts refusals; one log line per limit at most
-    every LOG_EVERY seconds says how many, so a flood does not flood the log too."""
+    """The shared limits. `refused[limit]` counts refusals (for the per-socket limits, the
+    sockets closed: server/hub/endpoint.py); one log line per limit at most every LOG_EVERY
+    seconds says how many, so a flood does not flood the log too."""
 
     LOG_EVERY = 10.0
 

@@ -6,6 +6,7 @@ The rules and their defaults are in rules.py; the engines in engines.py."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -114,15 +115,19 @@ class SocketLimited(Exception):
 SOCKET_LIMITS = ("presence_per_socket", "failed_subscribes_per_socket")
 
 
+@functools.cache
+def _socket_rates(rules: RateLimits) -> dict[str, Rate]:
+    return {n: r for n in SOCKET_LIMITS if (r := getattr(rules, n)) is not None}
+
+
 class SocketLimits:
-    """The per-socket budgets of one /cable socket: a TAT per limit, nothing shared."""
+    """The per-socket budgets of one /cable socket: a TAT per limit, nothing shared. Small,
+    as there is one per socket: the rates are shared by all sockets."""
 
     __slots__ = ("_rates", "_tats")
 
     def __init__(self, rules: RateLimits) -> None:
-        self._rates: dict[str, Rate] = {
-            n: r for n in SOCKET_LIMITS if (r := getattr(rules, n)) is not None
-        }
+        self._rates = _socket_rates(rules)
         self._tats: dict[str, float] = {}
 
     def used(self, name: str) -> bool:

@@ -6,7 +6,14 @@ from __future__ import annotations
 
 import pytest
 
-from server.ratelimit import MemoryEngine, Rate, RateLimits, SocketLimited, SocketLimits
+from server.ratelimit import (
+    MemoryEngine,
+    Rate,
+    RateLimits,
+    SocketLimited,
+    SocketLimits,
+    address_subject,
+)
 from server.ratelimit.engines import gcra
 from server.ratelimit.rules import parse_rate
 from server.settings import Settings
@@ -126,6 +133,13 @@ def test_memory_engine_is_bounded_and_forgets_full_budgets() -> None:
     engine.hit_now("late", rate, 100.0 + engine.SWEEP_EVERY + 13)  # 1 interval is 12 s
     assert len(engine) == 1
     assert engine.resets == 0
+
+
+def test_address_subject() -> None:
+    assert address_subject("198.51.100.7") == "198.51.100.7"
+    assert address_subject("2001:db8:1:2:3:4:5:6") == "2001:db8:1:2::/64"
+    assert address_subject("::ffff:198.51.100.7") == "198.51.100.7"
+    assert address_subject("not an address") == "not an address"
 
 
 def test_socket_limits_raise_past_the_budget() -> None:

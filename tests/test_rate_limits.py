@@ -114,6 +114,12 @@ async def test_contacts_are_counted_per_client_address(
 
     assert [await from_("198.51.100.1") for _ in range(4)] == [200, 200, 200, 429]
     assert [await from_("198.51.100.2") for _ in range(4)] == [200, 200, 200, 429]
+    # IPv6 is counted by /64: one subscriber's addresses share one budget.
+    assert await from_("2001:db8:1:2::1") == 200
+    assert await from_("2001:db8:1:2::2") == 200
+    assert await from_("2001:db8:1:2:ffff::3") == 200
+    assert await from_("2001:db8:1:2::4") == 429
+    assert await from_("2001:db8:1:3::1") == 200
 
 
 async def test_set_user_switching_identifiers_meets_the_contact_limit(

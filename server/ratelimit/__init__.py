@@ -7,6 +7,7 @@ The rules and their defaults are in rules.py; the engines in engines.py."""
 from __future__ import annotations
 
 import functools
+import ipaddress
 import logging
 import math
 import time
@@ -25,6 +26,7 @@ __all__ = [
     "RedisEngine",
     "SocketLimited",
     "SocketLimits",
+    "address_subject",
     "create_limiter",
     "parse_rate",
 ]
@@ -97,6 +99,21 @@ class Limiter:
             env_name(name),
         )
         self._logged[name] = (now, self.refused[name])
+
+
+def address_subject(address: str) -> str:
+    """What a per-address limit counts: an IPv4 address, or an IPv6 address's /64 (one
+    subscriber's usual allocation: counting single IPv6 addresses would give an attacker
+    2^64 budgets)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if ip.version == 6:
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return address
 
 
 def create_limiter(rules: RateLimits, redis: Any | None) -> Limiter:

@@ -11,6 +11,7 @@ from server import events
 from server.client_address import client_address
 from server.errors import bad_gateway, bad_request, json_response, unprocessable
 from server.params import json_body
+from server.ratelimit import address_subject
 from server.services import services
 from server.store import conversations as conversations_store
 from server.store import messages as messages_store
@@ -51,7 +52,7 @@ async def _spend_voice_budgets(request: web.Request, inbox: dict[str, Any]) -> N
     if claims is not None and claims["inbox_id"] == inbox["id"]:
         visitor = f"{inbox['id']}:{claims['source_id']}"
     else:
-        visitor = client_address(request, svc.settings.trusted_proxies)
+        visitor = address_subject(client_address(request, svc.settings.trusted_proxies))
     await svc.limiter.check("voice_urls_per_visitor", visitor)
     await svc.limiter.check("voice_urls_per_inbox", str(inbox["id"]))
 

@@ -11,6 +11,7 @@ from server.auth import identifier_hash_matches
 from server.client_address import client_address
 from server.errors import json_response, unauthorized, unprocessable
 from server.params import attributes, json_body, opt_str
+from server.ratelimit import address_subject
 from server.services import services
 from server.store import contacts as contacts_store
 from server.widget import context
@@ -105,7 +106,7 @@ async def set_user(request: web.Request) -> web.Response:
     inbox = visitor.inbox
     if identifier is not None and visitor.contact["identifier"] not in (None, "", identifier):
         # May create a contact (below): the same budget as /config, per client address.
-        address = client_address(request, svc.settings.trusted_proxies)
+        address = address_subject(client_address(request, svc.settings.trusted_proxies))
         await svc.limiter.check("contacts_per_address", address)
 
     async def op(conn: AsyncConnection) -> tuple[dict[str, Any], dict[str, Any] | None]:

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from server.auth import decode_contact_token, mint_contact_token
 from server.client_address import client_address
+from server.ratelimit import address_subject
 from server.services import Services
 from server.store import contacts as contacts_store
 
@@ -25,9 +26,8 @@ async def identify(
         if found is not None:
             contact, ci = found
             return contact, ci, token, True  # type: ignore[return-value]
-    await svc.limiter.check(
-        "contacts_per_address", client_address(request, svc.settings.trusted_proxies)
-    )
+    address = address_subject(client_address(request, svc.settings.trusted_proxies))
+    await svc.limiter.check("contacts_per_address", address)
     contact, ci = await svc.db.write(
         contacts_store.create_identity,
         account_id=inbox["account_id"],

@@ -50,9 +50,10 @@ async def _spend_voice_budgets(request: web.Request, inbox: dict[str, Any]) -> N
         svc.settings.secret_key_base, request.headers.get("X-Auth-Token")
     )
     if claims is not None and claims["inbox_id"] == inbox["id"]:
-        visitor = f"{inbox['id']}:{claims['source_id']}"
+        visitor = f"contact:{inbox['id']}:{claims['source_id']}"
     else:
-        visitor = address_subject(client_address(request, svc.settings.trusted_proxies))
+        address = address_subject(client_address(request, svc.settings.trusted_proxies))
+        visitor = f"address:{address}"
     await svc.limiter.check("voice_urls_per_visitor", visitor)
     await svc.limiter.check("voice_urls_per_inbox", str(inbox["id"]))
 

@@ -136,6 +136,8 @@ class Stack:
             "MESSAGES_PER_MINUTE": "1000000",
             # Thousands of sockets from 127.0.0.1: lift the per-address cap (default 256).
             "MAX_CONNECTIONS_PER_ADDRESS": "1000000",
+            # Thousands of visitors from one address: a flood to the contact limit.
+            "LIMIT_CONTACTS_PER_ADDRESS": "off",
             **extra_env,
         }
         self.admin("create-account", "--name", "probe")  # applies the schema once

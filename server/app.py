@@ -14,6 +14,7 @@ from server.errors import error_middleware
 from server.hub.endpoint import cable
 from server.hub.hub import Hub
 from server.presence import MemoryPresence, RedisPresence
+from server.ratelimit import create_limiter
 from server.services import SERVICES, InboxCache, Services
 from server.settings import Settings
 from server.store.db import Database
@@ -71,6 +72,8 @@ def create_app(settings: Settings) -> web.Application:
     presence = RedisPresence(bus.redis) if settings.redis_url else MemoryPresence()  # type: ignore[attr-defined]
     svc = Services(settings=settings, db=db, bus=bus, inboxes=InboxCache(db), presence=presence)
     svc.connections = counts
+    redis = bus.redis if settings.redis_url else None  # type: ignore[attr-defined]
+    svc.limiter = create_limiter(settings.rate_limits, redis)
     svc.hub = Hub(bus, db, ping_interval=settings.ping_interval)
     if not db.is_postgresql:
         # On PostgreSQL the outbox insert NOTIFYs the relay itself (workers/listener.py).

@@ -16,10 +16,13 @@ NOT_FOUND = {"error": "Resource could not be found"}
 class ApiError(Exception):
     """Raised by handlers and the store; the middleware turns it into a JSON response."""
 
-    def __init__(self, status: int, body: dict[str, Any]) -> None:
+    def __init__(
+        self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(body)
         self.status = status
         self.body = body
+        self.headers = headers
 
 
 def bad_request(message: str) -> ApiError:
@@ -60,7 +63,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except ApiError as exc:
-        return json_response(exc.body, exc.status)
+        response = json_response(exc.body, exc.status)
+        if exc.headers:
+            response.headers.update(exc.headers)
+        return response
     except web.HTTPRequestEntityTooLarge:
         return json_response({"error": "request body too large"}, 413)
     except web.HTTPException as exc:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from server.bus import Bus
+from server.ratelimit import Limiter, MemoryEngine, RateLimits
 from server.settings import Settings
 from server.store import accounts as accounts_store
 from server.store.db import Database
@@ -48,6 +49,7 @@ class Services:
     bus: Bus
     inboxes: InboxCache
     presence: Any = None
+    limiter: Limiter = field(default_factory=lambda: Limiter(RateLimits(), MemoryEngine()))
     hub: Hub | None = None
     background: list[Any] = field(default_factory=list)
     # Open connections per client address (server/connections.py); the guard that counts

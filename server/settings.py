@@ -13,6 +13,7 @@ from pathlib import Path
 
 from server import gc_tuning
 from server.client_address import Network, parse_networks
+from server.ratelimit.rules import RateLimits
 
 
 def _int(env: dict[str, str], name: str, default: int) -> int:
@@ -120,6 +121,8 @@ class Settings:
     # for the database, Redis, logs and outgoing requests.
     max_connections_per_address: int = 256
     fd_reserve: int = 128
+    # LIMIT_*: what visitors and sockets may create or cost (server/ratelimit/rules.py).
+    rate_limits: RateLimits = field(default_factory=RateLimits)
 
     @property
     def is_sqlite(self) -> bool:
@@ -166,6 +169,7 @@ class Settings:
                 _int(env, "MAX_CONNECTIONS_PER_ADDRESS", 256), 1, "MAX_CONNECTIONS_PER_ADDRESS"
             ),
             fd_reserve=_at_least(_int(env, "FD_RESERVE", 128), 16, "FD_RESERVE"),
+            rate_limits=RateLimits.from_env(env),
         )
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]

@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient
 
 from server.app import create_app
 from server.hub import protocol
+from server.ratelimit import Rate, RateLimits
 from server.services import SERVICES
 from tests.cable import CableClient, agent_identifier, visitor_identifier
 from tests.conftest import Visitor, World, build_world, make_settings
@@ -29,8 +30,16 @@ def _hub(client: TestClient) -> Any:
 
 @pytest.fixture
 async def fast_client(aiohttp_client: Any, db_url: str, tmp_path: Any) -> TestClient:
-    """Pings every 0.2 s and at most 3 subscriptions a socket, so the tests stay quick."""
-    settings = make_settings(db_url, tmp_path, ping_interval=0.2, max_subscriptions_per_socket=3)
+    """Pings every 0.2 s and at most 3 subscriptions a socket, so the tests stay quick; room
+    for the 19 refused subscribes one check sends on one socket (tests/test_rate_limits_cable.py
+    tests the default)."""
+    settings = make_settings(
+        db_url,
+        tmp_path,
+        ping_interval=0.2,
+        max_subscriptions_per_socket=3,
+        rate_limits=RateLimits(failed_subscribes_per_socket=Rate(100, 60)),
+    )
     return await aiohttp_client(create_app(settings))
 
 

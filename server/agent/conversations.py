@@ -117,6 +117,7 @@ async def toggle_typing_status(request: web.Request) -> web.Response:
     body = await json_body(request)
     on = typing.status(body)
     is_private = _is_private(body)
+    await svc.limiter.check("typing_per_sender", f"user:{who.user['id']}")
     conv_push = await svc.db.read(conversations_store.push_data, conv)
     typing.publish(
         svc.bus,

@@ -11,6 +11,7 @@ from aiohttp import WSMsgType, web
 from server.hub import protocol, room
 from server.hub.connection import Connection
 from server.hub.hub import Hub, Subscription
+from server.ratelimit import SocketLimited, SocketLimits
 from server.services import Services, services
 
 log = logging.getLogger(__name__)
@@ -43,12 +44,18 @@ async def cable(request: web.Request) -> web.WebSocketResponse:
         svc.settings.cable_subscribe_timeout, _close_if_unsubscribed, hub, conn
     )
     errors = 0
+    limits = SocketLimits(svc.settings.rate_limits)
     try:
         async for msg in ws:
             if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
                 break
             try:
-                await _handle(svc, conn, msg.data)
+                await _handle(svc, conn, msg.data, limits)
+            except SocketLimited as exc:
+                svc.limiter.refused[exc.name] += 1
+                log.warning("closing /cable socket from %s: %s", conn.peer, exc)
+                await conn.close(protocol.rate_limited(exc.name))
+                break
             except protocol.ProtocolError as exc:
                 errors += 1
                 log.debug("bad frame from %s: %s", conn.peer, exc)
@@ -78,12 +85,12 @@ def _close_if_unsubscribed(hub: Hub, conn: Connection) -> None:
 _closing: set[asyncio.Task[None]] = set()  # strong references until each close is done
 
 
-async def _handle(svc: Services, conn: Connection, raw: str | bytes) -> None:
+async def _handle(svc: Services, conn: Connection, raw: str | bytes, limits: SocketLimits) -> None:
     command, identifier, data = protocol.parse_command(raw)
     hub = svc.hub
     assert hub is not None
     if command == "subscribe":
-        await _subscribe(svc, conn, identifier)
+        await _subscribe(svc, conn, identifier, limits)
     elif command == "unsubscribe":
         sub = conn.subscriptions.get(identifier)
         if sub is not None:
@@ -94,12 +101,15 @@ async def _handle(svc: Services, conn: Connection, raw: str | bytes) -> None:
             raise protocol.ProtocolError("message for an identifier that is not subscribed")
         action = (data or {}).get("action")
         if action == "update_presence":
+            limits.spend("presence_per_socket")
             await _presence(svc, sub)
         else:
             raise protocol.ProtocolError(f"unknown action {action!r}")
 
 
-async def _subscribe(svc: Services, conn: Connection, identifier: str) -> None:
+async def _subscribe(
+    svc: Services, conn: Connection, identifier: str, limits: SocketLimits
+) -> None:
     hub = svc.hub
     assert hub is not None
     ident_json = protocol.identifier_json(identifier)
@@ -111,13 +121,17 @@ async def _subscribe(svc: Services, conn: Connection, identifier: str) -> None:
     try:
         sub = await svc.db.read(room.resolve, conn, identifier)
     except room.Rejected as exc:
-        log.info("rejected subscription from %s: %s", conn.peer, exc)
+        # Logged once per socket: a flood of unknown tokens is one line, then the close.
+        first = not limits.used("failed_subscribes_per_socket")
+        (log.info if first else log.debug)("rejected subscription from %s: %s", conn.peer, exc)
         conn.send(protocol.reject(ident_json))
+        limits.spend("failed_subscribes_per_socket")
         return
     if conn.closed:
         return
     await hub.attach(sub)
     conn.send(protocol.confirm(ident_json))
+    limits.spend("presence_per_socket")
     await _presence(svc, sub)
 
 

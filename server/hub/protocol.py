@@ -19,6 +19,14 @@ INVALID_REQUEST = b'{"type":"disconnect","reason":"invalid_request","reconnect":
 NO_SUBSCRIPTION = b'{"type":"disconnect","reason":"no_subscription","reconnect":true}'
 
 
+def rate_limited(limit: str) -> bytes:
+    """The last frame to a socket that spent a per-socket budget (server/ratelimit): do not
+    reconnect; `limit` names the budget."""
+    return orjson.dumps(
+        {"type": "disconnect", "reason": "rate_limited", "reconnect": False, "limit": limit}
+    )
+
+
 def ping(now: float | None = None) -> bytes:
     return b'{"type":"ping","message":%d}' % int(time.time() if now is None else now)
 

@@ -278,6 +278,10 @@ async def create(
     return conv
 
 
+class WouldOpen(Exception):
+    """current_or_new(may_open=False) needed a new conversation."""
+
+
 async def current_or_new(
     conn: AsyncConnection,
     *,
@@ -286,9 +290,13 @@ async def current_or_new(
     contact_inbox: dict[str, Any],
     additional_attributes: dict[str, Any] | None = None,
     reuse_resolved: bool = True,
+    may_open: bool = True,
 ) -> tuple[dict[str, Any], bool]:
     """The current conversation, or a new one when the visitor has none (or, with
-    reuse_resolved=False, when the current one is resolved). (conv, created)"""
+    reuse_resolved=False, when the current one is resolved). (conv, created)
+
+    With may_open=False it raises WouldOpen instead of creating one, so the caller can check
+    the contact's budget of new conversations (never inside a write) and try again."""
 
     def usable(conv: dict[str, Any] | None) -> bool:
         return conv is not None and (reuse_resolved or conv["status"] != "resolved")
@@ -296,6 +304,8 @@ async def current_or_new(
     conv = await current_for(conn, contact_inbox["id"])
     if usable(conv):
         return conv, False  # type: ignore[return-value]
+    if not may_open:
+        raise WouldOpen()
     # Two first messages at once must not open two conversations: serialize on the
     # contact_inbox row, then look again.
     await contacts_store.touch_contact_inbox(conn, contact_inbox["id"])

@@ -8,8 +8,10 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server import events
+from server.client_address import client_address
 from server.errors import bad_gateway, bad_request, json_response, unprocessable
 from server.params import json_body
+from server.ratelimit import address_subject
 from server.services import services
 from server.store import conversations as conversations_store
 from server.store import messages as messages_store
@@ -22,7 +24,8 @@ MAX_EVENT_ID = 200
 
 async def signed_url(request: web.Request) -> web.Response:
     """Trade the inbox's stored API key for a short-lived signed WebSocket URL. The key
-    stays on the server; only the URL goes to the browser."""
+    stays on the server; only the URL goes to the browser. Each call costs an ElevenLabs
+    request, so each spends the visitor's budget and the inbox's (a 429 past either)."""
     inbox = await context.inbox(request)
     agent_id = inbox["elevenlabs_agent_id"]
     api_key = inbox["elevenlabs_api_key"]
@@ -30,12 +33,29 @@ async def signed_url(request: web.Request) -> web.Response:
         raise unprocessable("No agent_id configured on this inbox")
     if not api_key:
         raise unprocessable("No API key configured on this inbox")
+    await _spend_voice_budgets(request, inbox)
     client = request.app[VOICE_AGENT]
     try:
         url = await client.signed_url(api_key, agent_id)  # type: ignore[attr-defined]
     except ElevenLabsError as exc:
         raise bad_gateway(str(exc)) from None
     return json_response({"signed_url": url})
+
+
+async def _spend_voice_budgets(request: web.Request, inbox: dict[str, Any]) -> None:
+    """The visitor is the contact of a valid token for this inbox (no SQL: the JWT says
+    who), else the client address: the endpoint works without a token (contract §8)."""
+    svc = services(request)
+    claims = context.contact_claims(
+        svc.settings.secret_key_base, request.headers.get("X-Auth-Token")
+    )
+    if claims is not None and claims["inbox_id"] == inbox["id"]:
+        visitor = f"contact:{inbox['id']}:{claims['source_id']}"
+    else:
+        address = address_subject(client_address(request, svc.settings.trusted_proxies))
+        visitor = f"address:{address}"
+    await svc.limiter.check("voice_urls_per_visitor", visitor)
+    await svc.limiter.check("voice_urls_per_inbox", str(inbox["id"]))
 
 
 def _turn(body: dict[str, Any], max_len: int) -> tuple[str, str, str | None]:
@@ -69,7 +89,7 @@ async def transcript(request: web.Request) -> web.Response:
     user_turn = source == "user"
     sender = events.contact_push(visitor.contact) if user_turn else None
 
-    async def op(conn: AsyncConnection) -> dict[str, Any]:
+    async def op(conn: AsyncConnection, may_open: bool) -> dict[str, Any]:
         conv, _ = await conversations_store.current_or_new(
             conn,
             inbox=visitor.inbox,
@@ -77,6 +97,7 @@ async def transcript(request: web.Request) -> web.Response:
             contact_inbox=visitor.contact_inbox,
             additional_attributes={"initiated_from": "voice_agent"},
             reuse_resolved=False,
+            may_open=may_open,
         )
         if event_id is not None:
             # Take the conversation's row lock before looking: two tries of one turn in
@@ -105,4 +126,10 @@ async def transcript(request: web.Request) -> web.Response:
         )
         return {"id": msg["id"], "conversation_id": conv["display_id"]}
 
-    return json_response(await svc.db.write(op))
+    try:
+        return json_response(await svc.db.write(op, False))
+    except conversations_store.WouldOpen:
+        # A new conversation (none open): rare, so its budget is checked only then, outside
+        # the transaction, and the turn written again.
+        await svc.limiter.check("conversations_per_contact", str(visitor.contact["id"]))
+        return json_response(await svc.db.write(op, True))

@@ -8,8 +8,10 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from server.client_address import client_address
 from server.errors import json_response, unprocessable
 from server.params import attributes, json_body, opt_str
+from server.ratelimit import address_subject
 from server.services import services
 from server.store import contacts as contacts_store
 from server.store.db import is_unique_violation
@@ -77,6 +79,11 @@ async def _identify(request: web.Request, *, set_user: bool) -> web.Response:
         visitor.inbox, identifier, opt_str(body, "identifier_hash", max_len=256)
     )
     profile = _profile(body)
+    if identifier is not None and identity.may_create_contact(
+        visitor.contact, identifier, verified
+    ):  # the same budget as /config, per client address
+        address = address_subject(client_address(request, svc.settings.trusted_proxies))
+        await svc.limiter.check("contacts_per_address", address)
 
     async def op(conn: AsyncConnection) -> Identity:
         who = Identity(visitor.contact, visitor.contact_inbox, switched=False)

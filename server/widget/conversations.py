@@ -53,7 +53,8 @@ def _contact_changes(contact: dict[str, Any], given: dict[str, Any]) -> dict[str
 
 
 async def create(request: web.Request) -> web.Response:
-    """Always a new conversation, with the visitor's first message."""
+    """Always a new conversation, with the visitor's first message (within the contact's
+    budget of new conversations: a 429 past it)."""
     svc = services(request)
     visitor = await context.visitor(request)
     body = await json_body(request)
@@ -62,6 +63,7 @@ async def create(request: web.Request) -> web.Response:
     content, echo_id = message_input(svc, message)
     custom = attributes(body, "custom_attributes") or {}
     additional = conversation_attributes(request, message)
+    await svc.limiter.check("conversations_per_contact", str(visitor.contact["id"]))
 
     async def op(conn: AsyncConnection) -> dict[str, Any]:
         contact = visitor.contact
@@ -140,6 +142,7 @@ async def toggle_typing(request: web.Request) -> web.Response:
     svc = services(request)
     visitor = await context.visitor(request)
     on = typing.status(await json_body(request))
+    await svc.limiter.check("typing_per_sender", f"contact:{visitor.contact['id']}")
     conv = await _current(request, visitor)
     conv_push = await svc.db.read(conversations_store.push_data, conv, **visitor.context)
     typer = events.contact_push(visitor.contact)

@@ -41,7 +41,9 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.auth import decode_contact_token, identifier_hash_matches, mint_contact_token
+from server.client_address import client_address
 from server.errors import unauthorized
+from server.ratelimit import address_subject
 from server.services import Services
 from server.store import contacts as contacts_store
 
@@ -52,18 +54,21 @@ async def identify(
     svc: Services, request: web.Request, inbox: dict[str, Any], token: str | None
 ) -> tuple[dict[str, Any], dict[str, Any], str, bool]:
     """(contact, contact_inbox, jwt, reused). A bad or expired token is not an error here:
-    the visitor simply gets a new identity."""
+    the visitor simply gets a new identity, within the client address's budget of new
+    contacts (a 429 past it; reusing a valid token costs nothing)."""
     claims = decode_contact_token(svc.settings.secret_key_base, token)
     if claims is not None and claims["inbox_id"] == inbox["id"]:
         found = await svc.db.read(contacts_store.find_identity, inbox["id"], claims["source_id"])
         if found is not None:
             contact, ci = found
             return contact, ci, token, True  # type: ignore[return-value]
+    address = client_address(request, svc.settings.trusted_proxies)
+    await svc.limiter.check("contacts_per_address", address_subject(address))
     contact, ci = await svc.db.write(
         contacts_store.create_identity,
         account_id=inbox["account_id"],
         inbox_id=inbox["id"],
-        additional_attributes={"created_at_ip": request.remote} if request.remote else {},
+        additional_attributes={"created_at_ip": address} if address else {},
     )
     return contact, ci, mint(svc, inbox, ci), False
 
@@ -99,6 +104,15 @@ class Identity:
     contact: dict[str, Any]
     contact_inbox: dict[str, Any]
     switched: bool
+
+
+def may_create_contact(contact: dict[str, Any], identifier: str, verified: bool) -> bool:
+    """Whether `claim` can end in a new contact (rules 3 and 4d): what the per-address
+    budget of new contacts is spent on, before the write."""
+    own = contact["identifier"]
+    if own is None:
+        return False
+    return own != identifier or (verified and not contact["identifier_verified"])
 
 
 async def claim(

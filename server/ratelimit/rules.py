@@ -1,0 +1,82 @@
+"""The rate limits: what each one counts, its default, and the variable that changes it.
+
+Every limit is `COUNT/PERIOD`: COUNT at once, then one more every PERIOD/COUNT seconds (a
+GCRA budget, see server/ratelimit/engines.py). The defaults let a visitor using the widget
+normally never meet one (a reload loop of a few a minute, typing on every keystroke,
+presence every 20 s) and stop the floods of issue 13. `off` disables a limit."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, fields
+
+
+@dataclass(frozen=True)
+class Rate:
+    count: int
+    period: float  # seconds
+
+    @property
+    def interval(self) -> float:
+        """Seconds between two requests at the sustained rate."""
+        return self.period / self.count
+
+    def __str__(self) -> str:
+        return f"{self.count} per {self.period:g} s"
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    """One field per limit; `LIMIT_<FIELD>` sets it (e.g. LIMIT_CONTACTS_PER_ADDRESS=30/1m)."""
+
+    # New contacts (POST /widget/config, GET /widget without a valid token) per client address.
+    # Reusing a valid token is not counted. Visitors behind one NAT share this budget.
+    contacts_per_address: Rate | None = Rate(30, 60)
+    # New conversations per contact (POST /widget/conversations, voice_transcript after the
+    # latest conversation was resolved).
+    conversations_per_contact: Rate | None = Rate(10, 600)
+    # voice_signed_url calls (each costs an ElevenLabs request) per visitor (the contact of a
+    # valid token, else the client address) and per inbox (all visitors together).
+    voice_urls_per_visitor: Rate | None = Rate(10, 600)
+    voice_urls_per_inbox: Rate | None = Rate(60, 60)
+    # toggle_typing (widget, per contact) and toggle_typing_status (agent, per user). Room
+    # for a client that toggles on and off at every keystroke of a long message.
+    typing_per_sender: Rate | None = Rate(300, 60)
+    # On /cable, per socket: update_presence frames and subscribes (each refreshes presence
+    # and reads the account's users), and subscribes refused for an unknown token.
+    presence_per_socket: Rate | None = Rate(20, 60)
+    failed_subscribes_per_socket: Rate | None = Rate(10, 60)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str]) -> RateLimits:
+        values = {}
+        for f in fields(cls):
+            raw = env.get(env_name(f.name))
+            if raw is not None and raw.strip() != "":
+                values[f.name] = parse_rate(env_name(f.name), raw)
+        return cls(**values)
+
+
+def env_name(field_name: str) -> str:
+    return "LIMIT_" + field_name.upper()
+
+
+_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)?\s*([smh]?)\s*$")
+
+
+def parse_rate(name: str, raw: str) -> Rate | None:
+    """`30/60` (30 per 60 s), `30/1m`, `10/h`, or `off`. Anything else stops the process
+    with a message naming the variable: a typo must not silently remove a limit."""
+    if raw.strip().lower() == "off":
+        return None
+    match = _RATE.match(raw)
+    if match is None or (match.group(2) is None and not match.group(3)):
+        raise SystemExit(
+            f"{name} must be COUNT/SECONDS (e.g. 30/60, 30/1m, 10/h) or off, got {raw!r}"
+        )
+    count = int(match.group(1))
+    period = float(match.group(2) or 1) * _UNITS[match.group(3)]
+    if count < 1 or period <= 0:
+        raise SystemExit(f"{name} needs a count of at least 1 and a period above 0, got {raw!r}")
+    return Rate(count, period)

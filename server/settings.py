@@ -41,6 +41,12 @@ def _positive(value: float, name: str) -> float:
     return value
 
 
+def _between(value: int, name: str, low: int, high: int) -> int:
+    if not low <= value <= high:
+        raise SystemExit(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
 def _bool(env: dict[str, str], name: str, default: bool) -> bool:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -77,6 +83,9 @@ class Settings:
     max_body_bytes: int = 1024 * 1024
     max_message_length: int = 150_000
     messages_per_minute: int = 200
+    # Serialized size of one merged attribute map (server/attributes.py): every event and
+    # listing about a contact or conversation carries its maps.
+    max_attributes_bytes: int = 16 * 1024
     seed_demo: bool = True
     # Realtime
     run_relay: bool = True
@@ -120,6 +129,9 @@ class Settings:
             widget_token_expiry_days=_int(env, "WIDGET_TOKEN_EXPIRY", 180),
             max_body_bytes=_int(env, "MAX_BODY_BYTES", 1024 * 1024),
             messages_per_minute=_int(env, "MESSAGES_PER_MINUTE", 200),
+            max_attributes_bytes=_between(
+                _int(env, "MAX_ATTRIBUTES_BYTES", 16 * 1024), "MAX_ATTRIBUTES_BYTES", 1024, 1 << 20
+            ),
             seed_demo=_bool(env, "SEED_DEMO", True),
             # With Redis the relay normally runs in `python -m workers`; RUN_RELAY=1 forces it
             # into the web process as well (safe: a lease keeps one relay active).

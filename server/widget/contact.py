@@ -7,9 +7,10 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from server.attributes import merged_attributes
 from server.auth import identifier_hash_matches
 from server.errors import json_response, unauthorized, unprocessable
-from server.params import attributes, json_body, opt_str
+from server.params import json_body, opt_str
 from server.services import services
 from server.store import contacts as contacts_store
 from server.widget import context
@@ -32,7 +33,7 @@ async def show(request: web.Request) -> web.Response:
     return json_response({**summary(visitor.contact), "identifier": visitor.contact["identifier"]})
 
 
-def _changes(body: dict[str, Any], contact: dict[str, Any]) -> dict[str, Any]:
+def _changes(body: dict[str, Any], contact: dict[str, Any], attrs_limit: int) -> dict[str, Any]:
     changes: dict[str, Any] = {}
     email = opt_str(body, "email", max_len=320)
     if email is not None:
@@ -47,9 +48,9 @@ def _changes(body: dict[str, Any], contact: dict[str, Any]) -> dict[str, Any]:
     if changes.get("phone_number") == "":
         changes["phone_number"] = None
     for key in ("custom_attributes", "additional_attributes"):
-        value = attributes(body, key)
+        value = merged_attributes(body, key, contact[key], attrs_limit)
         if value is not None:
-            changes[key] = {**contact[key], **value}
+            changes[key] = value
     return changes
 
 
@@ -69,7 +70,7 @@ async def update(request: web.Request) -> web.Response:
     svc = services(request)
     visitor = await context.visitor(request)
     body = await json_body(request)
-    changes = _changes(body, visitor.contact)
+    changes = _changes(body, visitor.contact, svc.settings.max_attributes_bytes)
     identifier = opt_str(body, "identifier", max_len=255)
     verified = False
     if identifier is not None:
@@ -100,7 +101,7 @@ async def set_user(request: web.Request) -> web.Response:
     if identifier is not None and not identifier.strip():
         raise unprocessable("identifier can't be blank")
     verified = _verified(body, visitor.inbox, identifier)
-    changes = _changes(body, visitor.contact)
+    changes = _changes(body, visitor.contact, svc.settings.max_attributes_bytes)
     inbox = visitor.inbox
 
     async def op(conn: AsyncConnection) -> tuple[dict[str, Any], dict[str, Any] | None]:

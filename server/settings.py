@@ -91,6 +91,9 @@ class Settings:
     run_relay: bool = True
     ping_interval: float = 3.0
     send_queue_size: int = 256
+    # Bytes of frames one socket may have queued (server/hub/connection.py); past this or
+    # send_queue_size frames, it is a slow consumer and is closed.
+    send_queue_bytes: int = 4 * 1024 * 1024
     max_subscriptions_per_socket: int = 32
     shutdown_grace: float = 5.0
     relay_poll_interval: float = 1.0
@@ -138,6 +141,9 @@ class Settings:
             run_relay=_bool(env, "RUN_RELAY", redis_url is None),
             ping_interval=_float(env, "PING_INTERVAL", 3.0),
             send_queue_size=_int(env, "SEND_QUEUE_SIZE", 256),
+            send_queue_bytes=_between(
+                _int(env, "SEND_QUEUE_BYTES", 4 << 20), "SEND_QUEUE_BYTES", 64 << 10, 1 << 30
+            ),
             shutdown_grace=_float(env, "SHUTDOWN_GRACE", 5.0),
             relay_poll_interval=_float(env, "RELAY_POLL_INTERVAL", 1.0),
             relay_lease_ttl=_float(env, "RELAY_LEASE_TTL", 5.0),

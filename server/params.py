@@ -103,9 +103,14 @@ def opt_int(value: Any, name: str) -> int | None:
 
 
 def attributes(
-    body: dict[str, Any], key: str, *, label: str | None = None
+    body: dict[str, Any],
+    key: str,
+    *,
+    label: str | None = None,
+    max_bytes: int | None = MAX_ATTRIBUTES_BYTES,
 ) -> dict[str, Any] | None:
-    """A free-form attributes object, bounded in size."""
+    """A free-form attributes object, bounded in depth and (unless `max_bytes` is None, for
+    maps that server.attributes caps once merged) in size."""
     value = body.get(key)
     if value is None:
         return None
@@ -120,8 +125,8 @@ def attributes(
         encoded = orjson.dumps(value)
     except TypeError:
         raise bad_request(f"{name} is not valid JSON") from None
-    if len(encoded) > MAX_ATTRIBUTES_BYTES:
-        raise bad_request(f"{name} is too large (at most {MAX_ATTRIBUTES_BYTES} bytes)")
+    if max_bytes is not None and len(encoded) > max_bytes:
+        raise bad_request(f"{name} is too large (at most {max_bytes} bytes)")
     return value
 
 

@@ -7,7 +7,7 @@ import logging
 
 from aiohttp import web
 
-from server import gc_tuning
+from server import allocator, gc_tuning
 from server.app import create_app
 from server.connections import ConnectionGuard, descriptor_ceiling
 from server.lifecycle import describe, run_loop, until_signalled
@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 
 
 def serve(settings: Settings) -> int:
+    allocator.return_large_blocks()
     run_loop(_serve(settings))
     return 0
 

@@ -56,6 +56,12 @@ def _at_least(value: int, minimum: int, name: str) -> int:
     return value
 
 
+def _between(value: int, name: str, low: int, high: int) -> int:
+    if not low <= value <= high:
+        raise SystemExit(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
 def _bool(env: dict[str, str], name: str, default: bool) -> bool:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -92,11 +98,17 @@ class Settings:
     max_body_bytes: int = 1024 * 1024
     max_message_length: int = 150_000
     messages_per_minute: int = 200
+    # Serialized size of one merged attribute map (server/attributes.py): every event and
+    # listing about a contact or conversation carries its maps.
+    max_attributes_bytes: int = 16 * 1024
     seed_demo: bool = True
     # Realtime
     run_relay: bool = True
     ping_interval: float = 3.0
     send_queue_size: int = 256
+    # Bytes of frames one socket may have queued (server/hub/connection.py); past this or
+    # send_queue_size frames, it is a slow consumer and is closed.
+    send_queue_bytes: int = 4 * 1024 * 1024
     max_subscriptions_per_socket: int = 32
     shutdown_grace: float = 5.0
     relay_poll_interval: float = 1.0
@@ -148,12 +160,18 @@ class Settings:
             widget_token_expiry_days=_int(env, "WIDGET_TOKEN_EXPIRY", 180),
             max_body_bytes=_int(env, "MAX_BODY_BYTES", 1024 * 1024),
             messages_per_minute=_int(env, "MESSAGES_PER_MINUTE", 200),
+            max_attributes_bytes=_between(
+                _int(env, "MAX_ATTRIBUTES_BYTES", 16 * 1024), "MAX_ATTRIBUTES_BYTES", 1024, 1 << 20
+            ),
             seed_demo=_bool(env, "SEED_DEMO", True),
             # With Redis the relay normally runs in `python -m workers`; RUN_RELAY=1 forces it
             # into the web process as well (safe: a lease keeps one relay active).
             run_relay=_bool(env, "RUN_RELAY", redis_url is None),
             ping_interval=_float(env, "PING_INTERVAL", 3.0),
             send_queue_size=_int(env, "SEND_QUEUE_SIZE", 256),
+            send_queue_bytes=_between(
+                _int(env, "SEND_QUEUE_BYTES", 4 << 20), "SEND_QUEUE_BYTES", 64 << 10, 1 << 30
+            ),
             shutdown_grace=_float(env, "SHUTDOWN_GRACE", 5.0),
             relay_poll_interval=_float(env, "RELAY_POLL_INTERVAL", 1.0),
             relay_lease_ttl=_float(env, "RELAY_LEASE_TTL", 5.0),

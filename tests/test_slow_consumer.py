@@ -14,10 +14,12 @@ import struct
 import time
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from server.app import create_app
 from server.services import SERVICES
+from server.settings import Settings
 from tests.cable import CableClient, agent_identifier, visitor_identifier
 from tests.conftest import Visitor, World, build_world, make_settings
 
@@ -134,10 +136,19 @@ class IdleClient:
         self.sock.close()
 
 
+@pytest.mark.parametrize(
+    "limits",
+    [
+        {"send_queue_size": QUEUE},
+        # Bounded by bytes alone: far more frames allowed than the test ever sends.
+        {"send_queue_size": 100_000, "send_queue_bytes": 256 * 1024},
+    ],
+    ids=["frames", "bytes"],
+)
 async def test_a_socket_that_never_reads_is_dropped_and_delays_no_one(
-    aiohttp_client: Any, db_url: str, tmp_path: Any
+    aiohttp_client: Any, db_url: str, tmp_path: Any, limits: dict[str, int]
 ) -> None:
-    settings = make_settings(db_url, tmp_path, send_queue_size=QUEUE, messages_per_minute=100_000)
+    settings = make_settings(db_url, tmp_path, messages_per_minute=100_000, **limits)
     client: TestClient = await aiohttp_client(create_app(settings))
     hub = client.app[SERVICES].hub
     assert hub is not None
@@ -174,7 +185,8 @@ async def test_a_socket_that_never_reads_is_dropped_and_delays_no_one(
         if hub.slow_consumers:
             break
     assert hub.slow_consumers == 1, f"no overflow after {len(posted)} messages"
-    assert len(posted) > QUEUE  # the kernel buffers and the queue really filled first
+    if "send_queue_bytes" not in limits:
+        assert len(posted) > QUEUE  # the kernel buffers and the queue really filled first
 
     # A few more after the drop still reach the readers, in order, and nobody else overflows.
     for i in range(5):
@@ -198,3 +210,12 @@ async def test_a_socket_that_never_reads_is_dropped_and_delays_no_one(
     idle.close()
     await reader.close()
     await agent.close()
+
+
+def test_send_queue_bytes_setting() -> None:
+    base = {"SECRET_KEY_BASE": "x" * 40}
+    assert Settings.from_env(base).send_queue_bytes == 4 * 1024 * 1024
+    assert Settings.from_env({**base, "SEND_QUEUE_BYTES": "1048576"}).send_queue_bytes == 1 << 20
+    for bad in ("big", "0", "-5", "1000", str(2 << 30)):
+        with pytest.raises(SystemExit, match="SEND_QUEUE_BYTES"):
+            Settings.from_env({**base, "SEND_QUEUE_BYTES": bad})

@@ -4,14 +4,19 @@ is something to write, so an idle socket costs no task.
 The common case skips the queue: when nothing is queued and the kernel is taking the
 socket's bytes (the transport's buffer is below WRITE_BUFFER_LIMIT), a frame is written to the
 transport right away, without a task or a coroutine per frame. Only a socket that falls
-behind goes through the queue and the writer task, which waits for it to drain."""
+behind goes through the queue and the writer task, which waits for it to drain.
+
+The queue is bounded in frames and in bytes, and a broadcast waits in it as (prefix, message):
+the message is the event's bytes, shared by every subscription and every socket it goes to,
+so a socket that stopped reading with many subscriptions holds a few small prefixes per
+event, not a copy of the event per subscription. The frame is assembled when it is written."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -20,6 +25,11 @@ log = logging.getLogger(__name__)
 
 # Bytes a socket may have waiting in its transport before frames go to the bounded queue.
 WRITE_BUFFER_LIMIT = 64 * 1024
+# A message larger than this is handed to the transport in pieces, not joined into one frame:
+# uvloop keeps a reference to each piece it cannot send yet, so every socket that is behind
+# shares the event's bytes instead of holding its own copy. Smaller ones are joined: one
+# write of one buffer is the cheapest for the usual few-KB event.
+SHARE_ABOVE = 16 * 1024
 
 
 def text_frame_header(length: int) -> bytes:
@@ -31,11 +41,29 @@ def text_frame_header(length: int) -> bytes:
     return b"\x81\x7f" + length.to_bytes(8, "big")
 
 
+def write_frame(transport: Any, size: int, head: bytes, message: bytes | None) -> None:
+    """Write the frame `head` (message None) or head + message + b"}" (`size` bytes)."""
+    if message is None:
+        transport.write(text_frame_header(size) + head)
+    elif size > SHARE_ABOVE:
+        transport.writelines((text_frame_header(size), head, message, b"}"))
+    else:
+        transport.write(b"".join((text_frame_header(size), head, message, b"}")))
+
+
+# A queued frame: (prefix, message) is the broadcast frame prefix + message + b"}";
+# (frame, None) a frame of its own (welcome, ping, confirm).
+Item = tuple[bytes, bytes | None]
+
+
 class Connection:
     __slots__ = (
+        "_flush",
         "_on_overflow",
         "_queue",
+        "_queued_bytes",
         "_writer",
+        "byte_limit",
         "closed",
         "limit",
         "peer",
@@ -52,25 +80,37 @@ class Connection:
         *,
         limit: int,
         on_overflow: Callable[[Connection], None],
+        flush: Callable[[], Awaitable[None]],
         peer: str = "",
+        byte_limit: int = 4 * 1024 * 1024,
     ) -> None:
+        """`flush` waits until the transport wants more (the payload writer's drain(), which
+        `WebSocketResponse.prepare` returns): the writer task writes to the transport itself,
+        like the direct path, so a frame it has not sent keeps referencing the shared bytes."""
         self.ws = ws
         self.transport = transport
         self.limit = limit
+        self.byte_limit = byte_limit
         self.peer = peer
         self.ping_group = 0  # set by the hub
         self.closed = False
         self.subscriptions: dict[str, Any] = {}  # identifier string -> Subscription
-        self._queue: deque[bytes] = deque()
+        self._queue: deque[Item] = deque()
+        self._queued_bytes = 0
         self._writer: asyncio.Task[None] | None = None
         self._on_overflow = on_overflow
+        self._flush = flush
 
-    def send(self, frame: bytes) -> None:
-        """Send a frame without waiting: written now if the socket keeps up, else queued.
-        A full queue means the client stopped reading: it is dropped (it reconnects and
-        catches up) instead of holding up anyone else."""
+    def send(self, head: bytes, message: bytes | None = None) -> None:
+        """Send the frame `head`, or with a message the broadcast frame head + message + b"}"
+        (built only when it is written: a queued one keeps a reference to the shared message).
+
+        Without waiting: written now if the socket keeps up, else queued. A full queue (in
+        frames, or in bytes once it holds anything) means the client stopped reading: it is
+        dropped (it reconnects and catches up) instead of holding up anyone else."""
         if self.closed:
             return
+        size = len(head) if message is None else len(head) + len(message) + 1
         if self._writer is None:
             transport = self.transport
             if (
@@ -79,13 +119,15 @@ class Connection:
                 and not transport.is_closing()
                 and transport.get_write_buffer_size() < WRITE_BUFFER_LIMIT
             ):
-                transport.write(text_frame_header(len(frame)) + frame)
+                write_frame(transport, size, head, message)
                 return
-        if len(self._queue) >= self.limit:
+        queue = self._queue
+        if len(queue) >= self.limit or (queue and self._queued_bytes + size > self.byte_limit):
+            self._on_overflow(self)  # first: it logs what was queued
             self.abort()
-            self._on_overflow(self)
             return
-        self._queue.append(frame)
+        queue.append((head, message))
+        self._queued_bytes += size
         if self._writer is None:
             self._writer = asyncio.get_running_loop().create_task(self._drain())
 
@@ -93,7 +135,15 @@ class Connection:
         queue = self._queue
         try:
             while queue and not self.closed:
-                await self.ws.send_frame(queue.popleft(), WSMsgType.TEXT)
+                transport = self.transport
+                if transport is None or transport.is_closing() or self.ws.closed:
+                    raise ConnectionResetError("socket closed")
+                head, message = queue.popleft()
+                size = len(head) if message is None else len(head) + len(message) + 1
+                self._queued_bytes -= size
+                write_frame(transport, size, head, message)
+                del head, message  # sent or referenced by the transport, not by this task
+                await self._flush()
         except (ConnectionError, RuntimeError, asyncio.CancelledError):
             self.abort()
         except Exception:
@@ -108,6 +158,7 @@ class Connection:
             return
         self.closed = True
         self._queue.clear()
+        self._queued_bytes = 0
         if self._writer is not None and self._writer is not asyncio.current_task():
             self._writer.cancel()
         if self.transport is not None:
@@ -119,6 +170,7 @@ class Connection:
             return
         self.closed = True
         self._queue.clear()
+        self._queued_bytes = 0
         if self._writer is not None:
             self._writer.cancel()
         try:
@@ -133,3 +185,8 @@ class Connection:
     @property
     def queued(self) -> int:
         return len(self._queue)
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes of the queued frames, as they will be written (less their headers)."""
+        return self._queued_bytes

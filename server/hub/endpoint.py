@@ -27,12 +27,14 @@ async def cable(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(
         protocols=(protocol.SUBPROTOCOL,), compress=False, max_msg_size=MAX_FRAME, heartbeat=None
     )
-    await ws.prepare(request)
+    writer = await ws.prepare(request)
     conn = Connection(
         ws,
         request.transport,
         limit=svc.settings.send_queue_size,
+        byte_limit=svc.settings.send_queue_bytes,
         on_overflow=hub.on_overflow,
+        flush=writer.drain,
         peer=request.remote or "",
     )
     if ws.ws_protocol != protocol.SUBPROTOCOL:

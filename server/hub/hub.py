@@ -154,7 +154,15 @@ class Hub:
 
     def on_overflow(self, conn: Connection) -> None:
         self.slow_consumers += 1
-        log.warning("closing slow consumer %s: send queue full", conn.peer)
+        log.warning(
+            "closing slow consumer %s: send queue full (%d frames, %d bytes; limits "
+            "SEND_QUEUE_SIZE=%d, SEND_QUEUE_BYTES=%d); it reconnects and catches up",
+            conn.peer,
+            conn.queued,
+            conn.queued_bytes,
+            conn.limit,
+            conn.byte_limit,
+        )
 
     # -- delivery -------------------------------------------------------------------------
 
@@ -177,7 +185,7 @@ class Hub:
         for sub in tuple(subs):
             if skip is not None and sub.token == skip:
                 continue
-            sub.conn.send(sub.prefix + message + b"}")
+            sub.conn.send(sub.prefix, message)
         self.frames_sent += len(subs)
 
     def _first_delivery(self, channel: str, conversation_id: int | None, outbox_id: int) -> bool:
@@ -192,7 +200,7 @@ class Hub:
         return True
 
     def send_to(self, sub: Subscription, message: bytes) -> None:
-        sub.conn.send(sub.prefix + message + b"}")
+        sub.conn.send(sub.prefix, message)
 
     # -- catching up after a bus outage ---------------------------------------------------
 

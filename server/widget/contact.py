@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from server.attributes import merged_attributes
 from server.client_address import client_address
 from server.errors import json_response, unprocessable
 from server.params import attributes, json_body, opt_str
@@ -50,16 +51,21 @@ def _profile(body: dict[str, Any]) -> dict[str, Any]:
     if changes.get("phone_number") == "":
         changes["phone_number"] = None
     for key in ("custom_attributes", "additional_attributes"):
-        value = attributes(body, key)
+        value = attributes(body, key, max_bytes=None)  # capped once merged: _merged
         if value is not None:
             changes[key] = value
     return changes
 
 
-def _merged(profile: dict[str, Any], contact: dict[str, Any]) -> dict[str, Any]:
-    """The profile as column values for `contact`: attribute maps merged into its own."""
+def _merged(profile: dict[str, Any], contact: dict[str, Any], limit: int) -> dict[str, Any]:
+    """The profile as column values for `contact`: attribute maps merged into its own, and
+    refused (422, inside the write, so nothing is written) past MAX_ATTRIBUTES_BYTES."""
     return {
-        key: ({**contact[key], **value} if key.endswith("_attributes") else value)
+        key: (
+            merged_attributes(profile, key, contact[key], limit)
+            if key.endswith("_attributes")
+            else value
+        )
         for key, value in profile.items()
     }
 
@@ -98,7 +104,9 @@ async def _identify(request: web.Request, *, set_user: bool) -> web.Response:
             )
         if profile:
             who.contact = await contacts_store.update_contact(
-                conn, who.contact["id"], _merged(profile, who.contact)
+                conn,
+                who.contact["id"],
+                _merged(profile, who.contact, svc.settings.max_attributes_bytes),
             )
         return who
 

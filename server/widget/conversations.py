@@ -9,8 +9,9 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server import events, typing
+from server.attributes import merged_attributes
 from server.errors import forbidden, json_response, not_found, unprocessable
-from server.params import attributes, json_body, key_list, obj, opt_str
+from server.params import json_body, key_list, obj, opt_str
 from server.services import services
 from server.store import contacts as contacts_store
 from server.store import conversations as conversations_store
@@ -61,7 +62,8 @@ async def create(request: web.Request) -> web.Response:
     contact_changes = _contact_changes(visitor.contact, obj(body, "contact"))
     message = obj(body, "message")
     content, echo_id = message_input(svc, message)
-    custom = attributes(body, "custom_attributes") or {}
+    limit = svc.settings.max_attributes_bytes
+    custom = merged_attributes(body, "custom_attributes", {}, limit) or {}
     additional = conversation_attributes(request, message)
     await svc.limiter.check("conversations_per_contact", str(visitor.contact["id"]))
 
@@ -116,7 +118,9 @@ async def set_custom_attributes(request: web.Request) -> web.Response:
     """Replaces the custom attributes of the visitor's open conversation."""
     svc = services(request)
     visitor = await context.visitor(request)
-    attrs = attributes(await json_body(request), "custom_attributes")
+    body = await json_body(request)
+    # Replaced, not merged (as Chatwoot does): the new map alone is what the cap measures.
+    attrs = merged_attributes(body, "custom_attributes", {}, svc.settings.max_attributes_bytes)
     if attrs is None:
         raise unprocessable("param is missing or the value is empty: custom_attributes")
     conv = await _current(request, visitor)

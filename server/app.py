@@ -53,6 +53,8 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         middlewares=[error_middleware],
         client_max_size=settings.max_body_bytes,
+        # Bodies are decoded in server/content_encoding.py, where a bad one is a JSON 400.
+        handler_args={"auto_decompress": False},
     )
     db = Database(settings.database_url, pg_writers=settings.db_writers)
     bus = create_bus(settings.redis_url)

@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from server.content_encoding import decode_body
 from server.errors import ApiError, bad_request
 
 MAX_ATTRIBUTES_BYTES = 16 * 1024
@@ -25,6 +26,7 @@ async def json_body(request: web.Request) -> dict[str, Any]:
     if cached is not None:
         return cached
     raw = await request.read()  # aiohttp enforces client_max_size -> 413
+    raw = decode_body(raw, request.headers.get("Content-Encoding", ""), request.client_max_size)
     if not raw.strip():
         body: dict[str, Any] = {}
     else:

@@ -6,7 +6,7 @@ import logging
 
 from aiohttp import web
 
-from server import pages
+from server import pages, security_headers
 from server.agent import routes as agent_routes
 from server.bus import create_bus
 from server.errors import error_middleware
@@ -70,6 +70,7 @@ def create_app(settings: Settings) -> web.Application:
     agent_routes.add_routes(app)
     pages.add_routes(app)
     app.router.add_get("/cable", cable)
+    app.on_response_prepare.append(security_headers.add_headers)
     app.cleanup_ctx.append(_lifecycle)
     app.on_shutdown.append(_close_sockets)
     return app

@@ -40,8 +40,10 @@ def decode_contact_token(secret: str, token: str | None) -> dict[str, Any] | Non
     A token signed with our secret is still checked claim by claim: we only ever mint
     integer `iat`/`exp`, a uuid `source_id` and an inbox id, and callers use them as such
     (`exp` compared with the clock, `source_id` sent to the database, where a NUL or a lone
-    surrogate makes the driver raise). Anything else is no token: a 404, not a 500."""
-    if not token or len(token) > MAX_TOKEN:
+    surrogate makes the driver raise). Anything else is no token: a 404, not a 500.
+    A JWT is ASCII: header bytes that are not UTF-8 arrive as lone surrogates, on which
+    PyJWT raises UnicodeEncodeError rather than one of its own errors."""
+    if not token or len(token) > MAX_TOKEN or not token.isascii():
         return None
     try:
         claims = jwt.decode(

@@ -9,10 +9,12 @@ visitor a new identity."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
 import jwt
+import orjson
 from aiohttp.test_utils import TestClient
 
 from server.auth import decode_contact_token
@@ -115,3 +117,68 @@ def test_decode_refuses_claims_of_the_wrong_type() -> None:
     }.items():
         assert decode_contact_token(SECRET, sign({**base, **change})) is None, name
     assert decode_contact_token(SECRET, sign({**base, "inbox_id": 2**63 - 1})) is not None
+
+
+async def raw_request(client: TestClient, head: bytes) -> tuple[int, bytes]:
+    """One request written byte for byte (an HTTP client would refuse these headers)."""
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    try:
+        writer.write(head)
+        await writer.drain()
+        async with asyncio.timeout(10):
+            status = int((await reader.readline()).split()[1])
+            length = 0
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            return status, await reader.readexactly(length)
+    finally:
+        writer.close()
+
+
+async def test_tokens_that_are_not_ascii_are_404(client: TestClient, world: World) -> None:
+    """Header bytes that are not UTF-8 reach the handler as lone surrogates; PyJWT raised a
+    UnicodeEncodeError on them (a 500), not one of its own errors. A JWT is ASCII."""
+    visitor = await prepared(client, world)
+    claims = jwt.decode(visitor.auth_token or "", SECRET, algorithms=["HS256"])
+    site = world.inbox["website_token"]
+    for token in (b"\xff\xfe", b"a.b\xff.c", visitor.auth_token.encode() + b"\xff", "é".encode()):
+        for method, path in (("GET", "messages"), ("GET", "conversations"), ("GET", "contact")):
+            head = (
+                f"{method} {W}/{path}?website_token={site} HTTP/1.1\r\nHost: t\r\n".encode()
+                + b"X-Auth-Token: "
+                + token
+                + b"\r\nConnection: close\r\n\r\n"
+            )
+            status, body = await raw_request(client, head)
+            assert (status, orjson.loads(body)) == (404, NOT_FOUND), (token, path)
+        head = (
+            f"POST {W}/config?website_token={site} HTTP/1.1\r\nHost: t\r\n".encode()
+            + b"X-Auth-Token: "
+            + token
+            + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        status, body = await raw_request(client, head)
+        assert status == 200, (token, body)
+        assert orjson.loads(body)["contact"]["id"] != visitor.contact_id
+    for query in ("%FF%FE", "%ED%A0%80", sign(claims) + "%FF"):
+        resp = await client.get(f"/widget?website_token={site}&cw_conversation={query}")
+        assert resp.status == 200, (query, await resp.text())
+    assert decode_contact_token(SECRET, "a.b\udcff.c") is None
+
+
+async def test_agent_tokens_that_are_not_ascii_are_401(client: TestClient, world: World) -> None:
+    """The same bytes in the agent API's api_access_token header were a 500 too."""
+    for token in (b"\xff\xfe", world.agent["access_token"].encode() + b"\xff", "é".encode()):
+        head = (
+            b"GET /api/v1/profile HTTP/1.1\r\nHost: t\r\napi_access_token: "
+            + token
+            + b"\r\nConnection: close\r\n\r\n"
+        )
+        status, body = await raw_request(client, head)
+        assert (status, orjson.loads(body)) == (401, {"error": "Invalid Access Token"}), token
+    resp = await client.get(
+        "/api/v1/profile", headers={"api_access_token": world.agent["access_token"]}
+    )
+    assert resp.status == 200

@@ -46,12 +46,10 @@ def decode_contact_token(secret: str, token: str | None) -> dict[str, Any] | Non
     if not token or len(token) > MAX_TOKEN or not token.isascii():
         return None
     try:
-        claims = jwt.decode(
-            token, secret, algorithms=["HS256"], options={"require": ["exp", "iat"]}
-        )
+        claims = jwt.decode(token, secret, algorithms=["HS256"])  # checks exp, iat if present
     except jwt.PyJWTError:
         return None
-    if not all(_int64(claims.get(key)) for key in ("exp", "iat", "inbox_id")):
+    if not all(_int64(claims.get(key)) for key in ("exp", "iat", "inbox_id")):  # and present
         return None
     source_id = claims.get("source_id")
     if not isinstance(source_id, str) or not 0 < len(source_id) <= MAX_SOURCE_ID:

@@ -107,6 +107,19 @@ async def test_nul_and_empty_tokens_are_rejected_and_the_socket_lives_on(
     await cable.close()
 
 
+async def test_an_empty_token_names_no_one(client: TestClient, visitor: Visitor) -> None:
+    """Even a row whose token is empty (none should be) cannot be subscribed to with ""."""
+    await write(
+        client,
+        update(contact_inboxes)
+        .where(contact_inboxes.c.pubsub_token == visitor.pubsub_token)
+        .values(pubsub_token=""),
+    )
+    cable = await CableClient.connect(client)
+    await cable.subscribe(visitor_identifier(""), expect="reject_subscription")
+    await cable.close()
+
+
 async def test_a_null_user_id_is_a_visitor(client: TestClient, visitor: Visitor) -> None:
     cable = await CableClient.connect(client)
     await cable.subscribe(identifier(pubsub_token=visitor.pubsub_token, user_id=None))

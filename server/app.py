@@ -6,7 +6,7 @@ import logging
 
 from aiohttp import web
 
-from server import pages
+from server import pages, security_headers
 from server.agent import routes as agent_routes
 from server.bus import create_bus
 from server.connections import AddressCounts, forwarded_cap
@@ -65,6 +65,8 @@ def create_app(settings: Settings) -> web.Application:
             "keepalive_timeout": settings.keepalive_timeout,
             # Draining a body nobody read is reading a body: no longer than BODY_TIMEOUT.
             "lingering_time": min(10.0, settings.body_timeout),
+            # Bodies are decoded in server/content_encoding.py, where a bad one is a JSON 400.
+            "auto_decompress": False,
         },
     )
     db = Database(settings.database_url, pg_writers=settings.db_writers)
@@ -84,6 +86,7 @@ def create_app(settings: Settings) -> web.Application:
     agent_routes.add_routes(app)
     pages.add_routes(app)
     app.router.add_get("/cable", cable)
+    app.on_response_prepare.append(security_headers.add_headers)
     app.cleanup_ctx.append(_lifecycle)
     app.on_shutdown.append(_close_sockets)
     return app

@@ -29,23 +29,39 @@ def mint_contact_token(secret: str, *, source_id: str, inbox_id: int, expiry_day
     return jwt.encode(payload, secret, algorithm="HS256")
 
 
+MAX_TOKEN = 4096
+MAX_SOURCE_ID = 255
+MAX_INT64 = 2**63 - 1
+
+
 def decode_contact_token(secret: str, token: str | None) -> dict[str, Any] | None:
-    """The token's claims, or None for anything missing, forged, expired or malformed."""
-    if not token or len(token) > 4096:
+    """The token's claims, or None for anything missing, forged, expired or malformed.
+
+    A token signed with our secret is still checked claim by claim: we only ever mint
+    integer `iat`/`exp`, a uuid `source_id` and an inbox id, and callers use them as such
+    (`exp` compared with the clock, `source_id` sent to the database, where a NUL or a lone
+    surrogate makes the driver raise). Anything else is no token: a 404, not a 500.
+    A JWT is ASCII: header bytes that are not UTF-8 arrive as lone surrogates, on which
+    PyJWT raises UnicodeEncodeError rather than one of its own errors."""
+    if not token or len(token) > MAX_TOKEN or not token.isascii():
         return None
     try:
-        claims = jwt.decode(
-            token, secret, algorithms=["HS256"], options={"require": ["exp", "iat"]}
-        )
+        claims = jwt.decode(token, secret, algorithms=["HS256"])  # checks exp, iat if present
     except jwt.PyJWTError:
         return None
-    source_id = claims.get("source_id")
-    inbox_id = claims.get("inbox_id")
-    if not isinstance(source_id, str) or not source_id:
+    if not all(_int64(claims.get(key)) for key in ("exp", "iat", "inbox_id")):  # and present
         return None
-    if not isinstance(inbox_id, int) or isinstance(inbox_id, bool):
+    source_id = claims.get("source_id")
+    if not isinstance(source_id, str) or not 0 < len(source_id) <= MAX_SOURCE_ID:
+        return None
+    if not source_id.isprintable():  # NUL, control characters, lone surrogates
         return None
     return claims
+
+
+def _int64(value: Any) -> bool:
+    """A positive integer that fits a BIGINT (not a bool, a float or a numeric string)."""
+    return type(value) is int and 0 < value <= MAX_INT64
 
 
 def identifier_hash(hmac_token: str, identifier: str) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from server.content_encoding import decode_body
 from server.errors import ApiError, bad_request
 from server.services import SERVICES
 
@@ -27,6 +28,7 @@ async def json_body(request: web.Request) -> dict[str, Any]:
     if cached is not None:
         return cached
     raw = await read_body(request)
+    raw = decode_body(raw, request.headers.get("Content-Encoding", ""), request.client_max_size)
     if not raw.strip():
         body: dict[str, Any] = {}
     else:

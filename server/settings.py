@@ -6,6 +6,7 @@ The defaults make `python -m server` run with no services at all: a SQLite file 
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -37,8 +38,8 @@ def _float(env: dict[str, str], name: str, default: float) -> float:
 
 
 def _positive(value: float, name: str) -> float:
-    if value <= 0:
-        raise SystemExit(f"{name} must be greater than 0, got {value}")
+    if not 0 < value < math.inf:  # also refuses nan
+        raise SystemExit(f"{name} must be greater than 0 (and finite), got {value}")
     return value
 
 
@@ -156,7 +157,9 @@ class Settings:
             log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
             data_dir=data_dir,
             elevenlabs_base_url=(env.get("ELEVENLABS_BASE_URL") or "https://api.elevenlabs.io"),
-            elevenlabs_timeout=_float(env, "ELEVENLABS_TIMEOUT", 10.0),
+            elevenlabs_timeout=_positive(
+                _float(env, "ELEVENLABS_TIMEOUT", 10.0), "ELEVENLABS_TIMEOUT"
+            ),
             widget_token_expiry_days=_int(env, "WIDGET_TOKEN_EXPIRY", 180),
             max_body_bytes=_int(env, "MAX_BODY_BYTES", 1024 * 1024),
             messages_per_minute=_int(env, "MESSAGES_PER_MINUTE", 200),

@@ -10,6 +10,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 SIGNED_URL_PATH = "/v1/convai/conversation/get-signed-url"
@@ -22,10 +23,14 @@ class FakeElevenLabs:
 
     api_key: str
     agent_id: str
-    # "ok", "error" (answer `error_status`), or "hang" (answer after `hang_seconds`)
+    # "ok", "error" (answer `error_status`), "hang" (answer after `hang_seconds`), or
+    # "trickle" (send the headers at once, then the answer a byte every `trickle_interval`:
+    # every single read is quick, the whole answer is slow)
     mode: str = "ok"
     error_status: int = 500
     hang_seconds: float = 30.0
+    trickle_interval: float = 0.1
+    trickle_bytes_sent: int = 0
     requests: list[dict[str, Any]] = field(default_factory=list)
     base_url: str = ""
     _runner: web.AppRunner | None = None
@@ -33,10 +38,12 @@ class FakeElevenLabs:
     def signed_url_for(self, agent_id: str) -> str:
         return f"wss://api.elevenlabs.io/v1/convai/conversation?agent_id={agent_id}&token=sig-123"
 
-    async def _signed_url(self, request: web.Request) -> web.Response:
+    async def _signed_url(self, request: web.Request) -> web.StreamResponse:
         self.requests.append(
             {"headers": dict(request.headers), "query": dict(request.query), "path": request.path}
         )
+        if self.mode == "trickle":
+            return await self._trickle(request)
         if self.mode == "hang":
             await asyncio.sleep(self.hang_seconds)
         if self.mode == "error":
@@ -56,6 +63,20 @@ class FakeElevenLabs:
                 status=404,
             )
         return web.json_response({"signed_url": self.signed_url_for(agent_id)})
+
+    async def _trickle(self, request: web.Request) -> web.StreamResponse:
+        body = orjson.dumps({"signed_url": self.signed_url_for(self.agent_id)})
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.content_length = len(body)
+        await response.prepare(request)
+        for i in range(len(body)):
+            try:
+                await response.write(body[i : i + 1])
+            except ConnectionError:
+                break  # the client gave up: what a bounded caller does
+            self.trickle_bytes_sent += 1
+            await asyncio.sleep(self.trickle_interval)
+        return response
 
     async def __aenter__(self) -> FakeElevenLabs:
         app = web.Application()

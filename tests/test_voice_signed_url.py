@@ -8,11 +8,13 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 import pytest
 from aiohttp.test_utils import TestClient
 
 from server.app import create_app
 from server.services import SERVICES
+from server.settings import Settings
 from server.store import accounts as accounts_store
 from tests.conftest import make_settings
 from tests.fake_elevenlabs import FakeElevenLabs
@@ -134,6 +136,27 @@ async def test_502_when_elevenlabs_hangs(
     assert API_KEY not in caplog.text
 
 
+async def test_502_when_elevenlabs_trickles(
+    voice_client: TestClient, fake: FakeElevenLabs, caplog: Any
+) -> None:
+    """ELEVENLABS_TIMEOUT bounds the whole exchange, not each read: an upstream that sends
+    its answer a byte every 0.1 s (each read well inside the 0.5 s setting, the answer
+    ~10 s long) held the visitor's request until the last byte, then answered 200."""
+    caplog.set_level(logging.DEBUG)
+    fake.mode = "trickle"
+    inbox = await make_inbox(voice_client, elevenlabs_agent_id=AGENT_ID, elevenlabs_api_key=API_KEY)
+    started = time.monotonic()
+    status, body, text = await signed_url(voice_client, inbox)
+    elapsed = time.monotonic() - started
+    assert status == 502, body
+    assert body == {"error": "ElevenLabs API timed out"}
+    total = len(orjson.dumps({"signed_url": fake.signed_url_for(AGENT_ID)}))
+    assert 0 < fake.trickle_bytes_sent < total  # cut off mid-answer, not after it
+    assert elapsed < 5, elapsed  # a bound on the timeout, not a performance figure
+    assert "longer than ELEVENLABS_TIMEOUT" in caplog.text
+    assert API_KEY not in text
+
+
 async def test_502_when_elevenlabs_is_unreachable(
     aiohttp_client: Any, db_url: str, tmp_path: Any
 ) -> None:
@@ -146,3 +169,11 @@ async def test_502_when_elevenlabs_is_unreachable(
     assert status == 502
     assert "error" in body
     assert API_KEY not in text
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "soon"])
+def test_elevenlabs_timeout_must_be_a_positive_number(value: str, tmp_path: Any) -> None:
+    env = {"SECRET_KEY_BASE": "x" * 64, "DATA_DIR": str(tmp_path), "ELEVENLABS_TIMEOUT": value}
+    with pytest.raises(SystemExit, match="ELEVENLABS_TIMEOUT"):
+        Settings.from_env(env)
+    assert Settings.from_env({**env, "ELEVENLABS_TIMEOUT": "2.5"}).elevenlabs_timeout == 2.5

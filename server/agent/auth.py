@@ -60,6 +60,10 @@ def access_token(request: web.Request) -> str | None:
     token = request.headers.get(TOKEN) or request.query.get(TOKEN)
     if not token or len(token) > MAX_TOKEN_LENGTH:
         return None
+    if not token.isascii() or not token.isprintable():
+        # Header bytes that are not UTF-8 arrive as lone surrogates: the database driver
+        # cannot encode them (a 500). Our tokens are URL-safe ASCII.
+        return None
     return token
 
 

@@ -1,9 +1,14 @@
 """The ElevenLabs client we use: the official SDK, imported on first use (it is heavy and most
 processes never need it), over one shared HTTP client with an explicit timeout and no
-retries (a retry storm would only hold the visitor's request longer)."""
+retries (a retry storm would only hold the visitor's request longer).
+
+The timeout bounds the whole exchange: httpx's own timeouts bound each connect, write and
+read, so an upstream that sends a byte just inside the read timeout could hold the
+visitor's request (and one of our sockets) for as long as it liked."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -36,12 +41,22 @@ class ElevenLabs:
         import httpx
         from elevenlabs.core.api_error import ApiError
 
-        client = self._client(api_key)
+        # The SDK imports its submodules on first attribute access: do that (seconds, once)
+        # before the clock starts, so it never counts against the upstream.
+        conversations = self._client(api_key).conversational_ai.conversations
         try:
-            response = await client.conversational_ai.conversations.get_signed_url(
-                agent_id=agent_id,
-                request_options={"max_retries": 0, "timeout_in_seconds": self.timeout},  # type: ignore[typeddict-item]
+            async with asyncio.timeout(self.timeout):
+                response = await conversations.get_signed_url(
+                    agent_id=agent_id,
+                    request_options={"max_retries": 0, "timeout_in_seconds": self.timeout},  # type: ignore[typeddict-item]
+                )
+        except TimeoutError:
+            log.warning(
+                "ElevenLabs get-signed-url took longer than ELEVENLABS_TIMEOUT (%.1fs) in all;"
+                " answered 502",
+                self.timeout,
             )
+            raise ElevenLabsError("ElevenLabs API timed out") from None
         except ApiError as exc:
             log.warning("ElevenLabs get-signed-url answered %s", exc.status_code)
             raise ElevenLabsError(f"ElevenLabs API responded {exc.status_code}") from None

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from server.errors import json_response
 from server.jsonutil import dumps
+from server.security_headers import allow_framing
 from server.services import services
 from server.store import accounts as accounts_store
 from server.widget import context
@@ -178,8 +179,5 @@ window.globalConfig = {_script_json(GLOBAL_CONFIG)};
 </html>
 """
     response = web.Response(text=body, content_type="text/html")
-    if inbox["website_url"]:
-        response.headers["Content-Security-Policy"] = (
-            f"frame-ancestors 'self' {inbox['website_url']}"
-        )
+    allow_framing(request, response, inbox["website_url"])  # it lives in the site's iframe
     return response

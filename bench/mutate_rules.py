@@ -1,0 +1,346 @@
+# ruff: noqa: E501  (a table of code snippets)
+"""Hand-written mutation run over the rules of server/auth.py, server/widget/context.py and
+server/hub/room.py: apply each mutation alone, run the tests that should hold the rule
+(both databases), record which test kills it, restore the file.
+
+    .venv/bin/python bench/mutate_rules.py [--only NAME,NAME] [--old-only]
+
+Prints a markdown table: mutation -> first failing test (or SURVIVED). Not a test itself:
+it takes minutes. Each mutation is an exact text replacement, so a mutation whose text no
+longer matches the file is reported as STALE rather than silently skipped."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+AUTH = "server/auth.py"
+CONTEXT = "server/widget/context.py"
+ROOM = "server/hub/room.py"
+
+WIDGET_TESTS = [
+    "tests/test_widget_rules.py",
+    "tests/test_odd_tokens.py",
+    "tests/test_bad_input.py",
+    "tests/test_widget_config.py",
+    "tests/test_widget_contact.py",
+    "tests/test_widget_messages.py",
+    "tests/test_isolation.py",
+]
+ROOM_TESTS = [
+    "tests/test_room_rules.py",
+    "tests/test_cable.py",
+    "tests/test_isolation.py",
+    "tests/test_realtime_protocol.py",
+    "tests/test_realtime_events.py",
+]
+NEW_TESTS = {
+    "tests/test_widget_rules.py",
+    "tests/test_odd_tokens.py",
+    "tests/test_room_rules.py",
+}
+
+
+@dataclass
+class Mutation:
+    path: str
+    old: str
+    new: str
+    what: str
+
+
+M = Mutation
+MUTATIONS = [
+    # auth.py
+    M(AUTH, "len(token) > MAX_TOKEN", "len(token) >= MAX_TOKEN", "token limit: > to >="),
+    M(AUTH, "if not token or len(token) > MAX_TOKEN or", "if not token or", "token limit deleted"),
+    M(AUTH, " or not token.isascii():", ":", "token isascii check deleted"),
+    M(AUTH, "MAX_TOKEN = 4096", "MAX_TOKEN = 4097", "token limit 4096 -> 4097"),
+    M(AUTH, 'algorithms=["HS256"]', 'algorithms=["HS256", "HS512"]', "HS512 also accepted"),
+    M(
+        AUTH,
+        'for key in ("exp", "iat", "inbox_id")',
+        'for key in ("iat", "inbox_id")',
+        "exp type check deleted",
+    ),
+    M(
+        AUTH,
+        'for key in ("exp", "iat", "inbox_id")',
+        'for key in ("exp", "inbox_id")',
+        "iat type check deleted",
+    ),
+    M(
+        AUTH,
+        'for key in ("exp", "iat", "inbox_id")',
+        'for key in ("exp", "iat")',
+        "inbox_id type check deleted",
+    ),
+    M(
+        AUTH,
+        "type(value) is int and 0 < value",
+        "isinstance(value, int) and 0 < value",
+        "_int64 accepts bools",
+    ),
+    M(AUTH, "and 0 < value <= MAX_INT64", "and 0 <= value <= MAX_INT64", "_int64 accepts 0"),
+    M(AUTH, "and 0 < value <= MAX_INT64", "and 0 < value", "_int64 upper bound deleted"),
+    M(AUTH, "and 0 < value <= MAX_INT64", "and 0 < value < MAX_INT64", "_int64 max: <= to <"),
+    M(
+        AUTH,
+        "not 0 < len(source_id) <= MAX_SOURCE_ID",
+        "not 0 < len(source_id) < MAX_SOURCE_ID",
+        "source_id 255: <= to <",
+    ),
+    M(
+        AUTH,
+        "not 0 < len(source_id) <= MAX_SOURCE_ID",
+        "not 0 <= len(source_id) <= MAX_SOURCE_ID",
+        "empty source_id accepted",
+    ),
+    M(
+        AUTH,
+        "not 0 < len(source_id) <= MAX_SOURCE_ID",
+        "not 0 < len(source_id)",
+        "source_id length limit deleted",
+    ),
+    M(
+        AUTH,
+        "    if not source_id.isprintable():",
+        "    if False:",
+        "source_id printable check deleted",
+    ),
+    M(AUTH, "if not isinstance(source_id, str) or not", "if not", "source_id str check deleted"),
+    M(
+        AUTH,
+        '"exp": now + expiry_days * 86400',
+        '"exp": now + expiry_days * 3600',
+        "minted expiry in hours",
+    ),
+    M(AUTH, '"iat": now,', '"iat": now - 1,', "minted iat off by one"),
+    M(AUTH, "given.lower().encode()", "given.encode()", "hash compare case-sensitive"),
+    M(AUTH, "hashlib.sha256", "hashlib.sha1", "identifier hash SHA-1"),
+    M(AUTH, "range(length)", "range(length - 1)", "new_token one short"),
+    # context.py
+    M(CONTEXT, "len(token) > 128", "len(token) > 129", "plausible_token 128 -> 129"),
+    M(CONTEXT, "len(token) > 128", "len(token) >= 128", "plausible_token: > to >="),
+    M(
+        CONTEXT,
+        "return token.isascii() and token.isprintable()",
+        "return token.isprintable()",
+        "plausible_token isascii deleted",
+    ),
+    M(
+        CONTEXT,
+        "return token.isascii() and token.isprintable()",
+        "return token.isascii()",
+        "plausible_token isprintable deleted",
+    ),
+    M(
+        CONTEXT,
+        'request.method in ("POST", "PATCH", "PUT", "DELETE")',
+        'request.method in ("POST", "PUT", "DELETE")',
+        "body token ignored on PATCH",
+    ),
+    M(
+        CONTEXT,
+        'request.method in ("POST", "PATCH", "PUT", "DELETE")',
+        'request.method in ("PATCH", "PUT", "DELETE")',
+        "body token ignored on POST",
+    ),
+    M(
+        CONTEXT,
+        'request.method in ("POST", "PATCH", "PUT", "DELETE")',
+        'request.method in ("POST", "PATCH")',
+        "PUT/DELETE dropped (no widget route uses them)",
+    ),
+    M(CONTEXT, "and request.can_read_body:", ":", "can_read_body check deleted"),
+    M(
+        CONTEXT,
+        '    value = body.get("website_token")\n    return value if isinstance(value, str) else None',
+        "    return None",
+        "body website_token ignored",
+    ),
+    M(
+        CONTEXT,
+        "return value if isinstance(value, str) else None",
+        "return value",
+        "body website_token type check deleted",
+    ),
+    M(
+        CONTEXT,
+        '    token = request.query.get("website_token")\n    if token:\n        return token\n    value = body.get("website_token")\n    return value if isinstance(value, str) else None',
+        '    value = body.get("website_token")\n    if isinstance(value, str) and value:\n        return value\n    return request.query.get("website_token")',
+        "body token wins over query",
+    ),
+    M(
+        CONTEXT,
+        '    if found["account_status"] != "active":\n        raise unauthorized("Account is suspended")\n',
+        "",
+        "suspended-account refusal deleted",
+    ),
+    M(
+        CONTEXT,
+        "    if not plausible_token(token):\n        raise not_found()\n    found",
+        "    found",
+        "plausible_token check deleted in inbox()",
+    ),
+    M(CONTEXT, 'if claims["exp"] <= now():', 'if claims["exp"] < now():', "cached exp: <= to <"),
+    M(
+        CONTEXT,
+        '    if claims["exp"] <= now():\n        _claims_cache.pop(key, None)\n        return None\n',
+        "",
+        "cached expiry re-check deleted",
+    ),
+    M(CONTEXT, "        _claims_cache.pop(key, None)\n", "", "expired token left in the cache"),
+    M(
+        CONTEXT,
+        "        if len(_claims_cache) >= _CLAIMS_MAX:\n            _claims_cache.clear()\n",
+        "",
+        "claims cache unbounded",
+    ),
+    M(
+        CONTEXT,
+        "if len(_claims_cache) >= _CLAIMS_MAX:",
+        "if len(_claims_cache) > _CLAIMS_MAX:",
+        "claims cache bound: >= to >",
+    ),
+    M(
+        CONTEXT,
+        "    key = (secret, token)",
+        "    key = token  # type: ignore[assignment]",
+        "claims cache keyed by token only",
+    ),
+    M(
+        CONTEXT,
+        'if claims is None or claims["inbox_id"] != box["id"]:',
+        "if claims is None:",
+        "token's inbox not checked",
+    ),
+    M(
+        CONTEXT,
+        "    if found is None:\n        raise not_found()\n    contact, ci = found",
+        "    contact, ci = found",
+        "unknown source_id not refused",
+    ),
+    # room.py
+    M(ROOM, "len(token) > 128", "len(token) > 129", "pubsub_token 128 -> 129"),
+    M(ROOM, "len(token) > 128", "len(token) >= 128", "pubsub_token: > to >="),
+    M(ROOM, ' or "\\x00" in token:', ":", "pubsub_token NUL check deleted"),
+    M(
+        ROOM,
+        "not isinstance(token, str) or not token or",
+        "not isinstance(token, str) or",
+        "empty pubsub_token accepted",
+    ),
+    M(ROOM, 'ident.get("channel") != "RoomChannel"', "False", "channel name not checked"),
+    M(ROOM, "if not isinstance(ident, dict) or", "if", "identifier not checked to be an object"),
+    M(ROOM, "    if isinstance(value, bool):\n        return None\n", "", "_as_id accepts bools"),
+    M(ROOM, "value.isascii() and value.isdigit()", "value.isdigit()", "_as_id isascii deleted"),
+    M(ROOM, "and len(value) <= 19:", "and len(value) <= 20:", "_as_id 19 -> 20 digits"),
+    M(ROOM, "and len(value) <= 19:", ":", "_as_id digit-count limit deleted"),
+    M(ROOM, "and 0 < value <= MAX_ID", "and 0 <= value <= MAX_ID", "_as_id accepts 0"),
+    M(ROOM, "and 0 < value <= MAX_ID", "and 0 < value < MAX_ID", "_as_id max: <= to <"),
+    M(ROOM, "and 0 < value <= MAX_ID", "and 0 < value", "_as_id upper bound deleted"),
+    M(
+        ROOM,
+        'if ident.get("user_id") is None:',
+        'if "user_id" not in ident:',
+        "null user_id taken as an agent",
+    ),
+    M(
+        ROOM,
+        '    if user is None:\n        raise Rejected("unknown user token")\n',
+        "",
+        "unknown user token not rejected",
+    ),
+    M(
+        ROOM,
+        '    if role is None:\n        raise Rejected("not a member of that account")\n',
+        "",
+        "non-member not rejected",
+    ),
+    M(
+        ROOM,
+        '            if m["account_id"] == account_id\n',
+        "",
+        "membership of any account accepted",
+    ),
+    M(
+        ROOM,
+        '        if found is None:\n            raise Rejected("unknown contact token")\n',
+        "",
+        "unknown contact token not rejected",
+    ),
+    M(
+        ROOM,
+        "channels=[events.contact_channel(token)],",
+        "channels=[],",
+        "visitor subscribed to nothing",
+    ),
+    M(
+        ROOM,
+        'r["availability"] if r["id"] in online_users else "offline"',
+        'r["availability"]',
+        "offline agents shown with their availability",
+    ),
+    M(ROOM, "    if sub.is_agent:\n", "    if True:\n", "visitors get the online contacts"),
+]
+
+
+def run(tests: list[str]) -> tuple[str, float]:
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    elapsed = time.monotonic() - started
+    failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", proc.stdout, re.M)
+    if proc.returncode == 0:
+        return "SURVIVED", elapsed
+    if failed:
+        return failed[0], elapsed
+    return f"rc={proc.returncode}: {proc.stdout[-300:]}", elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--only", default="", help="comma-separated parts of mutation names")
+    parser.add_argument(
+        "--old-only", action="store_true", help="run only the tests that predate the new files"
+    )
+    args = parser.parse_args()
+    print("| file | mutation | killed by | s |")
+    print("|---|---|---|---|")
+    for m in MUTATIONS:
+        wanted = [w for w in args.only.split(",") if w]
+        if wanted and not any(w in m.what or w in m.path for w in wanted):
+            continue
+        path = ROOT / m.path
+        original = path.read_text()
+        if original.count(m.old) != 1:
+            print(
+                f"| {m.path} | {m.what} | STALE ({original.count(m.old)} matches) | |", flush=True
+            )
+            continue
+        tests = ROOM_TESTS if m.path == ROOM else WIDGET_TESTS
+        if args.old_only:
+            tests = [t for t in tests if t not in NEW_TESTS]
+        try:
+            path.write_text(original.replace(m.old, m.new))
+            killer, elapsed = run(tests)
+        finally:
+            path.write_text(original)
+        print(f"| {m.path} | {m.what} | {killer} | {elapsed:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

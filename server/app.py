@@ -11,6 +11,7 @@ from server.agent import routes as agent_routes
 from server.bus import create_bus
 from server.connections import AddressCounts, forwarded_cap
 from server.errors import error_middleware
+from server.health import Health, standard_checks
 from server.hub.endpoint import cable
 from server.hub.hub import Hub
 from server.presence import MemoryPresence, RedisPresence
@@ -86,6 +87,8 @@ def create_app(settings: Settings) -> web.Application:
     agent_routes.add_routes(app)
     pages.add_routes(app)
     app.router.add_get("/cable", cable)
+    svc.health = Health(standard_checks(db, bus), timeout=settings.health_timeout)
+    svc.health.add_routes(app)
     app.on_response_prepare.append(security_headers.add_headers)
     app.cleanup_ctx.append(_lifecycle)
     app.on_shutdown.append(_close_sockets)

@@ -10,6 +10,7 @@ from aiohttp import web
 from server import allocator, gc_tuning
 from server.app import create_app
 from server.connections import ConnectionGuard, descriptor_ceiling
+from server.health import Health
 from server.lifecycle import describe, run_loop, until_signalled
 from server.services import SERVICES
 from server.settings import Settings
@@ -44,6 +45,7 @@ async def _serve(settings: Settings) -> None:
     gc_tuning.tune_after_start(settings.gc_threshold)
     log.info("serving on http://%s:%s (%s)", settings.host, settings.port, describe(settings))
     await until_signalled()
+    await drain(svc.health, settings.shutdown_drain)
     log.info("shutting down")
     watchdog = asyncio.get_running_loop().call_later(
         settings.shutdown_grace + 2.0, _log_stuck_tasks
@@ -51,6 +53,15 @@ async def _serve(settings: Settings) -> None:
     await runner.cleanup()
     watchdog.cancel()
     log.info("stopped")
+
+
+async def drain(health: Health, seconds: float) -> None:
+    """Answer /readyz 503 while still serving, so a load balancer stops sending us new
+    visitors before the sockets we hold are told to reconnect (to another process)."""
+    health.draining = True
+    if seconds > 0:
+        log.info("draining: /readyz answers 503 for %g s before sockets are closed", seconds)
+        await asyncio.sleep(seconds)
 
 
 def _log_stuck_tasks() -> None:

@@ -56,6 +56,7 @@ class Services:
     # them at accept is installed by serve.py (None under aiohttp's TestServer).
     connections: AddressCounts | None = None
     guard: ConnectionGuard | None = None
+    health: Any = None  # server.health.Health: /livez, /readyz, draining
 
 
 SERVICES = web.AppKey("services", Services)

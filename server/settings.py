@@ -63,6 +63,22 @@ def _between(value: int, name: str, low: int, high: int) -> int:
     return value
 
 
+def _drain(env: dict[str, str]) -> float:
+    value = _float(env, "SHUTDOWN_DRAIN", 0.0)
+    if not 0 <= value <= 300:  # also refuses nan and inf
+        raise SystemExit(f"SHUTDOWN_DRAIN must be between 0 and 300 seconds, got {value}")
+    return value
+
+
+def _port(env: dict[str, str], name: str) -> int | None:
+    if not (env.get(name) or "").strip():
+        return None
+    value = _int(env, name, 0)
+    if not 1 <= value <= 65535:
+        raise SystemExit(f"{name} must be a TCP port (1 to 65535), got {value}")
+    return value
+
+
 def _bool(env: dict[str, str], name: str, default: bool) -> bool:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -112,6 +128,12 @@ class Settings:
     send_queue_bytes: int = 4 * 1024 * 1024
     max_subscriptions_per_socket: int = 32
     shutdown_grace: float = 5.0
+    # Seconds a stopping web process answers /readyz 503 while still serving, before its
+    # sockets are told to reconnect elsewhere (server/health.py); and each probe's deadline.
+    shutdown_drain: float = 0.0
+    health_timeout: float = 2.0
+    # Where `python -m workers` serves /livez and /readyz (None: it does not).
+    worker_health_port: int | None = None
     relay_poll_interval: float = 1.0
     relay_lease_ttl: float = 5.0
     # Seconds a published outbox event is kept: the longest bus outage a web process can
@@ -176,6 +198,9 @@ class Settings:
                 _int(env, "SEND_QUEUE_BYTES", 4 << 20), "SEND_QUEUE_BYTES", 64 << 10, 1 << 30
             ),
             shutdown_grace=_float(env, "SHUTDOWN_GRACE", 5.0),
+            shutdown_drain=_drain(env),
+            health_timeout=_seconds(env, "HEALTH_TIMEOUT", 2.0),
+            worker_health_port=_port(env, "WORKER_HEALTH_PORT"),
             relay_poll_interval=_float(env, "RELAY_POLL_INTERVAL", 1.0),
             relay_lease_ttl=_float(env, "RELAY_LEASE_TTL", 5.0),
             outbox_retention=_positive(_float(env, "OUTBOX_RETENTION", 3600.0), "OUTBOX_RETENTION"),

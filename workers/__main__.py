@@ -6,9 +6,12 @@ from __future__ import annotations
 import logging
 import sys
 
+from aiohttp import web
+
 from server import gc_tuning
 from server.__main__ import configure_logging
 from server.bus import create_bus
+from server.health import Health, standard_checks
 from server.lifecycle import describe, run_loop, until_signalled
 from server.settings import Settings
 from server.store.db import Database
@@ -33,15 +36,31 @@ async def run(settings: Settings) -> None:
     relay.start()
     maintenance = Maintenance(db, retention=settings.outbox_retention, lease=relay.lease)
     maintenance.start()
+    health = Health(standard_checks(db, bus), timeout=settings.health_timeout)
+    probe = await serve_health(health, settings) if settings.worker_health_port else None
     gc_tuning.tune_after_start(settings.gc_threshold)
     log.info("worker running (%s)", describe(settings))
     await until_signalled()
+    health.draining = True
     log.info("worker stopping")
+    if probe is not None:
+        await probe.cleanup()
     await maintenance.stop()
     await relay.stop()
     await bus.close()
     await db.close()
     log.info("worker stopped")
+
+
+async def serve_health(health: Health, settings: Settings) -> web.AppRunner:
+    """/livez and /readyz on WORKER_HEALTH_PORT (the worker serves nothing else)."""
+    app = web.Application()
+    health.add_routes(app)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, settings.host, settings.worker_health_port).start()
+    log.info("health on http://%s:%s/readyz", settings.host, settings.worker_health_port)
+    return runner
 
 
 def main() -> int:

@@ -34,6 +34,9 @@ class Bus(ABC):
     async def close(self) -> None:
         """Flush what is queued, then disconnect."""
 
+    async def check(self) -> None:
+        """Raise unless the bus can carry events now (readiness, server/health.py)."""
+
     @abstractmethod
     def publish(self, channel: str, payload: bytes) -> None: ...
 

@@ -100,6 +100,12 @@ class RedisBus(Bus):
     def connected(self) -> bool:
         return self._connected.is_set()
 
+    async def check(self) -> None:
+        """Subscribed (the pub/sub connection is up) and Redis answers a command."""
+        if not self.connected:
+            raise BusUnavailable(f"not subscribed on redis at {self._safe_url}")
+        await self.redis.ping()
+
     # -- publishing -----------------------------------------------------------------------
 
     def publish(self, channel: str, payload: bytes) -> None:

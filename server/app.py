@@ -14,6 +14,7 @@ from server.errors import error_middleware
 from server.health import Health, standard_checks
 from server.hub.endpoint import cable
 from server.hub.hub import Hub
+from server.metrics import Metrics
 from server.presence import MemoryPresence, RedisPresence
 from server.ratelimit import create_limiter
 from server.services import SERVICES, InboxCache, Services
@@ -89,6 +90,9 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/cable", cable)
     svc.health = Health(standard_checks(db, bus), timeout=settings.health_timeout)
     svc.health.add_routes(app)
+    metrics = Metrics(svc, settings.metrics_token)
+    app.middlewares.insert(0, metrics.middleware)  # outermost: sees every final status
+    app.router.add_get("/metrics", metrics.handler)
     app.on_response_prepare.append(security_headers.add_headers)
     app.cleanup_ctx.append(_lifecycle)
     app.on_shutdown.append(_close_sockets)

@@ -79,6 +79,13 @@ def _port(env: dict[str, str], name: str) -> int | None:
     return value
 
 
+def _metrics_token(env: dict[str, str]) -> str | None:
+    token = (env.get("METRICS_TOKEN") or "").strip()
+    if token and (len(token) < 16 or not token.isascii() or not token.isprintable()):
+        raise SystemExit("METRICS_TOKEN must be at least 16 printable ASCII characters")
+    return token or None
+
+
 def _bool(env: dict[str, str], name: str, default: bool) -> bool:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -134,6 +141,8 @@ class Settings:
     health_timeout: float = 2.0
     # Where `python -m workers` serves /livez and /readyz (None: it does not).
     worker_health_port: int | None = None
+    # Bearer token for GET /metrics; None: loopback clients only (server/metrics.py).
+    metrics_token: str | None = None
     relay_poll_interval: float = 1.0
     relay_lease_ttl: float = 5.0
     # Seconds a published outbox event is kept: the longest bus outage a web process can
@@ -201,6 +210,7 @@ class Settings:
             shutdown_drain=_drain(env),
             health_timeout=_seconds(env, "HEALTH_TIMEOUT", 2.0),
             worker_health_port=_port(env, "WORKER_HEALTH_PORT"),
+            metrics_token=_metrics_token(env),
             relay_poll_interval=_float(env, "RELAY_POLL_INTERVAL", 1.0),
             relay_lease_ttl=_float(env, "RELAY_LEASE_TTL", 5.0),
             outbox_retention=_positive(_float(env, "OUTBOX_RETENTION", 3600.0), "OUTBOX_RETENTION"),

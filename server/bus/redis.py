@@ -61,6 +61,7 @@ class RedisBus(Bus):
         self._wake_pending = False
         self._closing = False
         self.dropped = 0
+        self.reconnects = 0  # pub/sub connections lost and made again (server/metrics.py)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -215,6 +216,7 @@ class RedisBus(Bus):
             backoff = 0.1
             self._connected.set()
             if lost_at is not None:
+                self.reconnects += 1
                 log.info("Redis is back: %d channels subscribed again", len(self._channels))
                 for callback in self.on_resubscribed:
                     callback(lost_at)

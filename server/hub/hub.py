@@ -74,6 +74,7 @@ class Hub:
         self.frames_sent = 0
         self.slow_consumers = 0
         self.unsubscribed_closed = 0  # /cable sockets closed for not subscribing in time
+        self.bus_messages = 0  # messages received from the bus (server/metrics.py)
         bus.handler = self.on_bus_message
         bus.on_resubscribed.append(self._schedule_replay)
 
@@ -167,6 +168,7 @@ class Hub:
     # -- delivery -------------------------------------------------------------------------
 
     def on_bus_message(self, channel: str, payload: bytes) -> None:
+        self.bus_messages += 1
         if self._held is not None:
             if len(self._held) < REPLAY_LIMIT:
                 self._held.append((channel, payload))

@@ -1,0 +1,156 @@
+"""GET /metrics: the web process in Prometheus text format (prometheus-client).
+
+The hot path never calls into a metrics library: what it counts stays a plain integer
+attribute of the object that counts it (`Hub.frames_sent`, `Limiter.refused`, ...), and a
+collector reads those at scrape time. HTTP requests are observed once each, by a middleware,
+labelled by route template (bounded: unmatched paths share one label), method and status.
+
+Who may scrape: with `METRICS_TOKEN` set, a request bearing `Authorization: Bearer <token>`;
+without it, only clients on the loopback interface (a sidecar or a node agent). Anyone else
+gets the same 404 as an unknown path: the numbers say how busy a deploy is.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
+
+from server.errors import not_found
+
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class ServiceCollector(Collector):
+    """Reads the counters of a web process's services when scraped."""
+
+    def __init__(self, services: Any) -> None:
+        self.svc = services
+
+    def collect(self) -> Iterator[Any]:
+        svc = self.svc
+        hub = svc.hub
+        if hub is not None:
+            yield GaugeMetricFamily(
+                "chat_sockets_open", "Open /cable sockets.", value=len(hub.connections)
+            )
+            yield GaugeMetricFamily(
+                "chat_subscriptions",
+                "RoomChannel subscriptions on open sockets.",
+                value=sum(len(c.subscriptions) for c in hub.connections),
+            )
+            yield GaugeMetricFamily(
+                "chat_bus_channels", "Bus channels with a local listener.", value=len(hub.channels)
+            )
+            yield CounterMetricFamily(
+                "chat_frames_sent", "Frames written or queued to sockets.", value=hub.frames_sent
+            )
+            yield CounterMetricFamily(
+                "chat_bus_messages_received",
+                "Messages received from the bus.",
+                value=hub.bus_messages,
+            )
+            closed = CounterMetricFamily(
+                "chat_sockets_closed", "Sockets closed by the server, by reason.", labels=["reason"]
+            )
+            closed.add_metric(["slow_consumer"], hub.slow_consumers)
+            closed.add_metric(["no_subscription"], hub.unsubscribed_closed)
+            yield closed
+        bus = svc.bus
+        yield GaugeMetricFamily(
+            "chat_bus_connected",
+            "1 when the bus is connected (always 1 in process).",
+            value=1 if getattr(bus, "connected", True) else 0,
+        )
+        yield CounterMetricFamily(
+            "chat_bus_reconnects",
+            "Times the bus connection was lost and made again.",
+            value=getattr(bus, "reconnects", 0),
+        )
+        refused = CounterMetricFamily(
+            "chat_rate_limited", "Requests or sockets refused by a rate limit.", labels=["limit"]
+        )
+        for name, count in svc.limiter.refused.items():
+            refused.add_metric([name], count)
+        yield refused
+        guard = svc.guard
+        if guard is not None:
+            yield GaugeMetricFamily(
+                "chat_connections_open", "Open client TCP connections.", value=guard.open
+            )
+            conns = CounterMetricFamily(
+                "chat_connections_refused",
+                "Client connections refused or closed by the connection guard, by reason.",
+                labels=["reason"],
+            )
+            conns.add_metric(["per_address"], guard.refused_per_address)
+            conns.add_metric(["descriptors"], guard.refused_descriptors)
+            conns.add_metric(["head_timeout"], guard.head_timeouts)
+            yield conns
+        if svc.health is not None:
+            yield CounterMetricFamily(
+                "chat_readyz_failures", "/readyz answers that were 503.", value=svc.health.failures
+            )
+
+
+class Metrics:
+    """The registry of one web process, its HTTP middleware and the /metrics handler."""
+
+    def __init__(self, services: Any, token: str | None) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry.register(ServiceCollector(services))
+        self.token = token
+        self.http = Histogram(
+            "chat_http_request_duration_seconds",
+            "HTTP requests by route template, method and status, and how long they took.",
+            ["route", "method", "status"],
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
+        self._children: dict[tuple[str, str, int], Any] = {}
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        key = (route, method, status)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.http.labels(route, method, str(status))
+        child.observe(seconds)
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            resource = request.match_info.route.resource
+            route = resource.canonical if resource is not None else "unmatched"
+            self.observe(route, request.method, status, time.perf_counter() - started)
+
+    def allowed(self, request: web.Request) -> bool:
+        if self.token:
+            given = request.headers.get("Authorization", "")
+            return hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode())
+        try:
+            return ipaddress.ip_address(request.remote or "").is_loopback
+        except ValueError:
+            return False
+
+    async def handler(self, request: web.Request) -> web.Response:
+        if not self.allowed(request):
+            raise not_found()
+        body = generate_latest(self.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

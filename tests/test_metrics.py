@@ -1,0 +1,118 @@
+"""GET /metrics (issue 16 item 2, the web process): the counters move with what a client
+does, HTTP requests are labelled by route template, a Redis restart is counted, and only a
+loopback client or the bearer of METRICS_TOKEN may scrape."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from server.app import create_app
+from server.ratelimit.rules import Rate, RateLimits
+from server.services import SERVICES
+from server.settings import Settings
+from tests.cable import CableClient, visitor_identifier
+from tests.conftest import Visitor, World, build_world, make_settings
+from tests.procs import RedisServer
+
+TOKEN = "metrics-token-0123456789"
+
+
+async def scrape(client: TestClient, **headers: str) -> dict[tuple[str, tuple[Any, ...]], float]:
+    resp = await client.get("/metrics", headers=headers)
+    assert resp.status == 200, await resp.text()
+    assert resp.headers["Content-Type"].startswith("text/plain")
+    out = {}
+    for family in text_string_to_metric_families(await resp.text()):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+async def test_counters_follow_what_clients_do(
+    client: TestClient, world: World, visitor: Visitor
+) -> None:
+    sock = await CableClient.connect(client)
+    await sock.subscribe(visitor_identifier(visitor.pubsub_token or ""))
+    sent = await visitor.send("hello")
+    await sock.wait_event("message.created", lambda d: d["id"] == sent["id"])
+    m = await scrape(client)
+    assert m[("chat_sockets_open", ())] == 1
+    assert m[("chat_subscriptions", ())] == 1
+    assert m[("chat_frames_sent_total", ())] >= 1
+    assert m[("chat_bus_messages_received_total", ())] >= 1
+    assert m[("chat_bus_connected", ())] == 1
+    post = (("method", "POST"), ("route", "/api/v1/widget/messages"), ("status", "200"))
+    assert m[("chat_http_request_duration_seconds_count", post)] == 1
+    await sock.close()
+    await client.get("/no/such/path")
+    m = await scrape(client)
+    unmatched = (("method", "GET"), ("route", "unmatched"), ("status", "404"))
+    assert m[("chat_http_request_duration_seconds_count", unmatched)] == 1
+
+
+async def test_rate_limit_refusals_are_counted(
+    db_url: str, tmp_path: Path, aiohttp_client: Any
+) -> None:
+    limits = RateLimits(contacts_per_address=Rate(2, 3600))
+    client = await aiohttp_client(create_app(make_settings(db_url, tmp_path, rate_limits=limits)))
+    world = await build_world(client.app[SERVICES].db)
+    statuses = [
+        (
+            await client.post(f"/api/v1/widget/config?website_token={world.inbox['website_token']}")
+        ).status
+        for _ in range(3)
+    ]
+    assert statuses == [200, 200, 429]
+    m = await scrape(client)
+    assert m[("chat_rate_limited_total", (("limit", "contacts_per_address"),))] == 1
+
+
+async def test_a_token_guards_the_scrape(db_url: str, tmp_path: Path, aiohttp_client: Any) -> None:
+    client = await aiohttp_client(create_app(make_settings(db_url, tmp_path, metrics_token=TOKEN)))
+    for headers in (
+        {},
+        {"Authorization": "Bearer wrong-token-0123456789"},
+        {"Authorization": TOKEN},
+    ):
+        resp = await client.get("/metrics", headers=headers)
+        assert resp.status == 404
+        assert await resp.json() == {"error": "Resource could not be found"}
+    assert (await scrape(client, Authorization=f"Bearer {TOKEN}"))[("chat_bus_connected", ())] == 1
+
+
+def test_metrics_token_is_validated() -> None:
+    base = {"SECRET_KEY_BASE": "x" * 40}
+    for bad in ("short", "x" * 15, "é" * 20, "tab\there-0123456789"):
+        with pytest.raises(SystemExit, match="METRICS_TOKEN"):
+            Settings.from_env({**base, "METRICS_TOKEN": bad})
+    assert Settings.from_env({**base, "METRICS_TOKEN": TOKEN}).metrics_token == TOKEN
+    assert Settings.from_env(base).metrics_token is None
+
+
+async def test_a_redis_restart_is_counted(db_url: str, tmp_path: Path, aiohttp_client: Any) -> None:
+    redis = RedisServer(tmp_path / "redis").start()
+    try:
+        client = await aiohttp_client(
+            create_app(make_settings(db_url, tmp_path, redis_url=redis.url))
+        )
+        assert (await scrape(client))[("chat_bus_reconnects_total", ())] == 0
+        redis.stop()
+        deadline = time.monotonic() + 10
+        while (await scrape(client))[("chat_bus_connected", ())] != 0:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        redis.start()
+        deadline = time.monotonic() + 15
+        while (m := await scrape(client))[("chat_bus_connected", ())] != 1:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        assert m[("chat_bus_reconnects_total", ())] == 1
+    finally:
+        redis.stop()

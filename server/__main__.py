@@ -4,20 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 
-from server import admin
+from server import admin, logs
 from server.settings import Settings
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+def configure_logging(level: str, fmt: str = "plain") -> None:
+    logs.configure(level, fmt)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     admin.parser(sub)
     args = parser.parse_args(argv)
     settings = Settings.from_env()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     if args.mode == "admin":
         return asyncio.run(admin.run(settings, args))
     from server.serve import serve

@@ -14,6 +14,7 @@ from server.errors import error_middleware
 from server.health import Health, standard_checks
 from server.hub.endpoint import cable
 from server.hub.hub import Hub
+from server.logs import add_request_id_header, request_id_middleware
 from server.metrics import Metrics
 from server.presence import MemoryPresence, RedisPresence
 from server.ratelimit import create_limiter
@@ -91,7 +92,9 @@ def create_app(settings: Settings) -> web.Application:
     svc.health = Health(standard_checks(db, bus), timeout=settings.health_timeout)
     svc.health.add_routes(app)
     metrics = Metrics(svc, settings.metrics_token)
-    app.middlewares.insert(0, metrics.middleware)  # outermost: sees every final status
+    app.middlewares.insert(0, metrics.middleware)  # outside the error middleware: final status
+    app.middlewares.insert(0, request_id_middleware(settings.trusted_proxies, settings.access_log))
+    app.on_response_prepare.append(add_request_id_header)
     app.router.add_get("/metrics", metrics.handler)
     app.on_response_prepare.append(security_headers.add_headers)
     app.cleanup_ctx.append(_lifecycle)

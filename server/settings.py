@@ -86,6 +86,13 @@ def _metrics_token(env: dict[str, str]) -> str | None:
     return token or None
 
 
+def _choice(env: dict[str, str], name: str, choices: tuple[str, ...]) -> str:
+    value = (env.get(name) or choices[0]).strip().lower()
+    if value not in choices:
+        raise SystemExit(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
 def _bool(env: dict[str, str], name: str, default: bool) -> bool:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -115,6 +122,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 3000
     log_level: str = "INFO"
+    log_format: str = "plain"  # or "json": one object per line (server/logs.py)
+    access_log: bool = True
     data_dir: Path = field(default_factory=lambda: Path("data"))
     elevenlabs_base_url: str = "https://api.elevenlabs.io"
     elevenlabs_timeout: float = 10.0
@@ -186,6 +195,8 @@ class Settings:
             host=env.get("HOST") or "127.0.0.1",
             port=_int(env, "PORT", 3000),
             log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
+            log_format=_choice(env, "LOG_FORMAT", ("plain", "json")),
+            access_log=_bool(env, "ACCESS_LOG", True),
             data_dir=data_dir,
             elevenlabs_base_url=(env.get("ELEVENLABS_BASE_URL") or "https://api.elevenlabs.io"),
             elevenlabs_timeout=_positive(

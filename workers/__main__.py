@@ -65,7 +65,7 @@ async def serve_health(health: Health, settings: Settings) -> web.AppRunner:
 
 def main() -> int:
     settings = Settings.from_env()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     if not settings.redis_url:
         log.warning("REDIS_URL is unset: this worker's relay reaches no web process")
     run_loop(run(settings))

@@ -82,7 +82,7 @@ async def seed_demo(db: Database) -> dict[str, Any] | None:
 
 
 def parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    admin = sub.add_parser("admin", help="create accounts, inboxes and agents")
+    admin = sub.add_parser("admin", help="create, list and rotate accounts, inboxes and agents")
     cmds = admin.add_subparsers(dest="command", required=True)
     p = cmds.add_parser("create-account")
     p.add_argument("--name", required=True)
@@ -104,10 +104,61 @@ def parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--email", required=True)
     p.add_argument("--inbox", type=int, action="append", default=[])
     p.add_argument("--administrator", action="store_true")
+    cmds.add_parser("list-accounts")
+    for name in ("list-inboxes", "list-agents"):
+        cmds.add_parser(name).add_argument("--account", type=int, required=True)
+    for name in ("rotate-agent-token", "deactivate-agent"):
+        cmds.add_parser(name).add_argument("--agent", type=int, required=True)
+    cmds.add_parser("rotate-hmac-token").add_argument("--inbox", type=int, required=True)
 
 
 class AdminError(Exception):
     pass
+
+
+def _listed_inbox(inbox: dict[str, Any]) -> dict[str, Any]:
+    """An inbox in a listing: its HMAC key is printed only by create-inbox and
+    rotate-hmac-token, the commands that make one."""
+    out = inbox_json(inbox)
+    del out["hmac_token"]
+    return out
+
+
+async def _list_accounts(conn: AsyncConnection, args: argparse.Namespace) -> dict[str, Any]:
+    return {"accounts": await accounts_store.list_accounts(conn)}
+
+
+async def _rotate_agent_token(conn: AsyncConnection, args: argparse.Namespace) -> dict[str, Any]:
+    user = await accounts_store.rotate_user_tokens(conn, args.agent)
+    if user is None:
+        raise AdminError(f"no agent with id {args.agent}")
+    return {k: user[k] for k in ("id", "name", "email", "access_token", "pubsub_token")}
+
+
+async def _deactivate_agent(conn: AsyncConnection, args: argparse.Namespace) -> dict[str, Any]:
+    """Out of every account and inbox, with tokens nobody knows: they reach nothing (sockets
+    already open keep what they subscribed to until they reconnect)."""
+    user = await accounts_store.rotate_user_tokens(conn, args.agent)
+    if user is None:
+        raise AdminError(f"no agent with id {args.agent}")
+    await accounts_store.remove_memberships(conn, args.agent)
+    return {"id": user["id"], "email": user["email"], "deactivated": True}
+
+
+async def _rotate_hmac_token(conn: AsyncConnection, args: argparse.Namespace) -> dict[str, Any]:
+    inbox = await accounts_store.rotate_hmac_token(conn, args.inbox)
+    if inbox is None:
+        raise AdminError(f"no inbox with id {args.inbox}")
+    return inbox_json(inbox)
+
+
+# Commands that take no account: each reads or changes one thing, by id.
+MAINTENANCE = {
+    "list-accounts": _list_accounts,
+    "rotate-agent-token": _rotate_agent_token,
+    "deactivate-agent": _deactivate_agent,
+    "rotate-hmac-token": _rotate_hmac_token,
+}
 
 
 async def run(settings: Settings, args: argparse.Namespace) -> int:
@@ -133,6 +184,8 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _command(conn: AsyncConnection, args: argparse.Namespace) -> dict[str, Any]:
+    if args.command in MAINTENANCE:
+        return await MAINTENANCE[args.command](conn, args)
     if args.command == "create-account":
         if not args.name.strip():
             raise AdminError("--name must not be blank")
@@ -141,6 +194,11 @@ async def _command(conn: AsyncConnection, args: argparse.Namespace) -> dict[str,
     account = await accounts_store.get_account(conn, args.account)
     if account is None:
         raise AdminError(f"no account with id {args.account}")
+    if args.command == "list-inboxes":
+        rows = await accounts_store.inboxes_of_account(conn, account["id"])
+        return {"inboxes": [_listed_inbox(row) for row in rows]}
+    if args.command == "list-agents":
+        return {"agents": await accounts_store.agents_of_account(conn, account["id"])}
     if args.command == "create-inbox":
         inbox = await accounts_store.create_inbox(
             conn,

@@ -29,6 +29,7 @@ current_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 _SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 access_log = logging.getLogger("server.access")
 
+
 class RequestIdFilter(logging.Filter):
     """Puts the current request id on every record (None outside a request)."""
 

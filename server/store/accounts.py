@@ -7,7 +7,7 @@ import secrets
 import time
 from typing import Any
 
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.auth import new_token
@@ -126,7 +126,7 @@ async def create_agent(
 async def inboxes_of_account(conn: AsyncConnection, account_id: int) -> list[dict[str, Any]]:
     return all_rows(
         await conn.execute(
-            select(inboxes.c.id).where(inboxes.c.account_id == account_id).order_by(inboxes.c.id)
+            select(inboxes).where(inboxes.c.account_id == account_id).order_by(inboxes.c.id)
         )
     )
 
@@ -209,3 +209,53 @@ async def membership(conn: AsyncConnection, user_id: int, account_id: int) -> di
             .where(account_users.c.user_id == user_id, account_users.c.account_id == account_id)
         )
     )
+
+
+async def list_accounts(conn: AsyncConnection) -> list[dict[str, Any]]:
+    return all_rows(
+        await conn.execute(
+            select(accounts.c.id, accounts.c.name, accounts.c.status).order_by(accounts.c.id)
+        )
+    )
+
+
+async def agents_of_account(conn: AsyncConnection, account_id: int) -> list[dict[str, Any]]:
+    """The account's agents with their role (no tokens)."""
+    return all_rows(
+        await conn.execute(
+            select(users.c.id, users.c.name, users.c.email, account_users.c.role)
+            .join(account_users, account_users.c.user_id == users.c.id)
+            .where(account_users.c.account_id == account_id)
+            .order_by(users.c.id)
+        )
+    )
+
+
+async def rotate_user_tokens(conn: AsyncConnection, user_id: int) -> dict[str, Any] | None:
+    """New access and pubsub tokens: the old ones stop working with this commit (nothing
+    caches agent tokens)."""
+    return one(
+        await conn.execute(
+            update(users)
+            .where(users.c.id == user_id)
+            .values(access_token=secrets.token_urlsafe(24), pubsub_token=new_token(24))
+            .returning(*users.c)
+        )
+    )
+
+
+async def rotate_hmac_token(conn: AsyncConnection, inbox_id: int) -> dict[str, Any] | None:
+    return one(
+        await conn.execute(
+            update(inboxes)
+            .where(inboxes.c.id == inbox_id)
+            .values(hmac_token=new_token(24))
+            .returning(*inboxes.c)
+        )
+    )
+
+
+async def remove_memberships(conn: AsyncConnection, user_id: int) -> None:
+    """The user leaves every account and inbox: they reach nothing any more."""
+    await conn.execute(delete(inbox_members).where(inbox_members.c.user_id == user_id))
+    await conn.execute(delete(account_users).where(account_users.c.user_id == user_id))

@@ -28,10 +28,38 @@ def run_loop(main: Coroutine[Any, Any, None]) -> None:
         uvloop.run(main)
 
 
+def run_process(main: Coroutine[Any, Any, None], settings: Settings) -> int:
+    """`run_loop`, with a database that cannot be reached at start told in one line (and
+    exit status 2) instead of a traceback: a wrong URL or a server that is down is the
+    operator's to fix, and the line says which URL, without its password."""
+    import asyncpg
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        run_loop(main)
+    except (OSError, SQLAlchemyError, asyncpg.PostgresError) as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
+        log.error(
+            "cannot use the database at %s: %s (%s); check DATABASE_URL and that the database "
+            "server is up and the database exists",
+            safe_database_url(settings.database_url),
+            reason,
+            type(getattr(exc, "orig", None) or exc).__name__,
+        )
+        return 2
+    return 0
+
+
+def safe_database_url(url: str) -> str:
+    """The URL without credentials."""
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.split('@')[-1]}"
+
+
 def describe(settings: Settings) -> str:
     """The database (without credentials) and the bus, for the startup log line."""
     bus = "redis" if settings.redis_url else "in-process"
-    return f"database {settings.database_url.split('@')[-1]}, bus {bus}"
+    return f"database {safe_database_url(settings.database_url)}, bus {bus}"
 
 
 async def until_signalled() -> None:

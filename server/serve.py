@@ -11,7 +11,7 @@ from server import allocator, gc_tuning
 from server.app import create_app
 from server.connections import ConnectionGuard, descriptor_ceiling
 from server.health import Health
-from server.lifecycle import describe, run_loop, until_signalled
+from server.lifecycle import describe, run_process, until_signalled
 from server.services import SERVICES
 from server.settings import Settings
 
@@ -20,8 +20,7 @@ log = logging.getLogger(__name__)
 
 def serve(settings: Settings) -> int:
     allocator.return_large_blocks()
-    run_loop(_serve(settings))
-    return 0
+    return run_process(_serve(settings), settings)
 
 
 async def _serve(settings: Settings) -> None:

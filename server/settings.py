@@ -93,6 +93,21 @@ def _choice(env: dict[str, str], name: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _log_level(env: dict[str, str]) -> str:
+    value = (env.get("LOG_LEVEL") or "INFO").strip().upper()
+    if value not in LOG_LEVELS:
+        raise SystemExit(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {value!r}")
+    return value
+
+
+def _scheme(url: str) -> str:
+    """What a URL is, for an error message: its scheme only (never a password)."""
+    return repr(url.split("://", 1)[0] + "://...") if "://" in url else "a value without a scheme"
+
+
 def _bool(env: dict[str, str], name: str, default: bool) -> bool:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -187,14 +202,23 @@ class Settings:
         data_dir = Path(env.get("DATA_DIR") or "data")
         database_url = env.get("DATABASE_URL") or f"sqlite+aiosqlite:///{data_dir / 'chat.db'}"
         database_url = normalize_database_url(database_url)
+        if not database_url.startswith(("sqlite+aiosqlite:///", "postgresql+asyncpg://")):
+            raise SystemExit(
+                "DATABASE_URL must be sqlite:///PATH or postgresql://USER@HOST/DB, got "
+                f"{_scheme(database_url)}"
+            )
         redis_url = env.get("REDIS_URL") or None
+        if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise SystemExit(
+                f"REDIS_URL must be redis://, rediss:// or unix://, got {_scheme(redis_url)}"
+            )
         values: dict[str, object] = dict(
             database_url=database_url,
             redis_url=redis_url,
             secret_key_base=env.get("SECRET_KEY_BASE") or _secret_key_base(data_dir),
             host=env.get("HOST") or "127.0.0.1",
-            port=_int(env, "PORT", 3000),
-            log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
+            port=_between(_int(env, "PORT", 3000), "PORT", 1, 65535),
+            log_level=_log_level(env),
             log_format=_choice(env, "LOG_FORMAT", ("plain", "json")),
             access_log=_bool(env, "ACCESS_LOG", True),
             data_dir=data_dir,
@@ -202,30 +226,40 @@ class Settings:
             elevenlabs_timeout=_positive(
                 _float(env, "ELEVENLABS_TIMEOUT", 10.0), "ELEVENLABS_TIMEOUT"
             ),
-            widget_token_expiry_days=_int(env, "WIDGET_TOKEN_EXPIRY", 180),
-            max_body_bytes=_int(env, "MAX_BODY_BYTES", 1024 * 1024),
-            messages_per_minute=_int(env, "MESSAGES_PER_MINUTE", 200),
+            widget_token_expiry_days=_between(
+                _int(env, "WIDGET_TOKEN_EXPIRY", 180), "WIDGET_TOKEN_EXPIRY", 1, 3650
+            ),
+            max_body_bytes=_between(
+                _int(env, "MAX_BODY_BYTES", 1024 * 1024), "MAX_BODY_BYTES", 1024, 1 << 30
+            ),
+            messages_per_minute=_at_least(
+                _int(env, "MESSAGES_PER_MINUTE", 200), 1, "MESSAGES_PER_MINUTE"
+            ),
             max_attributes_bytes=_between(
                 _int(env, "MAX_ATTRIBUTES_BYTES", 16 * 1024), "MAX_ATTRIBUTES_BYTES", 1024, 1 << 20
             ),
-            seed_demo=_bool(env, "SEED_DEMO", True),
+            # The demo account (and its logged admin token) only where nobody else is: on
+            # the embedded default. A PostgreSQL deploy makes its accounts with `admin`.
+            seed_demo=_bool(env, "SEED_DEMO", database_url.startswith("sqlite")),
             # With Redis the relay normally runs in `python -m workers`; RUN_RELAY=1 forces it
             # into the web process as well (safe: a lease keeps one relay active).
             run_relay=_bool(env, "RUN_RELAY", redis_url is None),
-            ping_interval=_float(env, "PING_INTERVAL", 3.0),
-            send_queue_size=_int(env, "SEND_QUEUE_SIZE", 256),
+            ping_interval=_seconds(env, "PING_INTERVAL", 3.0),
+            send_queue_size=_between(
+                _int(env, "SEND_QUEUE_SIZE", 256), "SEND_QUEUE_SIZE", 1, 1_000_000
+            ),
             send_queue_bytes=_between(
                 _int(env, "SEND_QUEUE_BYTES", 4 << 20), "SEND_QUEUE_BYTES", 64 << 10, 1 << 30
             ),
-            shutdown_grace=_float(env, "SHUTDOWN_GRACE", 5.0),
+            shutdown_grace=_seconds(env, "SHUTDOWN_GRACE", 5.0),
             shutdown_drain=_drain(env),
             health_timeout=_seconds(env, "HEALTH_TIMEOUT", 2.0),
             worker_health_port=_port(env, "WORKER_HEALTH_PORT"),
             metrics_token=_metrics_token(env),
-            relay_poll_interval=_float(env, "RELAY_POLL_INTERVAL", 1.0),
-            relay_lease_ttl=_float(env, "RELAY_LEASE_TTL", 5.0),
+            relay_poll_interval=_seconds(env, "RELAY_POLL_INTERVAL", 1.0),
+            relay_lease_ttl=_seconds(env, "RELAY_LEASE_TTL", 5.0),
             outbox_retention=_positive(_float(env, "OUTBOX_RETENTION", 3600.0), "OUTBOX_RETENTION"),
-            db_writers=max(1, _int(env, "DB_WRITERS", 6)),
+            db_writers=_between(_int(env, "DB_WRITERS", 6), "DB_WRITERS", 1, 256),
             gc_threshold=gc_tuning.parse_threshold(env.get("GC_THRESHOLD")),
             trusted_proxies=parse_networks(env.get("TRUSTED_PROXIES")),
             header_timeout=_seconds(env, "HEADER_TIMEOUT", 10.0),

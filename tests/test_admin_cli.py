@@ -194,7 +194,9 @@ def free_port() -> int:
 
 async def test_first_start_seeds_demo_data(db_url: str, tmp_path: Path) -> None:
     port = free_port()
-    env = env_for(db_url, tmp_path, PORT=str(port), HOST="127.0.0.1", LOG_LEVEL="INFO")
+    env = env_for(
+        db_url, tmp_path, PORT=str(port), HOST="127.0.0.1", LOG_LEVEL="INFO", SEED_DEMO="1"
+    )  # on by default on SQLite only (tests/test_settings_validation.py)
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

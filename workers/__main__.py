@@ -12,7 +12,7 @@ from server import gc_tuning
 from server.__main__ import configure_logging
 from server.bus import create_bus
 from server.health import Health, standard_checks
-from server.lifecycle import describe, run_loop, until_signalled
+from server.lifecycle import describe, run_process, until_signalled
 from server.settings import Settings
 from server.store.db import Database
 from workers.maintenance import Maintenance
@@ -68,8 +68,7 @@ def main() -> int:
     configure_logging(settings.log_level, settings.log_format)
     if not settings.redis_url:
         log.warning("REDIS_URL is unset: this worker's relay reaches no web process")
-    run_loop(run(settings))
-    return 0
+    return run_process(run(settings), settings)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,82 @@
+"""Settings an operator gets wrong (issue 16 item 5): each bad value stops the process at
+start with one line naming the variable; a database that cannot be reached is one line
+naming the URL without its password, exit status 2, no traceback; the demo account is made
+on the embedded default only."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from server.settings import Settings
+from tests.conftest import PG_DSN
+from tests.procs import ROOT
+
+BASE = {"SECRET_KEY_BASE": "x" * 40}
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("PORT", "99999"),
+        ("PORT", "0"),
+        ("LOG_LEVEL", "LOUD"),
+        ("DATABASE_URL", "mysql://root:pw@db/chat"),
+        ("REDIS_URL", "http://cache:6379"),
+        ("SEND_QUEUE_SIZE", "-5"),
+        ("PING_INTERVAL", "0"),
+        ("MAX_BODY_BYTES", "-1"),
+        ("WIDGET_TOKEN_EXPIRY", "0"),
+        ("MESSAGES_PER_MINUTE", "0"),
+        ("SHUTDOWN_GRACE", "-1"),
+        ("RELAY_LEASE_TTL", "inf"),
+        ("DB_WRITERS", "0"),
+    ],
+)
+def test_a_bad_value_names_its_variable(name: str, value: str) -> None:
+    with pytest.raises(SystemExit) as exc:
+        Settings.from_env({**BASE, name: value})
+    assert name in str(exc.value)
+    assert "pw" not in str(exc.value)  # never a password back in a message
+
+
+def test_the_demo_account_is_made_on_the_embedded_default_only(tmp_path: Path) -> None:
+    assert Settings.from_env({**BASE, "DATA_DIR": str(tmp_path)}).seed_demo is True
+    pg = Settings.from_env({**BASE, "DATABASE_URL": "postgresql://u@h/d"})
+    assert pg.seed_demo is False
+    forced = {**BASE, "DATABASE_URL": "postgresql://u@h/d", "SEED_DEMO": "1"}
+    assert Settings.from_env(forced).seed_demo is True
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://postgres:s3cret-pw@127.0.0.1:1/chat",  # nothing listens
+        PG_DSN.rsplit("/", 1)[0] + "/no_such_database_here",  # no such database
+    ],
+)
+@pytest.mark.parametrize("module", ["server", "workers"])
+def test_an_unreachable_database_is_one_line(tmp_path: Path, url: str, module: str) -> None:
+    env = {
+        "PATH": "/usr/bin:/bin",
+        **BASE,
+        "DATABASE_URL": url,
+        "DATA_DIR": str(tmp_path),
+        "PORT": "39999",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", module],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "cannot use the database at postgresql" in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "s3cret" not in proc.stderr

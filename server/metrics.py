@@ -12,21 +12,38 @@ gets the same 404 as an unknown path: the numbers say how busy a deploy is.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
+from sqlalchemy import func, select
 
 from server.errors import not_found
+from server.store.tables import outbox
+
+log = logging.getLogger(__name__)
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def allowed(request: web.Request, token: str | None) -> bool:
+    """The bearer of METRICS_TOKEN when one is set; else a loopback client."""
+    if token:
+        given = request.headers.get("Authorization", "")
+        return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+    try:
+        return ipaddress.ip_address(request.remote or "").is_loopback
+    except ValueError:
+        return False
 
 
 class ServiceCollector(Collector):
@@ -140,17 +157,74 @@ class Metrics:
             route = resource.canonical if resource is not None else "unmatched"
             self.observe(route, request.method, status, time.perf_counter() - started)
 
-    def allowed(self, request: web.Request) -> bool:
-        if self.token:
-            given = request.headers.get("Authorization", "")
-            return hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode())
-        try:
-            return ipaddress.ip_address(request.remote or "").is_loopback
-        except ValueError:
-            return False
-
     async def handler(self, request: web.Request) -> web.Response:
-        if not self.allowed(request):
+        if not allowed(request, self.token):
             raise not_found()
         body = generate_latest(self.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+class WorkerMetrics:
+    """GET /metrics on the worker's health port: what the relay published, whether this
+    worker holds the lease, and the outbox backlog (unpublished rows, and the age of the
+    oldest: the relay's lag from commit to publish, read from the table at scrape time,
+    by the partial index of unpublished rows)."""
+
+    def __init__(self, db: Any, relay: Any, token: str | None, timeout: float) -> None:
+        self.db = db
+        self.relay = relay
+        self.token = token
+        self.timeout = timeout
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.backlog = Gauge(
+            "chat_outbox_backlog", "Outbox rows not yet published.", registry=self.registry
+        )
+        self.oldest = Gauge(
+            "chat_outbox_oldest_unpublished_age_seconds",
+            "Seconds since the oldest unpublished outbox row was committed (0: none).",
+            registry=self.registry,
+        )
+        self.registry.register(_RelayCollector(relay))
+
+    async def _read_backlog(self) -> None:
+        async def op(conn: Any) -> tuple[int, float | None]:
+            row = (
+                await conn.execute(
+                    select(func.count(), func.min(outbox.c.created_at)).where(
+                        outbox.c.published_at.is_(None)
+                    )
+                )
+            ).one()
+            return int(row[0]), row[1]
+
+        async with asyncio.timeout(self.timeout):
+            count, oldest = await self.db.read(op)
+        self.backlog.set(count)
+        self.oldest.set(max(0.0, time.time() - oldest) if oldest is not None else 0.0)
+
+    async def handler(self, request: web.Request) -> web.Response:
+        if not allowed(request, self.token):
+            raise not_found()
+        try:
+            await self._read_backlog()
+        except Exception:  # the rest is still worth scraping; the gauges keep their last value
+            log.warning("outbox backlog not read for /metrics", exc_info=True)
+        body = generate_latest(self.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+class _RelayCollector(Collector):
+    def __init__(self, relay: Any) -> None:
+        self.relay = relay
+
+    def collect(self) -> Iterator[Any]:
+        yield CounterMetricFamily(
+            "chat_relay_events_published",
+            "Outbox events this worker's relay published.",
+            value=self.relay.published,
+        )
+        yield GaugeMetricFamily(
+            "chat_relay_lease_held",
+            "1 while this worker holds the relay lease (it is the one publishing).",
+            value=1 if self.relay.lease.held else 0,
+        )

@@ -116,3 +116,62 @@ async def test_a_redis_restart_is_counted(db_url: str, tmp_path: Path, aiohttp_c
         assert m[("chat_bus_reconnects_total", ())] == 1
     finally:
         redis.stop()
+
+
+async def test_the_worker_reports_what_it_publishes_and_its_backlog(tmp_path: Path) -> None:
+    """A real web process and worker on one SQLite file and a real Redis: published events
+    and the lease show on the worker's /metrics; with Redis gone the backlog grows."""
+    import aiohttp
+
+    from tests.procs import base_env, free_port, web_process, worker_process
+
+    redis = RedisServer(tmp_path / "redis").start()
+    port = free_port()
+    env = base_env(f"sqlite:///{tmp_path / 'chat.db'}", tmp_path / "data", REDIS_URL=redis.url)
+    web = web_process({**env, "SEED_DEMO": "1"}, tmp_path / "web.log").start()
+    worker = worker_process({**env, "WORKER_HEALTH_PORT": str(port)}, tmp_path / "w.log").start()
+    token = web.output().split("website_token=")[1].split(";")[0]
+    try:
+        async with aiohttp.ClientSession() as http:
+
+            async def worker_metrics() -> dict[str, float]:
+                resp = await http.get(f"http://127.0.0.1:{port}/metrics")
+                assert resp.status == 200
+                return {
+                    s.name: s.value
+                    for f in text_string_to_metric_families(await resp.text())
+                    for s in f.samples
+                }
+
+            async def until(pred: Any) -> dict[str, float]:
+                deadline = time.monotonic() + 15
+                while not pred(m := await worker_metrics()):
+                    assert time.monotonic() < deadline, m
+                    await asyncio.sleep(0.1)
+                return m
+
+            await until(lambda m: m["chat_relay_lease_held"] == 1)
+            config = await http.post(f"{web.url}/api/v1/widget/config?website_token={token}")
+            auth = {"X-Auth-Token": (await config.json())["website_channel_config"]["auth_token"]}
+            url = f"{web.url}/api/v1/widget/messages?website_token={token}"
+
+            async def send(text: str) -> None:
+                body = {"message": {"content": text}}
+                assert (await http.post(url, json=body, headers=auth)).status == 200
+
+            await send("one")
+            m = await until(lambda m: m["chat_relay_events_published_total"] >= 1)
+            assert m["chat_outbox_backlog"] == 0
+            assert m["chat_outbox_oldest_unpublished_age_seconds"] == 0
+            redis.stop()
+            await send("two")  # committed; nobody can publish it
+            m = await until(
+                lambda m: (
+                    m["chat_outbox_backlog"] >= 1
+                    and m["chat_outbox_oldest_unpublished_age_seconds"] > 0
+                )
+            )
+    finally:
+        worker.stop()
+        web.stop()
+        redis.stop()

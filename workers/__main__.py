@@ -13,6 +13,7 @@ from server.__main__ import configure_logging
 from server.bus import create_bus
 from server.health import Health, standard_checks
 from server.lifecycle import describe, run_process, until_signalled
+from server.metrics import WorkerMetrics
 from server.settings import Settings
 from server.store.db import Database
 from workers.maintenance import Maintenance
@@ -37,7 +38,8 @@ async def run(settings: Settings) -> None:
     maintenance = Maintenance(db, retention=settings.outbox_retention, lease=relay.lease)
     maintenance.start()
     health = Health(standard_checks(db, bus), timeout=settings.health_timeout)
-    probe = await serve_health(health, settings) if settings.worker_health_port else None
+    metrics = WorkerMetrics(db, relay, settings.metrics_token, settings.health_timeout)
+    probe = await serve_health(health, metrics, settings) if settings.worker_health_port else None
     gc_tuning.tune_after_start(settings.gc_threshold)
     log.info("worker running (%s)", describe(settings))
     await until_signalled()
@@ -52,10 +54,11 @@ async def run(settings: Settings) -> None:
     log.info("worker stopped")
 
 
-async def serve_health(health: Health, settings: Settings) -> web.AppRunner:
-    """/livez and /readyz on WORKER_HEALTH_PORT (the worker serves nothing else)."""
+async def serve_health(health: Health, metrics: WorkerMetrics, settings: Settings) -> web.AppRunner:
+    """/livez, /readyz and /metrics on WORKER_HEALTH_PORT (the worker serves nothing else)."""
     app = web.Application()
     health.add_routes(app)
+    app.router.add_get("/metrics", metrics.handler)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, settings.host, settings.worker_health_port).start()

@@ -6,8 +6,9 @@ collector reads those at scrape time. HTTP requests are observed once each, by a
 labelled by route template (bounded: unmatched paths share one label), method and status.
 
 Who may scrape: with `METRICS_TOKEN` set, a request bearing `Authorization: Bearer <token>`;
-without it, only clients on the loopback interface (a sidecar or a node agent). Anyone else
-gets the same 404 as an unknown path: the numbers say how busy a deploy is.
+without it, only clients on the loopback interface that came straight to us, not through a
+proxy (a sidecar or a node agent). Anyone else gets the same 404 as an unknown path: the
+numbers say how busy a deploy is.
 """
 
 from __future__ import annotations
@@ -36,10 +37,14 @@ BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.
 
 
 def allowed(request: web.Request, token: str | None) -> bool:
-    """The bearer of METRICS_TOKEN when one is set; else a loopback client."""
+    """The bearer of METRICS_TOKEN when one is set; else a loopback client that came
+    straight to us: a request a proxy forwarded (X-Forwarded-For, Forwarded) comes from the
+    proxy's loopback address but on behalf of anyone."""
     if token:
         given = request.headers.get("Authorization", "")
         return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+    if "X-Forwarded-For" in request.headers or "Forwarded" in request.headers:
+        return False
     try:
         return ipaddress.ip_address(request.remote or "").is_loopback
     except ValueError:

@@ -87,6 +87,14 @@ async def test_a_token_guards_the_scrape(db_url: str, tmp_path: Path, aiohttp_cl
     assert (await scrape(client, Authorization=f"Bearer {TOKEN}"))[("chat_bus_connected", ())] == 1
 
 
+async def test_a_proxied_request_is_not_a_loopback_client(client: TestClient) -> None:
+    """nginx on the same machine connects from 127.0.0.1 on behalf of anyone."""
+    for header in ("X-Forwarded-For", "Forwarded"):
+        resp = await client.get("/metrics", headers={header: "203.0.113.7"})
+        assert resp.status == 404, header
+    assert (await client.get("/metrics")).status == 200
+
+
 def test_metrics_token_is_validated() -> None:
     base = {"SECRET_KEY_BASE": "x" * 40}
     for bad in ("short", "x" * 15, "é" * 20, "tab\there-0123456789"):

@@ -5,7 +5,8 @@
 - /readyz: it can do its work right now: the database answers a query, the bus is
   connected (and, on Redis, answers a PING), and the process is not shutting down. Each
   check has a deadline (`HEALTH_TIMEOUT`), so the probe never hangs on what it probes.
-  503 names the failing checks.
+  503 names the failing checks; why they fail goes to the log (once per change), not to
+  whoever can reach the probe.
 
 On SIGTERM a web process turns /readyz to 503 first and keeps serving for
 `SHUTDOWN_DRAIN` seconds, so a load balancer takes it out of rotation before its sockets
@@ -40,6 +41,7 @@ class Health:
         self.timeout = timeout
         self.draining = False
         self.failures = 0  # /readyz answers that were 503, for operators
+        self._failing: dict[str, str] = {}  # check -> reason, to log changes only
 
     async def _run(self, check: Check) -> str:
         try:
@@ -55,22 +57,35 @@ class Health:
         names = list(self.checks)
         results = await asyncio.gather(*(self._run(self.checks[n]) for n in names))
         report = dict(zip(names, results, strict=True))
+        self._log_changes(report)
         if self.draining:
             report["shutting_down"] = "draining before exit"
         ready = all(r == "ok" for r in report.values())
         return ready, report
+
+    def _log_changes(self, report: dict[str, str]) -> None:
+        """The reason a check fails goes to the log, once per change, not to the probe's
+        answer (which anyone who can reach the port can read)."""
+        for name, result in report.items():
+            if result == "ok":
+                if self._failing.pop(name, None) is not None:
+                    log.info("readiness check %s passes again", name)
+            elif self._failing.get(name) != result:
+                self._failing[name] = result
+                log.warning("readiness check %s fails: %s", name, result)
 
     async def livez(self, request: web.Request) -> web.Response:
         return json_response({"status": "ok"})
 
     async def readyz(self, request: web.Request) -> web.Response:
         ready, report = await self.readiness()
+        checks = {name: ("ok" if result == "ok" else "failed") for name, result in report.items()}
         if ready:
-            return json_response({"status": "ready", "checks": report})
+            return json_response({"status": "ready", "checks": checks})
         self.failures += 1
-        failed = sorted(name for name, result in report.items() if result != "ok")
+        failed = sorted(name for name, result in checks.items() if result != "ok")
         return json_response(
-            {"status": "unavailable", "failed": failed, "checks": report}, status=503
+            {"status": "unavailable", "failed": failed, "checks": checks}, status=503
         )
 
     def add_routes(self, app: web.Application) -> None:

@@ -70,7 +70,11 @@ def create_app(settings: Settings) -> web.Application:
         },
     )
     db = Database(settings.database_url, pg_writers=settings.db_writers)
-    bus = create_bus(settings.redis_url)
+    bus = create_bus(
+        settings.redis_url,
+        timeout=settings.redis_timeout,
+        health_interval=settings.redis_health_interval,
+    )
     presence = RedisPresence(bus.redis) if settings.redis_url else MemoryPresence()  # type: ignore[attr-defined]
     svc = Services(settings=settings, db=db, bus=bus, inboxes=InboxCache(db), presence=presence)
     svc.connections = counts

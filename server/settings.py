@@ -114,6 +114,12 @@ class Settings:
     shutdown_grace: float = 5.0
     relay_poll_interval: float = 1.0
     relay_lease_ttl: float = 5.0
+    # Dead connections (server/bus/health.py): seconds to wait for any Redis answer (a
+    # command, a connect, the pub/sub connection's PING), and seconds between two health
+    # checks of a connection (PING on the pub/sub connection; before reusing an idle pooled
+    # one; TCP keepalive's idle time).
+    redis_timeout: float = 3.0
+    redis_health_interval: float = 3.0
     # Seconds a published outbox event is kept: the longest bus outage a web process can
     # catch up on (workers/maintenance.py).
     outbox_retention: float = 3600.0
@@ -178,6 +184,8 @@ class Settings:
             shutdown_grace=_float(env, "SHUTDOWN_GRACE", 5.0),
             relay_poll_interval=_float(env, "RELAY_POLL_INTERVAL", 1.0),
             relay_lease_ttl=_float(env, "RELAY_LEASE_TTL", 5.0),
+            redis_timeout=_seconds(env, "REDIS_TIMEOUT", 3.0),
+            redis_health_interval=_seconds(env, "REDIS_HEALTH_INTERVAL", 3.0),
             outbox_retention=_positive(_float(env, "OUTBOX_RETENTION", 3600.0), "OUTBOX_RETENTION"),
             db_writers=max(1, _int(env, "DB_WRITERS", 6)),
             gc_threshold=gc_tuning.parse_threshold(env.get("GC_THRESHOLD")),

@@ -21,7 +21,11 @@ log = logging.getLogger("workers")
 async def run(settings: Settings) -> None:
     db = Database(settings.database_url, pg_writers=settings.db_writers)
     await db.start()
-    bus = create_bus(settings.redis_url)
+    bus = create_bus(
+        settings.redis_url,
+        timeout=settings.redis_timeout,
+        health_interval=settings.redis_health_interval,
+    )
     relay = Relay(
         db,
         bus,

@@ -123,6 +123,7 @@ async def _lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
             lease_for(svc.bus, svc.settings.relay_lease_ttl),
             poll_interval=svc.settings.relay_poll_interval,
             lease_ttl=svc.settings.relay_lease_ttl,
+            stall_timeout=svc.settings.relay_stall_timeout,
         )
         relay.start()
         maintenance = Maintenance(

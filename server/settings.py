@@ -114,6 +114,9 @@ class Settings:
     shutdown_grace: float = 5.0
     relay_poll_interval: float = 1.0
     relay_lease_ttl: float = 5.0
+    # A relay whose round of work (database, publish) takes longer than this gives its lease
+    # up for another to take (workers/relay.py).
+    relay_stall_timeout: float = 30.0
     # Dead connections (server/bus/health.py): seconds to wait for any Redis answer (a
     # command, a connect, the pub/sub connection's PING), and seconds between two health
     # checks of a connection (PING on the pub/sub connection; before reusing an idle pooled
@@ -183,7 +186,8 @@ class Settings:
             ),
             shutdown_grace=_float(env, "SHUTDOWN_GRACE", 5.0),
             relay_poll_interval=_float(env, "RELAY_POLL_INTERVAL", 1.0),
-            relay_lease_ttl=_float(env, "RELAY_LEASE_TTL", 5.0),
+            relay_lease_ttl=_seconds(env, "RELAY_LEASE_TTL", 5.0),
+            relay_stall_timeout=_seconds(env, "RELAY_STALL_TIMEOUT", 30.0),
             redis_timeout=_seconds(env, "REDIS_TIMEOUT", 3.0),
             redis_health_interval=_seconds(env, "REDIS_HEALTH_INTERVAL", 3.0),
             outbox_retention=_positive(_float(env, "OUTBOX_RETENTION", 3600.0), "OUTBOX_RETENTION"),

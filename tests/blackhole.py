@@ -41,6 +41,9 @@ class BlackholeProxy:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
+        # Set by blackhole(new_too=True): connections accepted from then on are silent too
+        # (a host that vanished, rather than a middlebox that forgot some connections).
+        self.hole_new = False
 
     def start(self) -> BlackholeProxy:
         self._thread.start()
@@ -52,10 +55,14 @@ class BlackholeProxy:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
 
-    def blackhole(self, which: Callable[[Link], bool] = lambda link: True) -> int:
-        """Stop forwarding on the open connections `which` selects; returns how many."""
+    def blackhole(
+        self, which: Callable[[Link], bool] = lambda link: True, new_too: bool = False
+    ) -> int:
+        """Stop forwarding on the open connections `which` selects (and, with `new_too`, on
+        every connection accepted from now on); returns how many were open."""
 
         async def hole() -> int:
+            self.hole_new = self.hole_new or new_too
             chosen = [link for link in self.links if not link.holed.is_set() and which(link)]
             for link in chosen:
                 link.holed.set()
@@ -89,6 +96,9 @@ class BlackholeProxy:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         link = Link(opened_at=time.monotonic(), writers=[writer])
         self.links.append(link)
+        if self.hole_new:
+            link.holed.set()
+            await asyncio.Event().wait()  # accepted, then silence
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
         except OSError:

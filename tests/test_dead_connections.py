@@ -181,7 +181,13 @@ def test_health_settings_are_validated() -> None:
     base = {"SECRET_KEY_BASE": "x" * 40}
     ok = Settings.from_env(base)
     assert (ok.redis_timeout, ok.redis_health_interval) == (3.0, 3.0)
-    for name in ("REDIS_TIMEOUT", "REDIS_HEALTH_INTERVAL"):
+    assert (ok.relay_lease_ttl, ok.relay_stall_timeout) == (5.0, 30.0)
+    for name in (
+        "REDIS_TIMEOUT",
+        "REDIS_HEALTH_INTERVAL",
+        "RELAY_LEASE_TTL",
+        "RELAY_STALL_TIMEOUT",
+    ):
         assert getattr(Settings.from_env({**base, name: "0.5"}), name.lower()) == 0.5
         for bad in ("0", "-1", "nan", "inf", "7200", "soon"):
             with pytest.raises(SystemExit, match=name):

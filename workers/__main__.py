@@ -32,6 +32,7 @@ async def run(settings: Settings) -> None:
         lease_for(bus, settings.relay_lease_ttl),
         poll_interval=settings.relay_poll_interval,
         lease_ttl=settings.relay_lease_ttl,
+        stall_timeout=settings.relay_stall_timeout,
     )
     await bus.start()
     relay.start()

@@ -7,7 +7,11 @@ messages and a real /cable socket counts what arrives.
   twice, and the holder publishes again when the stall ends.
 - The holder cut off from Redis (its lease's connections black-holed, tests/blackhole.py)
   stops publishing before its lease could be taken over: the two never both act as holder,
-  and the standby takes over and publishes everything."""
+  and the standby takes over and publishes everything.
+- The holder's database black-holed for good (every connection, new ones too): it gives
+  the lease up after RELAY_STALL_TIMEOUT and the standby publishes everything.
+- The relay's PostgreSQL LISTEN connection black-holed (a proxy in front of PostgreSQL):
+  the relay finds it dead, listens again and publishes every message, once, in order."""
 
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from sqlalchemy.engine import make_url
 
 from server.bus.redis import RedisBus
 from server.settings import Settings
@@ -32,7 +37,7 @@ from tests.cable import CableClient, visitor_identifier
 from tests.conftest import Visitor, make_settings
 from tests.procs import RedisServer
 from workers.lease import RedisLease
-from workers.listener import asyncpg_dsn
+from workers.listener import APPLICATION_NAME, asyncpg_dsn
 from workers.relay import Relay
 
 TTL = 1.0
@@ -58,8 +63,13 @@ class Relays:
         self.redis_url = redis_url
         self.closers: list[Any] = []
 
-    async def start(self, lease_redis_url: str | None = None) -> Relay:
-        db = Database(self.db_url)
+    async def start(
+        self,
+        lease_redis_url: str | None = None,
+        db_url: str | None = None,
+        stall_timeout: float = 30.0,
+    ) -> Relay:
+        db = Database(db_url or self.db_url)
         await db.start()
         bus = RedisBus(self.redis_url)
         await bus.start()
@@ -69,7 +79,14 @@ class Relays:
                 lease_redis_url, socket_timeout=5.0, retry=Retry(NoBackoff(), 0)
             )
             self.closers.append(lease_redis.aclose)
-        relay = Relay(db, bus, RedisLease(lease_redis, ttl=TTL), poll_interval=POLL, lease_ttl=TTL)
+        relay = Relay(
+            db,
+            bus,
+            RedisLease(lease_redis, ttl=TTL),
+            poll_interval=POLL,
+            lease_ttl=TTL,
+            stall_timeout=stall_timeout,
+        )
         relay.start()
         self.closers[:0] = [relay.stop, bus.close, db.close]
         return relay
@@ -201,6 +218,71 @@ async def test_relay_cut_off_from_redis_stops_before_takeover(
             "the cut-off relay published after the standby took over"
         )
         assert not holder.lease.held
+        await cable.close()
+    finally:
+        proxy.stop()
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+async def test_blackholed_listen_connection(
+    client: TestClient, visitor: Visitor, relays: Relays, db_url: str
+) -> None:
+    """PostgreSQL only: LISTEN is how the relay learns of commits there (SQLite has none)."""
+    url = make_url(db_url)
+    proxy = BlackholeProxy(url.port or 5432).start()
+    try:
+        proxied = url.set(port=proxy.port).render_as_string(hide_password=False)
+        relay = await relays.start(db_url=proxied)
+        await until(lambda: relay.lease.held, 5, "the relay takes the lease")
+        cable = await CableClient.connect(client)
+        await cable.subscribe(visitor_identifier(visitor.pubsub_token or ""))
+        listening = lambda link: link.sent(APPLICATION_NAME.encode())  # noqa: E731
+        await until(lambda: proxy.opened_since(0, listening), 5, "the relay listens")
+        sent = [(await visitor.send(f"m{i:03d}"))["content"] for i in range(3)]
+        await received_once_in_order(cable, sent, timeout=5)
+
+        holed_at = time.monotonic()
+        assert proxy.blackhole(listening) == 1
+        for i in range(3, 13):
+            sent.append((await visitor.send(f"m{i:03d}"))["content"])
+            await asyncio.sleep(0.05)
+        # Found dead within a poll interval and the check's deadline (TTL / 3), plus margin.
+        await until(
+            lambda: proxy.opened_since(holed_at, listening), POLL + TTL + 3, "listening again"
+        )
+        for i in range(13, 18):
+            sent.append((await visitor.send(f"m{i:03d}"))["content"])
+        await received_once_in_order(cable, sent, timeout=10)
+        await cable.close()
+    finally:
+        proxy.stop()
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+async def test_relay_stuck_on_a_dead_database_gives_the_lease_up(
+    client: TestClient, visitor: Visitor, relays: Relays, db_url: str
+) -> None:
+    """PostgreSQL only: a SQLite file has no connection to lose. Keeping the lease through
+    a stall must not mean keeping it for good: the stuck relay would publish nothing."""
+    url = make_url(db_url)
+    proxy = BlackholeProxy(url.port or 5432).start()
+    try:
+        proxied = url.set(port=proxy.port).render_as_string(hide_password=False)
+        stuck = await relays.start(db_url=proxied, stall_timeout=2.0)
+        await until(lambda: stuck.lease.held, 5, "the first relay takes the lease")
+        standby = await relays.start()
+        cable = await CableClient.connect(client)
+        await cable.subscribe(visitor_identifier(visitor.pubsub_token or ""))
+        sent = [(await visitor.send(f"m{i:03d}"))["content"] for i in range(3)]
+        await received_once_in_order(cable, sent, timeout=5)
+
+        proxy.blackhole(new_too=True)
+        for i in range(3, 13):
+            sent.append((await visitor.send(f"m{i:03d}"))["content"])
+            await asyncio.sleep(0.05)
+        await until(lambda: standby.lease.held, 2.0 + 3 * TTL + 3, "the standby takes over")
+        await received_once_in_order(cable, sent, timeout=10)
+        assert stuck.stalls >= 1 and not stuck.lease.held
         await cable.close()
     finally:
         proxy.stop()

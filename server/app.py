@@ -73,7 +73,11 @@ def create_app(settings: Settings) -> web.Application:
         },
     )
     db = Database(settings.database_url, pg_writers=settings.db_writers)
-    bus = create_bus(settings.redis_url)
+    bus = create_bus(
+        settings.redis_url,
+        timeout=settings.redis_timeout,
+        health_interval=settings.redis_health_interval,
+    )
     presence = RedisPresence(bus.redis) if settings.redis_url else MemoryPresence()  # type: ignore[attr-defined]
     svc = Services(settings=settings, db=db, bus=bus, inboxes=InboxCache(db), presence=presence)
     svc.connections = counts
@@ -129,6 +133,7 @@ async def _lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
             lease_for(svc.bus, svc.settings.relay_lease_ttl),
             poll_interval=svc.settings.relay_poll_interval,
             lease_ttl=svc.settings.relay_lease_ttl,
+            stall_timeout=svc.settings.relay_stall_timeout,
         )
         relay.start()
         maintenance = Maintenance(

@@ -97,6 +97,11 @@ class ServiceCollector(Collector):
             "Times the bus connection was lost and made again.",
             value=getattr(bus, "reconnects", 0),
         )
+        yield CounterMetricFamily(
+            "chat_bus_dead_connections",
+            "Bus connections found dead by the health check (no answer to a PING in time).",
+            value=getattr(bus, "dead_connections", 0),
+        )
         refused = CounterMetricFamily(
             "chat_rate_limited", "Requests or sockets refused by a rate limit.", labels=["limit"]
         )

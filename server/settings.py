@@ -169,6 +169,15 @@ class Settings:
     metrics_token: str | None = None
     relay_poll_interval: float = 1.0
     relay_lease_ttl: float = 5.0
+    # A relay whose round of work (database, publish) takes longer than this gives its lease
+    # up for another to take (workers/relay.py).
+    relay_stall_timeout: float = 30.0
+    # Dead connections (server/bus/health.py): seconds to wait for any Redis answer (a
+    # command, a connect, the pub/sub connection's PING), and seconds between two health
+    # checks of a connection (PING on the pub/sub connection; before reusing an idle pooled
+    # one; TCP keepalive's idle time).
+    redis_timeout: float = 3.0
+    redis_health_interval: float = 3.0
     # Seconds a published outbox event is kept: the longest bus outage a web process can
     # catch up on (workers/maintenance.py).
     outbox_retention: float = 3600.0
@@ -258,6 +267,9 @@ class Settings:
             metrics_token=_metrics_token(env),
             relay_poll_interval=_seconds(env, "RELAY_POLL_INTERVAL", 1.0),
             relay_lease_ttl=_seconds(env, "RELAY_LEASE_TTL", 5.0),
+            relay_stall_timeout=_seconds(env, "RELAY_STALL_TIMEOUT", 30.0),
+            redis_timeout=_seconds(env, "REDIS_TIMEOUT", 3.0),
+            redis_health_interval=_seconds(env, "REDIS_HEALTH_INTERVAL", 3.0),
             outbox_retention=_positive(_float(env, "OUTBOX_RETENTION", 3600.0), "OUTBOX_RETENTION"),
             db_writers=_between(_int(env, "DB_WRITERS", 6), "DB_WRITERS", 1, 256),
             gc_threshold=gc_tuning.parse_threshold(env.get("GC_THRESHOLD")),

@@ -25,13 +25,18 @@ log = logging.getLogger("workers")
 async def run(settings: Settings) -> None:
     db = Database(settings.database_url, pg_writers=settings.db_writers)
     await db.start()
-    bus = create_bus(settings.redis_url)
+    bus = create_bus(
+        settings.redis_url,
+        timeout=settings.redis_timeout,
+        health_interval=settings.redis_health_interval,
+    )
     relay = Relay(
         db,
         bus,
         lease_for(bus, settings.relay_lease_ttl),
         poll_interval=settings.relay_poll_interval,
         lease_ttl=settings.relay_lease_ttl,
+        stall_timeout=settings.relay_stall_timeout,
     )
     await bus.start()
     relay.start()

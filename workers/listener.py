@@ -18,11 +18,14 @@ from typing import Any
 import asyncpg
 from sqlalchemy.engine import make_url
 
+from server.bus.health import enable_keepalive
 from server.store.outbox import NOTIFY_CHANNEL
 
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 5.0
+# Seconds of silence before TCP keepalive probes the listening connection.
+KEEPALIVE_IDLE = 10.0
 # The listening connection's name in pg_stat_activity.
 APPLICATION_NAME = "chat-outbox-listener"
 
@@ -55,6 +58,10 @@ class OutboxListener:
             server_settings={"application_name": APPLICATION_NAME},
         )
         try:
+            # The kernel's own check too, for a peer that vanished while we were idle.
+            transport = getattr(conn, "_transport", None)
+            if transport is not None:
+                enable_keepalive(transport.get_extra_info("socket"), KEEPALIVE_IDLE)
             conn.add_termination_listener(self._terminated)
             await conn.add_listener(NOTIFY_CHANNEL, self._notified)
         except BaseException:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from typing import Any
 
@@ -40,6 +41,10 @@ SWEEP_AGE = 5.0
 NOTIFICATION_LIMIT = 100_000
 
 
+class LeaseExpired(Exception):
+    """The lease is not (or no longer surely) held: this relay must not publish."""
+
+
 class Relay:
     def __init__(
         self,
@@ -49,6 +54,7 @@ class Relay:
         *,
         poll_interval: float = 1.0,
         lease_ttl: float = 5.0,
+        stall_timeout: float = 30.0,
         batch: int = 1000,
     ) -> None:
         self.db = db
@@ -56,6 +62,10 @@ class Relay:
         self.lease = lease
         self.poll_interval = poll_interval
         self.lease_ttl = lease_ttl
+        # One round of work (database reads and writes, a publish) taking longer than this is
+        # a stuck relay, not a slow one: it gives the lease up so that another can work.
+        self.stall_timeout = stall_timeout
+        self.stalls = 0
         self.batch = batch
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -78,6 +88,8 @@ class Relay:
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
+        self.lease.on_acquired.append(self.wake)
+        self.lease.start()  # renewed in its own task, whatever the database does
         self._task = loop.create_task(self.run(), name="outbox-relay")
         if self.listener is not None:
             self._mark_task = loop.create_task(self._mark_loop(), name="outbox-marker")
@@ -105,21 +117,31 @@ class Relay:
 
     async def run(self) -> None:
         backoff = 0.05
-        lease_checked = 0.0
+        paused = False
         while not self._stopping:
-            now = time.monotonic()
-            if now - lease_checked > self.lease_ttl / 3:
-                if not await self.lease.acquire():
-                    if self.listener is not None:
-                        await self.listener.close()  # a standby does not listen
-                    await self._sleep(min(self.lease_ttl / 3, 1.0))
-                    continue
-                lease_checked = now
-            try:
+            if not self.lease.held:
                 if self.listener is not None:
-                    idle = await self.relay_notified(self.listener)
-                else:
-                    idle = await self.relay_once() < self.batch and not self._unmarked
+                    await self.listener.close()  # a standby does not listen
+                    self.listener.forget()
+                if not paused:
+                    paused = True
+                    log.info("relay paused: it does not hold the lease")
+                await self._sleep(min(self.lease_ttl / 4, 1.0))
+                continue
+            if paused:
+                paused = False
+                log.info("relay active: it holds the lease")
+            guard = asyncio.timeout(self.stall_timeout)
+            try:
+                async with guard:
+                    if self.listener is not None:
+                        idle = await self.relay_notified(self.listener)
+                    else:
+                        idle = await self.relay_once() < self.batch and not self._unmarked
+            except LeaseExpired:
+                if self.listener is not None:
+                    self.listener.forget()
+                continue
             except BusUnavailable as exc:
                 log.warning("bus unavailable, retrying in %.1fs: %s", backoff, exc)
                 await self._failed(backoff)
@@ -127,6 +149,11 @@ class Relay:
                 continue
             except asyncio.CancelledError:
                 raise
+            except TimeoutError:
+                if not guard.expired():
+                    raise
+                await self._stalled()
+                continue
             except Exception:
                 log.exception("relay failed, retrying in %.1fs", backoff)
                 await self._failed(backoff)
@@ -135,6 +162,18 @@ class Relay:
             backoff = 0.05
             if idle:
                 await self._sleep(self.poll_interval)
+
+    async def _stalled(self) -> None:
+        self.stalls += 1
+        log.warning(
+            "relay stalled: one round of work took over %.0fs (the database or Redis does not "
+            "answer); giving the lease up for %.0fs so that another relay can take over",
+            self.stall_timeout,
+            self.lease_ttl,
+        )
+        await self.lease.release()
+        await self._failed(self.lease_ttl)
+        self.lease.start()
 
     async def _failed(self, backoff: float) -> None:
         if self.listener is not None:
@@ -173,7 +212,15 @@ class Relay:
                 row["payload"].encode(), outbox_id=row["id"], conversation_id=row["conversation_id"]
             )
             items.extend((channel, payload) for channel in row["channels"])
-        await self.bus.publish_durable(items)
+        # Only while the lease is surely held, and done before that ends (or abandoned).
+        remaining = self.lease.remaining()
+        if remaining <= 0:
+            raise LeaseExpired
+        try:
+            async with asyncio.timeout(None if math.isinf(remaining) else remaining):
+                await self.bus.publish_durable(items)
+        except TimeoutError:
+            raise LeaseExpired from None
         ids = [row["id"] for row in rows]
         self._unmarked.extend(ids)
         if self.listener is not None:

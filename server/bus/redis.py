@@ -5,6 +5,12 @@
 - One pub/sub connection carries every channel this process has a local socket for. When it
   drops, the reader reconnects with jittered backoff, subscribes everything again, and tells
   the hub (on_resubscribed) so it can replay what was committed meanwhile.
+- Every connection is health-checked: a pub/sub connection that died without a FIN would
+  otherwise look subscribed for good while nothing arrives. The reader PINGs it every
+  `health_interval` (the answer comes back in line with the messages); no answer and nothing
+  else received within `timeout` is a lost connection. Commands have `timeout` as their
+  socket timeout, pooled connections idle for `health_interval` are PINGed before reuse, and
+  TCP keepalive is on for all of them.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from server.bus.base import Bus, BusUnavailable
+from server.bus.health import keepalive_options
 from server.lifecycle import cancel
 
 log = logging.getLogger(__name__)
@@ -30,26 +37,43 @@ WAKE_CHANNEL = "relay:wake"
 SUBSCRIBE_CHUNK = 500
 
 
+class DeadConnection(ConnectionError):
+    """The pub/sub connection answered nothing within the deadline: gone without a word."""
+
+
 class RedisBus(Bus):
     def __init__(
         self,
         url: str,
         *,
         queue_limit: int = 100_000,
-        socket_timeout: float = 5.0,
+        timeout: float = 3.0,
+        health_interval: float = 3.0,
     ) -> None:
         super().__init__()
         self.url = url
         self.queue_limit = queue_limit
+        self.timeout = timeout
+        self.health_interval = health_interval
+        keepalive = keepalive_options(health_interval)
         self.redis: Redis = Redis.from_url(
             url,
-            socket_connect_timeout=2.0,
-            socket_timeout=socket_timeout,
+            socket_connect_timeout=timeout,
+            socket_timeout=timeout,
+            socket_keepalive=True,
+            socket_keepalive_options=keepalive,
+            retry=Retry(NoBackoff(), 0),
+            health_check_interval=health_interval,
+        )
+        # Its health is checked by the reader (_pump), which owns the connection's reads.
+        self._sub_client: Redis = Redis.from_url(
+            url,
+            socket_connect_timeout=timeout,
+            socket_timeout=timeout,
+            socket_keepalive=True,
+            socket_keepalive_options=keepalive,
             retry=Retry(NoBackoff(), 0),
             health_check_interval=0,
-        )
-        self._sub_client: Redis = Redis.from_url(
-            url, socket_connect_timeout=2.0, retry=Retry(NoBackoff(), 0), health_check_interval=0
         )
         self._channels: set[str] = set()
         self._pubsub: Any = None
@@ -62,6 +86,11 @@ class RedisBus(Bus):
         self._closing = False
         self.dropped = 0
         self.reconnects = 0  # pub/sub connections lost and made again (server/metrics.py)
+        # Pub/sub connections found dead by the health check (no answer to a PING in time).
+        self.dead_connections = 0
+        # Wall time up to which every message published was surely received: when the
+        # connection is lost, the hub replays from here (see _pump).
+        self._alive_at = time.time()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -190,8 +219,15 @@ class RedisBus(Bus):
         ps = self._sub_client.pubsub(ignore_subscribe_messages=True)
         # A private channel keeps the connection subscribed even with no sockets.
         wanted = [f"bus:ctl:{id(self)}", *self._wanted()]
-        for i in range(0, len(wanted), SUBSCRIBE_CHUNK):
-            await ps.subscribe(*wanted[i : i + SUBSCRIBE_CHUNK])
+        try:
+            for i in range(0, len(wanted), SUBSCRIBE_CHUNK):
+                await ps.subscribe(*wanted[i : i + SUBSCRIBE_CHUNK])
+        except BaseException:
+            try:
+                await ps.aclose()
+            except Exception:
+                pass
+            raise
         self._pubsub = ps
         # Channels added while we were subscribing.
         missing = self._channels.difference(wanted)
@@ -210,10 +246,12 @@ class RedisBus(Bus):
                 log.warning(
                     "Redis unreachable (%s); retrying in %.1fs", type(exc).__name__, backoff
                 )
+                await self._close_pubsub()
                 await asyncio.sleep(backoff * (0.5 + random.random()))
                 backoff = min(backoff * 2, 5.0)
                 continue
             backoff = 0.1
+            self._alive_at = time.time()
             self._connected.set()
             if lost_at is not None:
                 self.reconnects += 1
@@ -223,22 +261,77 @@ class RedisBus(Bus):
                 lost_at = None
             try:
                 await self._pump(self._pubsub)
+            except DeadConnection as exc:
+                self.dead_connections += 1
+                log.warning(
+                    "Redis pub/sub connection dead: %s. Closing it and reconnecting; events "
+                    "published meanwhile are replayed. If this repeats, something between "
+                    "here and Redis (NAT, load balancer, firewall) drops idle or long "
+                    "connections",
+                    exc,
+                )
             except (RedisError, OSError) as exc:
                 log.warning("Redis connection lost: %s", type(exc).__name__)
-            lost_at = time.time()
+            # Published after the last answered PING: maybe never received.
+            lost_at = self._alive_at
             self._connected.clear()
-            ps, self._pubsub = self._pubsub, None
-            try:
+            await self._close_pubsub()
+
+    async def _close_pubsub(self) -> None:
+        ps, self._pubsub = self._pubsub, None
+        if ps is None:
+            return
+        try:
+            async with asyncio.timeout(self.timeout):
                 await ps.aclose()
-            except Exception:
-                pass
+        except Exception:
+            pass
 
     async def _pump(self, ps: Any) -> None:
+        """Deliver messages until the connection fails or stops answering.
+
+        Health: a PING every `health_interval`; its answer comes back after every message
+        published before Redis read the PING, so when it arrives, everything published
+        before the PING was sent has been received (`_alive_at`). No answer and no message
+        at all within `timeout` of the PING: the connection is dead (DeadConnection).
+        Messages still arriving while the answer is late (a busy process) keep it alive."""
         deliver = self.deliver
         wake = super().wake_relay
+        clock = asyncio.get_running_loop().time
+        interval, deadline = self.health_interval, self.timeout
+        received = 0  # messages and answers read on this connection
+        ping_sent: float | None = None  # loop time of the unanswered PING
+        ping_wall = 0.0  # its wall time
+        received_at_ping = 0
+        next_ping = clock() + interval
         while not self._closing:
-            msg = await ps.get_message(ignore_subscribe_messages=True, timeout=1.0)
-            if msg is None or msg.get("type") != "message":
+            now = clock()
+            if ping_sent is None:
+                if now >= next_ping:
+                    ping_wall = time.time()
+                    await ps.ping()
+                    ping_sent, received_at_ping = now, received
+                wait = next_ping - now
+            else:
+                if now - ping_sent >= deadline:
+                    if received == received_at_ping:
+                        raise DeadConnection(f"no answer to PING within {deadline:.1f}s")
+                    # Busy rather than dead: give the answer another deadline.
+                    ping_sent, received_at_ping = now, received
+                wait = ping_sent + deadline - now
+            msg = await ps.get_message(
+                ignore_subscribe_messages=True, timeout=min(1.0, max(wait, 0.01))
+            )
+            if msg is None:
+                continue
+            received += 1
+            kind = msg.get("type")
+            if kind == "pong":
+                self._alive_at = ping_wall
+                ping_sent = None
+                next_ping = clock() + interval
+                continue
+            if kind != "message":
                 continue
             channel = msg["channel"]
             if isinstance(channel, bytes):

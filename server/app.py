@@ -69,7 +69,9 @@ def create_app(settings: Settings) -> web.Application:
             "auto_decompress": False,
         },
     )
-    db = Database(settings.database_url, pg_writers=settings.db_writers)
+    db = Database(
+        settings.database_url, pg_writers=settings.db_writers, timeout=settings.db_timeout
+    )
     bus = create_bus(settings.redis_url)
     presence = RedisPresence(bus.redis) if settings.redis_url else MemoryPresence()  # type: ignore[attr-defined]
     svc = Services(settings=settings, db=db, bus=bus, inboxes=InboxCache(db), presence=presence)

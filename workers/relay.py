@@ -26,6 +26,7 @@ from server.bus.envelope import pack
 from server.lifecycle import cancel
 from server.store import outbox
 from server.store.db import Database
+from server.store.unavailable import DatabaseUnavailable
 from workers.lease import Lease, MemoryLease, RedisLease
 from workers.listener import OutboxListener
 
@@ -127,6 +128,12 @@ class Relay:
                 continue
             except asyncio.CancelledError:
                 raise
+            except DatabaseUnavailable as exc:
+                # The Database logs an outage once and counts it: no traceback per retry.
+                log.debug("relay: %s, retrying in %.1fs", exc, backoff)
+                await self._failed(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
             except Exception:
                 log.exception("relay failed, retrying in %.1fs", backoff)
                 await self._failed(backoff)

@@ -219,7 +219,10 @@ class Database:
         except BaseException as exc:
             if conn is not None:
                 await self._release(conn, exc)
-            raise self._unavailable(exc) from exc
+            error = self._unavailable(exc)
+            if error is exc:
+                raise
+            raise error from exc
         if self.outage.active:
             self.outage.recovered()
         return result
@@ -237,7 +240,10 @@ class Database:
         try:
             result = await fut
         except Exception as exc:
-            raise self._unavailable(exc) from exc
+            error = self._unavailable(exc)
+            if error is exc:
+                raise
+            raise error from exc
         if self.outage.active:
             self.outage.recovered()
         return result

@@ -25,6 +25,7 @@ from server.app import create_app
 from server.services import SERVICES
 from server.settings import Settings
 from server.store.tables import messages
+from tests.cable import CableClient, visitor_identifier
 from tests.conftest import Visitor, World, build_world, make_settings
 from tests.pgcluster import PgCluster
 
@@ -209,10 +210,20 @@ async def test_postgresql_down_is_503_not_500(
         await assert_unavailable(post_message(visitor, "while down", f"down-{i}"))
         await assert_unavailable(agent_reply(client, world, display_id, f"agent-down-{i}"))
         await assert_unavailable(visitor.get("messages"))
+    # A socket subscribing meanwhile is told to reconnect (and then catches up), not left
+    # hanging or cut without a word.
+    sock = await CableClient.connect(client)
+    assert visitor.pubsub_token is not None
+    await sock.send(
+        {"command": "subscribe", "identifier": visitor_identifier(visitor.pubsub_token)}
+    )
+    bye = await sock.wait_for(lambda f: f.get("type") == "disconnect", DB_TIMEOUT + MARGIN)
+    assert bye["reconnect"] is True
+    await sock.close()
     assert len(outage_lines(caplog, "database unavailable")) == 1
     assert not request_tracebacks(caplog)
     outage = client.app[SERVICES].db.outage
-    assert outage.incidents == 1 and outage.failures >= 9
+    assert outage.incidents == 1 and outage.failures >= 10
 
     cluster.start()
     await until_ok(lambda: post_message(visitor, "back", "back-1"))

@@ -26,7 +26,7 @@ from server.bus.envelope import pack
 from server.lifecycle import cancel
 from server.store import outbox
 from server.store.db import Database
-from server.store.unavailable import DatabaseUnavailable
+from server.store.unavailable import DatabaseUnavailable, kind_of
 from workers.lease import Lease, MemoryLease, RedisLease
 from workers.listener import OutboxListener
 
@@ -134,8 +134,11 @@ class Relay:
                 await self._failed(backoff)
                 backoff = min(backoff * 2, 2.0)
                 continue
-            except Exception:
-                log.exception("relay failed, retrying in %.1fs", backoff)
+            except Exception as exc:
+                if kind_of(exc) is None:
+                    log.exception("relay failed, retrying in %.1fs", backoff)
+                else:  # the listener's own connection: one line, not a traceback per retry
+                    log.warning("relay: database unavailable (%s), retrying in %.1fs", exc, backoff)
                 await self._failed(backoff)
                 backoff = min(backoff * 2, 2.0)
                 continue

@@ -38,7 +38,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from server.store import schema, sqlite_inline
-from server.store.unavailable import TIMEOUT, DatabaseUnavailable, Outage, kind_of
+from server.store.unavailable import TIMEOUT, UNREACHABLE, DatabaseUnavailable, Outage, kind_of
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +158,10 @@ class Database:
         self._last_checkpoint = 0.0
         self._sqlite_conn: AsyncConnection | None = None
         self._pg_conns: dict[int, AsyncConnection] = {}
+        # When each writer connection was opened, and when the database was last found
+        # unreachable: a connection older than that is not trusted again (see _pg_writer).
+        self._pg_opened: dict[int, float] = {}
+        self._lost_at = 0.0
 
     @property
     def is_sqlite(self) -> bool:
@@ -248,6 +252,13 @@ class Database:
             self.outage.recovered()
         return result
 
+    def _forget_connections(self) -> None:
+        """The database was unreachable: every connection opened before now is likely dead
+        (a restart, a failover). Replace them as they come up, rather than let each fail one
+        more request once the database is back."""
+        self._lost_at = time.monotonic()
+        self.writer.pool._invalidate(None)  # type: ignore[arg-type]  # recycled on checkout
+
     def _unavailable(self, exc: BaseException) -> BaseException:
         """What the caller of a failed call gets: DatabaseUnavailable (counted and logged by
         `outage`) when the database could not answer, else the error itself."""
@@ -257,6 +268,8 @@ class Database:
         if kind is None:
             return exc
         self.outage.failed(kind, exc)
+        if kind == UNREACHABLE:
+            self._forget_connections()
         if isinstance(exc, DatabaseUnavailable):
             return exc
         return DatabaseUnavailable(kind, type(exc).__name__)
@@ -426,12 +439,18 @@ class Database:
         a new Connection per write cost about as much CPU as a round trip. One that an error
         closed or invalidated, or left in a transaction, is replaced."""
         conn = self._pg_conns.get(slot)
-        if conn is not None and (conn.closed or conn.invalidated or conn.in_transaction()):
+        if conn is not None and (
+            conn.closed
+            or conn.invalidated
+            or conn.in_transaction()
+            or self._pg_opened[slot] < self._lost_at
+        ):
             del self._pg_conns[slot]
-            await _close_quietly(conn)
+            await _discard(conn)
             conn = None
         if conn is None:
             conn = self._pg_conns[slot] = await self.writer.connect()
+            self._pg_opened[slot] = time.monotonic()
         return conn
 
     async def _sqlite_writer(self) -> AsyncConnection:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from collections.abc import Awaitable, Iterator
 from typing import Any
@@ -174,7 +175,6 @@ async def test_frozen_postgresql_fails_fast_and_commits_nothing_late(
 
     assert len(outage_lines(caplog, "database unavailable (timeout")) == 1
     await until_ok(lambda: visitor.get("messages"))
-    assert len(outage_lines(caplog, "database available again")) == 1
     outage = client.app[SERVICES].db.outage
     assert outage.incidents == 1 and outage.timeouts >= 4
     assert not request_tracebacks(caplog)
@@ -187,6 +187,8 @@ async def test_frozen_postgresql_fails_fast_and_commits_nothing_late(
     # retry answers the message, and there is one.
     retried = await until_ok(lambda: post_message(visitor, "while frozen", "echo-frozen"))
     assert retried["content"] == "while frozen"
+    # Writes failed, so a write (not the reads before it) ends the incident.
+    assert len(outage_lines(caplog, "database available again")) == 1
     assert await count_echo(client, "echo-frozen") == 1
     again = await until_ok(lambda: post_message(visitor, "while frozen", "echo-frozen"))
     assert again["id"] == retried["id"]
@@ -288,3 +290,32 @@ async def test_sqlite_disk_full_is_503_and_recovers(
     written = await until_ok(lambda: post_message(visitor, "space again", "space-1"))
     assert written["content"] == "space again"
     assert len(outage_lines(caplog, "database available again")) == 1
+
+
+async def test_sqlite_lock_held_elsewhere_is_503_within_the_deadline(
+    sqlite_client: TestClient, tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another process holds SQLite's write lock (a backup, a tool, a stuck process): the
+    group commit waits for it only until DB_TIMEOUT, and what it did not write is not
+    written later."""
+    client = sqlite_client
+    caplog.set_level(logging.WARNING)
+    world = await build_world(client.app[SERVICES].db)
+    visitor = await Visitor(client, world.inbox["website_token"]).start()
+    await visitor.send("opens the conversation")
+
+    other = sqlite3.connect(tmp_path / "full.db", isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        await assert_unavailable(post_message(visitor, "locked out", "locked-1"))
+        await assert_unavailable(post_message(visitor, "locked out", "locked-2"))
+        assert len(outage_lines(caplog, "database unavailable (timeout")) == 1
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert await count_echo(client, "locked-1") == 0
+    written = await until_ok(lambda: post_message(visitor, "locked out", "locked-1"))
+    assert written["content"] == "locked out"
+    assert await count_echo(client, "locked-1") == 1
+    assert await count_echo(client, "locked-2") == 0
+    assert not request_tracebacks(caplog)

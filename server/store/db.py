@@ -223,12 +223,12 @@ class Database:
         except BaseException as exc:
             if conn is not None:
                 await self._release(conn, exc)
-            error = self._unavailable(exc)
+            error = self._unavailable(exc, write=False)
             if error is exc:
                 raise
             raise error from exc
         if self.outage.active:
-            self.outage.recovered()
+            self.outage.recovered(write=False)
         return result
 
     async def write(self, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
@@ -244,12 +244,12 @@ class Database:
         try:
             result = await fut
         except Exception as exc:
-            error = self._unavailable(exc)
+            error = self._unavailable(exc, write=True)
             if error is exc:
                 raise
             raise error from exc
         if self.outage.active:
-            self.outage.recovered()
+            self.outage.recovered(write=True)
         return result
 
     def _forget_connections(self) -> None:
@@ -259,7 +259,7 @@ class Database:
         self._lost_at = time.monotonic()
         self.writer.pool._invalidate(None)  # type: ignore[arg-type]  # recycled on checkout
 
-    def _unavailable(self, exc: BaseException) -> BaseException:
+    def _unavailable(self, exc: BaseException, *, write: bool) -> BaseException:
         """What the caller of a failed call gets: DatabaseUnavailable (counted and logged by
         `outage`) when the database could not answer, else the error itself."""
         if isinstance(exc, asyncio.CancelledError):
@@ -267,7 +267,7 @@ class Database:
         kind = kind_of(exc)
         if kind is None:
             return exc
-        self.outage.failed(kind, exc)
+        self.outage.failed(kind, exc, write=write)
         if kind == UNREACHABLE:
             self._forget_connections()
         if isinstance(exc, DatabaseUnavailable):

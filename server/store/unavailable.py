@@ -107,11 +107,14 @@ class Outage:
         self.unreachable = 0
         self.disk_full = 0
         self.active = False
+        # Whether writes failed in this incident: reads may still work (a full disk, a
+        # write lock held elsewhere), and only a write that succeeds then ends it.
+        self._writes_failed = False
         self._started = 0.0
         self._in_incident = 0
         self._last_summary = 0.0
 
-    def failed(self, kind: str, exc: BaseException) -> None:
+    def failed(self, kind: str, exc: BaseException, *, write: bool) -> None:
         self.failures += 1
         if kind == TIMEOUT:
             self.timeouts += 1
@@ -121,6 +124,7 @@ class Outage:
             self.unreachable += 1
         now = time.monotonic()
         self._in_incident += 1
+        self._writes_failed = self._writes_failed or write
         if not self.active:
             self.active = True
             self.incidents += 1
@@ -141,11 +145,13 @@ class Outage:
                 kind,
             )
 
-    def recovered(self) -> None:
-        """A call succeeded: ends the incident, if one is on (callers check `active`)."""
-        if not self.active:
+    def recovered(self, *, write: bool) -> None:
+        """A call succeeded: ends the incident, if one is on (callers check `active`) and
+        the call was a write or no write failed in it."""
+        if not self.active or (self._writes_failed and not write):
             return
         self.active = False
+        self._writes_failed = False
         log.warning(
             "database available again after %.1f s; %d calls failed meanwhile",
             time.monotonic() - self._started,

@@ -144,6 +144,11 @@ CREATE TABLE IF NOT EXISTS messages (
 
 CREATE INDEX IF NOT EXISTS messages_conversation ON messages (conversation_id, id);
 
+-- A retried message (the same echo_id from the same sender) is written once: the database
+-- refuses the second, even when both arrive at once (server/store/messages.py).
+CREATE UNIQUE INDEX IF NOT EXISTS messages_sender_echo ON messages (sender_type, sender_id, echo_id)
+    WHERE echo_id IS NOT NULL;
+
 CREATE TABLE IF NOT EXISTS outbox (
     id BIGSERIAL PRIMARY KEY,
     conversation_id BIGINT,

@@ -162,7 +162,7 @@ MAINTENANCE = {
 
 
 async def run(settings: Settings, args: argparse.Namespace) -> int:
-    db = Database(settings.database_url)
+    db = Database(settings.database_url, timeout=settings.db_timeout)
     await db.start()
     try:
         result = await db.write(_command, args)

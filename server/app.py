@@ -72,7 +72,9 @@ def create_app(settings: Settings) -> web.Application:
             "auto_decompress": False,
         },
     )
-    db = Database(settings.database_url, pg_writers=settings.db_writers)
+    db = Database(
+        settings.database_url, pg_writers=settings.db_writers, timeout=settings.db_timeout
+    )
     bus = create_bus(
         settings.redis_url,
         timeout=settings.redis_timeout,

@@ -8,9 +8,14 @@ from typing import Any
 
 from aiohttp import web
 
+from server.store.unavailable import DatabaseUnavailable
+
 log = logging.getLogger(__name__)
 
 NOT_FOUND = {"error": "Resource could not be found"}
+UNAVAILABLE = {"error": "database unavailable, retry shortly"}
+# Seconds a client is asked to wait before retrying a call the database could not answer.
+RETRY_AFTER = "2"
 
 
 class ApiError(Exception):
@@ -66,6 +71,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         response = json_response(exc.body, exc.status)
         if exc.headers:
             response.headers.update(exc.headers)
+        return response
+    except DatabaseUnavailable:
+        # Logged and counted once per outage by the Database (server/store/unavailable.py).
+        response = json_response(UNAVAILABLE, 503)
+        response.headers["Retry-After"] = RETRY_AFTER
         return response
     except web.HTTPRequestEntityTooLarge:
         return json_response({"error": "request body too large"}, 413)

@@ -108,6 +108,15 @@ def _scheme(url: str) -> str:
     return repr(url.split("://", 1)[0] + "://...") if "://" in url else "a value without a scheme"
 
 
+def _db_timeout(env: dict[str, str]) -> float:
+    """DB_TIMEOUT: at least 0.1 s (less fails healthy calls) and at most 600 s (a client
+    gives up long before; a deadline that long is no deadline)."""
+    value = _float(env, "DB_TIMEOUT", 5.0)
+    if not 0.1 <= value <= 600:  # also refuses nan and inf
+        raise SystemExit(f"DB_TIMEOUT must be between 0.1 and 600 seconds, got {value}")
+    return value
+
+
 def _bool(env: dict[str, str], name: str, default: bool) -> bool:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -183,6 +192,9 @@ class Settings:
     outbox_retention: float = 3600.0
     # Concurrent write transactions per process on PostgreSQL (server/store/db.py).
     db_writers: int = 6
+    # Seconds a database call may take, waiting for its turn included; past it the API
+    # answers 503 with Retry-After and nothing of the call commits (server/store/db.py).
+    db_timeout: float = 5.0
     # None: Python's own garbage collector settings (see server/gc_tuning.py).
     gc_threshold: tuple[int, ...] | None = (10_000, 20, 20)
     # Peers whose X-Forwarded-For is believed (server/client_address.py).
@@ -272,6 +284,7 @@ class Settings:
             redis_health_interval=_seconds(env, "REDIS_HEALTH_INTERVAL", 3.0),
             outbox_retention=_positive(_float(env, "OUTBOX_RETENTION", 3600.0), "OUTBOX_RETENTION"),
             db_writers=_between(_int(env, "DB_WRITERS", 6), "DB_WRITERS", 1, 256),
+            db_timeout=_db_timeout(env),
             gc_threshold=gc_tuning.parse_threshold(env.get("GC_THRESHOLD")),
             trusted_proxies=parse_networks(env.get("TRUSTED_PROXIES")),
             header_timeout=_seconds(env, "HEADER_TIMEOUT", 10.0),

@@ -7,10 +7,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.store import accounts as accounts_store
+from server.store import contacts as contacts_store
+from server.store import conversations as conversations_store
 from server.store import schema
 from server.store.db import Database
 from server.store.tables import metadata
@@ -126,3 +128,40 @@ def test_every_statement_is_idempotent_ddl() -> None:
                     "CREATE UNIQUE INDEX IF NOT EXISTS",
                 )
             ), head
+
+
+async def test_the_echo_index_arrives_on_a_database_holding_retries(db: Database) -> None:
+    """A database from before messages_sender_echo holds retried messages twice: starting on
+    it keeps every message, leaves the first of each its echo_id, and creates the index."""
+
+    async def seed(conn: AsyncConnection) -> None:
+        account = await accounts_store.create_account(conn, "Old")
+        inbox = await accounts_store.create_inbox(conn, account_id=account["id"], name="Old")
+        await conn.exec_driver_sql("DROP INDEX messages_sender_echo")
+        contact, ci = await contacts_store.create_identity(
+            conn, account_id=account["id"], inbox_id=inbox["id"]
+        )
+        conv = await conversations_store.create(
+            conn, inbox=inbox, contact=contact, contact_inbox=ci
+        )
+        conv_id = conv["id"]
+        for echo_id in ("e1", "e1", "e1", "e2", None, None):
+            await conn.execute(
+                text(
+                    "INSERT INTO messages (account_id, inbox_id, conversation_id, message_type,"
+                    " content_type, private, status, sender_type, sender_id, echo_id,"
+                    " content_attributes, additional_attributes, created_at, updated_at)"
+                    " VALUES (:a, :i, :c, 0, 'text', FALSE, 'sent', 'Contact', 7, :e,"
+                    " '{}', '{}', 0, 0)"
+                ),
+                {"a": account["id"], "i": inbox["id"], "c": conv_id, "e": echo_id},
+            )
+
+    await db.write(seed)
+    async with db.writer.begin() as conn:
+        await schema.apply(conn)
+    async with db.writer.connect() as conn:
+        rows = (await conn.execute(text("SELECT echo_id FROM messages ORDER BY id"))).all()
+        indexes = await conn.run_sync(lambda sync: inspect(sync).get_indexes("messages"))
+    assert [r[0] for r in rows] == ["e1", None, None, "e2", None, None]
+    assert "messages_sender_echo" in {ix["name"] for ix in indexes}

@@ -23,7 +23,9 @@ log = logging.getLogger("workers")
 
 
 async def run(settings: Settings) -> None:
-    db = Database(settings.database_url, pg_writers=settings.db_writers)
+    db = Database(
+        settings.database_url, pg_writers=settings.db_writers, timeout=settings.db_timeout
+    )
     await db.start()
     bus = create_bus(
         settings.redis_url,

@@ -27,6 +27,7 @@ from server.bus.envelope import pack
 from server.lifecycle import cancel
 from server.store import outbox
 from server.store.db import Database
+from server.store.unavailable import DatabaseUnavailable, kind_of
 from workers.lease import Lease, MemoryLease, RedisLease
 from workers.listener import OutboxListener
 
@@ -149,13 +150,25 @@ class Relay:
                 continue
             except asyncio.CancelledError:
                 raise
-            except TimeoutError:
-                if not guard.expired():
-                    raise
-                await self._stalled()
+            except TimeoutError as exc:
+                if guard.expired():
+                    await self._stalled()
+                    continue
+                log.warning("relay: timed out (%r), retrying in %.1fs", exc, backoff)
+                await self._failed(backoff)
+                backoff = min(backoff * 2, 2.0)
                 continue
-            except Exception:
-                log.exception("relay failed, retrying in %.1fs", backoff)
+            except DatabaseUnavailable as exc:
+                # The Database logs an outage once and counts it: no traceback per retry.
+                log.debug("relay: %s, retrying in %.1fs", exc, backoff)
+                await self._failed(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            except Exception as exc:
+                if kind_of(exc) is None:
+                    log.exception("relay failed, retrying in %.1fs", backoff)
+                else:  # the listener's own connection: one line, not a traceback per retry
+                    log.warning("relay: database unavailable (%s), retrying in %.1fs", exc, backoff)
                 await self._failed(backoff)
                 backoff = min(backoff * 2, 2.0)
                 continue

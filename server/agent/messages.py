@@ -164,7 +164,18 @@ async def create(request: web.Request) -> web.Response:
         )
         return events.message_record(msg, conv["display_id"], sender)
 
-    record = await svc.db.write(op)
+    try:
+        record = await svc.db.write(op)
+    except Exception as exc:
+        # A retry (an echo_id this agent already sent) answers the original message.
+        echo_id = fields["echo_id"]
+        if not messages_store.is_retry(exc, echo_id):
+            raise
+        found = await svc.db.read(messages_store.by_echo_id, "User", who.user["id"], echo_id)
+        if found is None:
+            raise
+        msg, found_display_id = found
+        record = events.message_record(msg, found_display_id, sender)
     if record is None:
         raise not_found()
     return json_response(record)

@@ -13,6 +13,7 @@ from server.hub.connection import Connection
 from server.hub.hub import Hub, Subscription
 from server.ratelimit import SocketLimited, SocketLimits
 from server.services import Services, services
+from server.store.unavailable import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,11 @@ async def cable(request: web.Request) -> web.WebSocketResponse:
                 svc.limiter.refused[exc.name] += 1
                 log.warning("closing /cable socket from %s: %s", conn.peer, exc)
                 await conn.close(protocol.rate_limited(exc.name))
+                break
+            except DatabaseUnavailable:
+                # Counted and logged once per outage by the Database. The client reconnects
+                # (with backoff) and catches up, as after a restart.
+                await conn.close(protocol.SERVER_RESTART)
                 break
             except protocol.ProtocolError as exc:
                 errors += 1

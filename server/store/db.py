@@ -10,6 +10,14 @@ its own.) The WAL is checkpointed between batches from a thread (see `_checkpoin
 On PostgreSQL each write is its own transaction, several at once (`pg_writers`), and
 `write_autocommit` runs an op whose writes are single statements (each atomic on its own)
 outside any transaction: no BEGIN and COMMIT round trips.
+
+Every call has a deadline (`timeout`, DB_TIMEOUT), from the moment it is asked for: a write
+waiting for its turn counts. Past it the call raises DatabaseUnavailable (the API answers
+503) and what it did is undone: a PostgreSQL connection in the middle of a call is
+terminated at once (no round trip: the server may be frozen), so a transaction whose COMMIT
+was never sent is rolled back by the server and never commits later; a SQLite batch past
+the deadline of its oldest write is rolled back whole. Errors that mean the database cannot
+answer (unreachable, disk full) raise DatabaseUnavailable too; `outage` logs and counts them.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from server.store import schema, sqlite_inline
+from server.store.unavailable import TIMEOUT, UNREACHABLE, DatabaseUnavailable, Outage, kind_of
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +53,9 @@ OUTBOX_DIRTY = "outbox_dirty"
 # (about 2 ms each). On this 2-core VM the latency difference against 16 was within the
 # run-to-run noise (docs/benchmarks.md).
 PG_WRITERS = 6
+
+# Seconds a database call may take, from being asked for to its answer (DB_TIMEOUT).
+DB_TIMEOUT = 5.0
 
 SQLITE_PRAGMAS = (
     "PRAGMA journal_mode=WAL",
@@ -83,11 +95,40 @@ def _sqlite_engine(url: str, *, begin: str, pool_size: int) -> AsyncEngine:
     return engine
 
 
+def _pg_engine(url: str, *, pool_size: int, timeout: float | None) -> AsyncEngine:
+    """asyncpg with deadlines (when `timeout` is set): connecting, waiting for a pooled
+    connection, and every statement (asyncpg's command_timeout, which also covers the
+    driver-level statements of `prepared`), with PostgreSQL's statement_timeout beside it so
+    the server stops working on a statement nobody waits for any more."""
+    if timeout is None:
+        return create_async_engine(url, pool_size=pool_size, max_overflow=8)
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=8,
+        pool_timeout=timeout,
+        connect_args={
+            "timeout": timeout,
+            "command_timeout": timeout,
+            "server_settings": {"statement_timeout": str(max(1, int(timeout * 1000)))},
+        },
+    )
+
+
 class Database:
-    def __init__(self, url: str, *, batch_max: int = 128, pg_writers: int = PG_WRITERS) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        batch_max: int = 128,
+        pg_writers: int = PG_WRITERS,
+        timeout: float = DB_TIMEOUT,
+    ) -> None:
         self.url = url
         self.dialect = make_url(url).get_dialect().name
         self.batch_max = batch_max
+        self.timeout = timeout
+        self.outage = Outage()
         if self.dialect == "sqlite":
             path = make_url(url).database
             if path and path != ":memory:":
@@ -103,11 +144,12 @@ class Database:
             # (a batch would serialize round trips, and two batches could lock the same
             # conversations in opposite orders and deadlock).
             self.batch_max = 1
-            self.writer = create_async_engine(url, pool_size=pg_writers + 8, max_overflow=8)
+            self.writer = _pg_engine(url, pool_size=pg_writers + 8, timeout=timeout)
             self.reader = self.writer
         self.on_commit: list[Callable[[], None]] = []
+        # (op, args, future, deadline on the loop's clock)
         self._pending: deque[
-            tuple[Callable[..., Awaitable[Any]], tuple[Any, ...], asyncio.Future[Any]]
+            tuple[Callable[..., Awaitable[Any]], tuple[Any, ...], asyncio.Future[Any], float]
         ] = deque()
         self._wake = asyncio.Event()
         self._writer_task: asyncio.Task[None] | None = None
@@ -116,6 +158,10 @@ class Database:
         self._last_checkpoint = 0.0
         self._sqlite_conn: AsyncConnection | None = None
         self._pg_conns: dict[int, AsyncConnection] = {}
+        # When each writer connection was opened, and when the database was last found
+        # unreachable: a connection older than that is not trusted again (see _pg_writer).
+        self._pg_opened: dict[int, float] = {}
+        self._lost_at = 0.0
 
     @property
     def is_sqlite(self) -> bool:
@@ -126,8 +172,17 @@ class Database:
         return self.dialect == "postgresql"
 
     async def start(self) -> None:
-        async with self.writer.begin() as conn:
-            await schema.apply(conn)
+        if self.is_postgresql:
+            # Without deadlines: building an index on a large table may take longer.
+            migrator = _pg_engine(self.url, pool_size=1, timeout=None)
+            try:
+                async with migrator.begin() as conn:
+                    await schema.apply(conn)
+            finally:
+                await migrator.dispose()
+        else:
+            async with self.writer.begin() as conn:
+                await schema.apply(conn)
         self._writer_tasks = [
             asyncio.create_task(self._write_loop(i), name=f"db-writer-{i}")
             for i in range(self._writers)
@@ -142,7 +197,7 @@ class Database:
             except asyncio.CancelledError:
                 pass
         while self._pending:
-            _, _, fut = self._pending.popleft()
+            _, _, fut, _ = self._pending.popleft()
             if not fut.done():
                 fut.set_exception(RuntimeError("database closed"))
         if self._sqlite_conn is not None:
@@ -156,18 +211,81 @@ class Database:
             await self.reader.dispose()
 
     async def read(self, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        async with self.reader.connect() as conn, conn.begin():
-            return await op(conn, *args, **kwargs)
+        """Run `op` in a read transaction, within the deadline."""
+        conn: AsyncConnection | None = None
+        try:
+            async with asyncio.timeout(self.timeout):
+                conn = await self.reader.connect()
+                await conn.begin()
+                result = await op(conn, *args, **kwargs)
+                await conn.commit()
+                await conn.close()
+        except BaseException as exc:
+            if conn is not None:
+                await self._release(conn, exc)
+            error = self._unavailable(exc, write=False)
+            if error is exc:
+                raise
+            raise error from exc
+        if self.outage.active:
+            self.outage.recovered(write=False)
+        return result
 
     async def write(self, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run `op` in a write transaction; returns once its effects are committed."""
+        """Run `op` in a write transaction; returns once its effects are committed. Raises
+        DatabaseUnavailable, with nothing committed, past the deadline."""
         if kwargs:
             args = (*args, kwargs)  # type: ignore[assignment]
             op = _with_kwargs(op)  # type: ignore[assignment]
-        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._pending.append((op, args, fut))
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        self._pending.append((op, args, fut, loop.time() + self.timeout))
         self._wake.set()
-        return await fut
+        try:
+            result = await fut
+        except Exception as exc:
+            error = self._unavailable(exc, write=True)
+            if error is exc:
+                raise
+            raise error from exc
+        if self.outage.active:
+            self.outage.recovered(write=True)
+        return result
+
+    def _forget_connections(self) -> None:
+        """The database was unreachable: every connection opened before now is likely dead
+        (a restart, a failover). Replace them as they come up, rather than let each fail one
+        more request once the database is back."""
+        self._lost_at = time.monotonic()
+        self.writer.pool._invalidate(None)  # type: ignore[arg-type]  # recycled on checkout
+
+    def _unavailable(self, exc: BaseException, *, write: bool) -> BaseException:
+        """What the caller of a failed call gets: DatabaseUnavailable (counted and logged by
+        `outage`) when the database could not answer, else the error itself."""
+        if isinstance(exc, asyncio.CancelledError):
+            return exc  # the caller was cancelled: not the database's doing
+        kind = kind_of(exc)
+        if kind is None:
+            return exc
+        self.outage.failed(kind, exc, write=write)
+        if kind == UNREACHABLE:
+            self._forget_connections()
+        if isinstance(exc, DatabaseUnavailable):
+            return exc
+        return DatabaseUnavailable(kind, type(exc).__name__)
+
+    async def _release(self, conn: AsyncConnection, exc: BaseException) -> None:
+        """Give back a connection whose call failed: rolled back when the database answers,
+        terminated when it may not (past the deadline, cancelled, connection trouble)."""
+        if isinstance(exc, (asyncio.CancelledError, TimeoutError)) or kind_of(exc):
+            await _discard(conn)
+            return
+        try:
+            async with asyncio.timeout(self.timeout):
+                await conn.rollback()
+                await conn.close()
+        except BaseException:
+            await _discard(conn)
 
     async def write_autocommit(self, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run `op` on a connection outside any transaction, in the writers' turn (so at most
@@ -192,6 +310,7 @@ class Database:
                 batch.append(self._pending.popleft())
             if self._pending:
                 self._wake.set()
+            _expire(batch, asyncio.get_running_loop().time())
             try:
                 if self.is_sqlite:
                     await self._run_sqlite_batch(batch)
@@ -199,7 +318,7 @@ class Database:
                 else:
                     await self._run_each_alone([i for i in batch if not i[2].done()], slot)
             except asyncio.CancelledError:
-                for _, _, fut in batch:
+                for _, _, fut, _ in batch:
                     if not fut.done():
                         fut.set_exception(RuntimeError("database closed"))
                 raise
@@ -212,27 +331,21 @@ class Database:
         self._wrote_since_checkpoint = True
         outcomes: list[tuple[bool, Any]] = []
         try:
-            conn = await self._sqlite_writer()
-            async with conn.begin():
-                raw = conn.sync_connection.connection.driver_connection._conn  # type: ignore[union-attr]
-                for op, args, _ in live:
-                    raw.execute("SAVEPOINT op")
-                    try:
-                        result = await op(conn, *args)
-                    except Exception as exc:  # handed to its caller, after the commit
-                        # Raises (and sends the batch to the path below) when the error
-                        # has ended the transaction itself.
-                        raw.execute("ROLLBACK TO op")
-                        raw.execute("RELEASE op")
-                        outcomes.append((False, exc))
-                    else:
-                        raw.execute("RELEASE op")
-                        outcomes.append((True, result))
-                dirty = conn.info.pop(OUTBOX_DIRTY, False)
+            async with asyncio.timeout_at(min(item[3] for item in live)):
+                conn = await self._sqlite_writer()
+                dirty = await self._sqlite_transaction(conn, live, outcomes)
+        except TimeoutError as exc:
+            # Past the oldest write's deadline (a lock held elsewhere, a stalled disk): the
+            # transaction was rolled back, nothing of the batch committed; each gets a 503.
+            for _, _, fut, _ in live:
+                if not fut.done():
+                    fut.set_exception(DatabaseUnavailable(TIMEOUT, "write batch"))
+            log.debug("SQLite batch past its deadline", exc_info=exc)
+            return
         except Exception:
             await self._run_each_alone(live)
             return
-        for (_, _, fut), (ok, value) in zip(live, outcomes, strict=True):
+        for (_, _, fut, _), (ok, value) in zip(live, outcomes, strict=True):
             if fut.done():
                 continue
             if ok:
@@ -241,20 +354,52 @@ class Database:
                 fut.set_exception(value)
         self._committed(dirty)
 
+    async def _sqlite_transaction(
+        self, conn: AsyncConnection, live: list[Any], outcomes: list[tuple[bool, Any]]
+    ) -> bool:
+        """Run the batch's ops in one transaction, each in a savepoint; True when one wrote
+        to the outbox."""
+        async with conn.begin():
+            raw = conn.sync_connection.connection.driver_connection._conn  # type: ignore[union-attr]
+            for op, args, _, _ in live:
+                raw.execute("SAVEPOINT op")
+                try:
+                    result = await op(conn, *args)
+                except Exception as exc:  # handed to its caller, after the commit
+                    # Raises (and sends the batch to the path below) when the error
+                    # has ended the transaction itself.
+                    raw.execute("ROLLBACK TO op")
+                    raw.execute("RELEASE op")
+                    outcomes.append((False, exc))
+                else:
+                    raw.execute("RELEASE op")
+                    outcomes.append((True, result))
+            return bool(conn.info.pop(OUTBOX_DIRTY, False))
+
     async def _run_each_alone(self, live: list[Any], slot: int = 0) -> None:
         """Each op in a transaction of its own (or none, for `write_autocommit`): PostgreSQL's
-        way, and SQLite's fallback when an error ended a batch's transaction."""
-        for op, args, fut in live:
+        way, and SQLite's fallback when an error ended a batch's transaction. Each within
+        its deadline: past it, the connection is dropped (see `_drop_writer`)."""
+        loop = asyncio.get_running_loop()
+        for op, args, fut, deadline in live:
+            if fut.done():
+                continue
+            if loop.time() >= deadline:
+                fut.set_exception(DatabaseUnavailable(TIMEOUT, "waiting for a writer"))
+                continue
             try:
-                if isinstance(op, _Autocommit):
-                    conn = await self._pg_writer(slot)
-                    result = await op.op(conn, *args)
-                    dirty = conn.info.pop(OUTBOX_DIRTY, False)
-                else:
-                    async with self._transaction(slot) as conn:
-                        result = await op(conn, *args)
+                async with asyncio.timeout_at(deadline):
+                    if isinstance(op, _Autocommit):
+                        conn = await self._pg_writer(slot)
+                        result = await op.op(conn, *args)
                         dirty = conn.info.pop(OUTBOX_DIRTY, False)
+                    else:
+                        async with self._transaction(slot) as conn:
+                            result = await op(conn, *args)
+                            dirty = conn.info.pop(OUTBOX_DIRTY, False)
             except Exception as exc:  # handed to the caller, who maps it to a response
+                if isinstance(exc, TimeoutError) or kind_of(exc):
+                    await self._drop_writer(slot)
                 if not fut.done():
                     fut.set_exception(exc)
             else:
@@ -262,23 +407,50 @@ class Database:
                     fut.set_result(result)
                 self._committed(dirty)
 
+    async def _drop_writer(self, slot: int) -> None:
+        """The writer connection of a call that timed out or lost the database: terminated
+        without a round trip (the server may not answer), so that a transaction it had open
+        is rolled back by the server and never commits; the next write opens a new one."""
+        conn = self._sqlite_conn if self.is_sqlite else self._pg_conns.get(slot)
+        if conn is None:
+            return
+        if self.is_sqlite:
+            self._sqlite_conn = None
+        else:
+            del self._pg_conns[slot]
+        await _discard(conn)
+
     @contextlib.asynccontextmanager
     async def _transaction(self, slot: int) -> AsyncIterator[AsyncConnection]:
         conn = await (self._sqlite_writer() if self.is_sqlite else self._pg_writer(slot))
-        async with conn.begin():
+        transaction = await conn.begin()
+        try:
             yield conn
+        except BaseException as exc:
+            # Past the deadline or with the database gone, no ROLLBACK round trip (it may
+            # never be answered): the caller drops the connection, which rolls it back.
+            if not isinstance(exc, (asyncio.CancelledError, TimeoutError)) and not kind_of(exc):
+                await transaction.rollback()
+            raise
+        await transaction.commit()
 
     async def _pg_writer(self, slot: int) -> AsyncConnection:
         """The connection PostgreSQL writer `slot` keeps between writes: a pool checkout and
         a new Connection per write cost about as much CPU as a round trip. One that an error
         closed or invalidated, or left in a transaction, is replaced."""
         conn = self._pg_conns.get(slot)
-        if conn is not None and (conn.closed or conn.invalidated or conn.in_transaction()):
+        if conn is not None and (
+            conn.closed
+            or conn.invalidated
+            or conn.in_transaction()
+            or self._pg_opened[slot] < self._lost_at
+        ):
             del self._pg_conns[slot]
-            await _close_quietly(conn)
+            await _discard(conn)
             conn = None
         if conn is None:
             conn = self._pg_conns[slot] = await self.writer.connect()
+            self._pg_opened[slot] = time.monotonic()
         return conn
 
     async def _sqlite_writer(self) -> AsyncConnection:
@@ -321,6 +493,13 @@ class Database:
                     log.exception("on_commit callback failed")
 
 
+def _expire(batch: list[Any], now: float) -> None:
+    """Fail the writes of `batch` whose deadline passed while they waited for a writer."""
+    for _, _, fut, deadline in batch:
+        if not fut.done() and now >= deadline:
+            fut.set_exception(DatabaseUnavailable(TIMEOUT, "waiting for a writer"))
+
+
 def _checkpoint_wal(path: str) -> None:
     """PASSIVE, and no busy wait (timeout=0): never waits for a lock, so the thread (which
     shutdown waits for) ends at once; what it could not copy is copied next time."""
@@ -329,6 +508,23 @@ def _checkpoint_wal(path: str) -> None:
         conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
     finally:
         conn.close()
+
+
+async def _discard(conn: AsyncConnection) -> None:
+    """Drop a connection that may be mid-call, with no round trip to the database: the
+    driver's socket is closed at once (asyncpg's terminate), then the pool forgets it."""
+    try:
+        adapter = conn.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
+        driver = getattr(adapter, "driver_connection", None)
+        if driver is not None and hasattr(driver, "terminate"):
+            driver.terminate()
+    except Exception:
+        pass  # already invalidated or closed: nothing left to cut
+    try:
+        await conn.invalidate()
+    except Exception:
+        pass
+    await _close_quietly(conn)
 
 
 async def _close_quietly(conn: AsyncConnection) -> None:

@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from sqlalchemy import Float, and_, bindparam, insert, literal_column, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server import events
@@ -45,6 +46,47 @@ async def by_external_event(
             )
         )
     )
+
+
+# The unique index that makes a retried message (same sender, same echo_id) one message.
+ECHO_INDEX = "messages_sender_echo"
+
+
+def is_retry(exc: BaseException, echo_id: str | None) -> bool:
+    """True when a message write failed in a way its earlier attempt explains: the echo_id
+    is taken (the unique index, on either engine), or the flood check refused it (the
+    earlier attempt may be what filled the minute). The caller then looks the original up
+    (`by_echo_id`); only an error path pays for that read."""
+    if echo_id is None:
+        return False
+    if isinstance(exc, FloodError):
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    text = str(exc.orig)
+    # PostgreSQL names the index; SQLite names its columns.
+    return ECHO_INDEX in text or "messages.echo_id" in text
+
+
+async def by_echo_id(
+    conn: AsyncConnection, sender_type: str, sender_id: int, echo_id: str
+) -> tuple[dict[str, Any], int] | None:
+    """(message, its conversation's display_id) of the sender's message with `echo_id`."""
+    row = one(
+        await conn.execute(
+            select(messages, conversations.c.display_id.label("conversation_display_id"))
+            .join(conversations, conversations.c.id == messages.c.conversation_id)
+            .where(
+                messages.c.sender_type == sender_type,
+                messages.c.sender_id == sender_id,
+                messages.c.echo_id == echo_id,
+            )
+        )
+    )
+    if row is None:
+        return None
+    display_id = row.pop("conversation_display_id")
+    return row, display_id
 
 
 # RETURNING only the id: the rest of the row is what was just written (see `create`).

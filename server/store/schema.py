@@ -1,7 +1,8 @@
 """Applies schema.sql, idempotently, on SQLite or PostgreSQL.
 
 Tables first, then the columns added to a table after it first shipped (CREATE TABLE IF NOT
-EXISTS does not add them to an existing database), then indexes, which may use those columns.
+EXISTS does not add them to an existing database), then the rows a new unique index would
+refuse are made to fit (INDEX_CLEANUPS), then indexes, which may use those columns.
 """
 
 from __future__ import annotations
@@ -53,6 +54,30 @@ ADDED_COLUMNS = (
 )
 
 
+@dataclass(frozen=True)
+class IndexCleanup:
+    """Rows an existing database may hold that a unique index schema.sql gained later would
+    refuse: `sql` makes them fit, once, before the index is first created."""
+
+    index: str
+    sql: str
+
+
+INDEX_CLEANUPS = (
+    # Before messages_sender_echo, a retried message was written twice: the retries keep
+    # their content and lose their echo_id (the first of each keeps it).
+    IndexCleanup(
+        "messages_sender_echo",
+        """
+            UPDATE messages SET echo_id = NULL
+            WHERE echo_id IS NOT NULL AND id NOT IN (
+                SELECT MIN(id) FROM messages WHERE echo_id IS NOT NULL
+                GROUP BY sender_type, sender_id, echo_id)
+        """,
+    ),
+)
+
+
 def statements(dialect: str, source: str | None = None) -> list[str]:
     """The DDL statements of schema.sql, spelled for `dialect` ("sqlite" or "postgresql")."""
     sql = SCHEMA_PATH.read_text() if source is None else source
@@ -87,6 +112,20 @@ async def _add_missing_columns(conn: AsyncConnection) -> None:
             await conn.exec_driver_sql(added.backfill)
 
 
+async def _has_index(conn: AsyncConnection, name: str) -> bool:
+    if conn.dialect.name == "sqlite":
+        query = "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = :name"
+    else:
+        query = "SELECT 1 FROM pg_indexes WHERE schemaname = current_schema() AND indexname = :name"
+    return (await conn.execute(text(query), {"name": name})).first() is not None
+
+
+async def _clean_for_new_indexes(conn: AsyncConnection) -> None:
+    for cleanup in INDEX_CLEANUPS:
+        if not await _has_index(conn, cleanup.index):
+            await conn.exec_driver_sql(cleanup.sql)
+
+
 async def apply(conn: AsyncConnection) -> None:
     """Create what is missing. Several processes may start at once: PostgreSQL serializes
     them with an advisory lock, SQLite with its write lock (BEGIN IMMEDIATE)."""
@@ -98,6 +137,7 @@ async def apply(conn: AsyncConnection) -> None:
         if stmt.upper().startswith("CREATE TABLE"):
             await conn.exec_driver_sql(stmt)
     await _add_missing_columns(conn)
+    await _clean_for_new_indexes(conn)
     for stmt in ddl:
         if not stmt.upper().startswith("CREATE TABLE"):
             await conn.exec_driver_sql(stmt)

@@ -69,13 +69,53 @@ async def index(request: web.Request) -> web.Response:
 
 async def create(request: web.Request) -> web.Response:
     """The visitor's message goes to their current conversation, even a resolved one (which
-    it reopens); the first message opens a conversation. The visitor is looked up inside the
-    write: this is the busiest endpoint. On PostgreSQL it is first tried without a
-    transaction (two round trips instead of four), and otherwise in one."""
+    it reopens); the first message opens a conversation. A retry (an `echo_id` the visitor
+    already sent) answers the original message and writes nothing: the unique index refuses
+    the second write, and only then is the original read."""
     svc = services(request)
     box, source_id = await context.claim(request)
     message = obj(await json_body(request), "message")
     content, echo_id = message_input(svc, message)
+    try:
+        record = await _write(request, svc, box, source_id, message, content, echo_id)
+    except Exception as exc:
+        if not messages_store.is_retry(exc, echo_id):
+            raise
+        assert echo_id is not None
+        original = await svc.db.read(_original, box["id"], source_id, echo_id)
+        if original is None:
+            raise
+        record = original
+    return json_response(record)
+
+
+async def _original(
+    conn: AsyncConnection, inbox_id: int, source_id: str, echo_id: str
+) -> dict[str, Any] | None:
+    """The visitor's message with `echo_id`, as its first POST answered it."""
+    sender_row = await contacts_store.find_sender(conn, inbox_id, source_id)
+    if sender_row is None:
+        return None
+    contact = sender_row[0]
+    found = await messages_store.by_echo_id(conn, "Contact", contact["id"], echo_id)
+    if found is None:
+        return None
+    msg, display_id = found
+    return _record(msg, {"display_id": display_id}, events.contact_push(contact))
+
+
+async def _write(
+    request: web.Request,
+    svc: Services,
+    box: dict[str, Any],
+    source_id: str,
+    message: dict[str, Any],
+    content: str,
+    echo_id: str | None,
+) -> dict[str, Any]:
+    """The visitor is looked up inside the write: this is the busiest endpoint. On
+    PostgreSQL it is first tried without a transaction (two round trips instead of four),
+    and otherwise in one."""
     reply_to = opt_int(message.get("reply_to"), "message.reply_to")
     additional = conversation_attributes(request, message)
     # What both paths write, besides the sender.
@@ -113,7 +153,7 @@ async def create(request: web.Request) -> web.Response:
     if svc.db.is_postgresql:
         record = await svc.db.write_autocommit(without_transaction)
         if record is not None:
-            return json_response(record)
+            return record
 
     async def op(conn: AsyncConnection) -> dict[str, Any]:
         # PostgreSQL: identity and lock in one statement when the visitor has a conversation.
@@ -157,7 +197,7 @@ async def create(request: web.Request) -> web.Response:
         )
         return _record(msg, conv, sender)
 
-    return json_response(await svc.db.write(op))
+    return await svc.db.write(op)
 
 
 def _record(

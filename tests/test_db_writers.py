@@ -14,9 +14,9 @@ from server.store.db import Database
 def test_setting(tmp_path: Any) -> None:
     assert Settings.from_env({"DATA_DIR": str(tmp_path)}).db_writers == 6
     assert Settings.from_env({"DATA_DIR": str(tmp_path), "DB_WRITERS": "3"}).db_writers == 3
-    assert Settings.from_env({"DATA_DIR": str(tmp_path), "DB_WRITERS": "0"}).db_writers == 1
-    with pytest.raises(SystemExit, match="DB_WRITERS"):
-        Settings.from_env({"DATA_DIR": str(tmp_path), "DB_WRITERS": "many"})
+    for bad in ("many", "0", "257"):  # 0 was quietly taken as 1: now it is an error
+        with pytest.raises(SystemExit, match="DB_WRITERS"):
+            Settings.from_env({"DATA_DIR": str(tmp_path), "DB_WRITERS": bad})
 
 
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)

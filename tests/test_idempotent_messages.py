@@ -115,3 +115,20 @@ async def test_retried_agent_reply_is_written_once(
     mine = await post_message(visitor, "mine", "agent-echo")
     assert mine.status == 200
     assert await stored(client, "agent-echo") == (3, 3)
+
+
+async def test_retried_conversation_create_is_written_once(
+    client: TestClient, visitor: Visitor
+) -> None:
+    """POST /conversations carries the first message: its retry answers the conversation the
+    first try made (schemathesis found it a 500: the echo index refused the second write)."""
+    body = {"message": {"content": "open please", "echo_id": "conv-echo"}}
+    first = await visitor.post("conversations", body)
+    assert first.status == 200, await first.text()
+    again = await visitor.post("conversations", body)
+    assert again.status == 200, await again.text()
+    assert await again.json() == await first.json()
+    assert await stored(client, "conv-echo") == (1, 1)
+    # The same echo_id in a message afterwards is the same retry: the original message.
+    resent = await post_message(visitor, "open please", "conv-echo")
+    assert (await resent.json())["id"] == (await first.json())["messages"][0]["id"]

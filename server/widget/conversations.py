@@ -55,7 +55,8 @@ def _contact_changes(contact: dict[str, Any], given: dict[str, Any]) -> dict[str
 
 async def create(request: web.Request) -> web.Response:
     """Always a new conversation, with the visitor's first message (within the contact's
-    budget of new conversations: a 429 past it)."""
+    budget of new conversations: a 429 past it). A retry (the message's `echo_id` already
+    used by this visitor) answers the conversation the first try made, and writes nothing."""
     svc = services(request)
     visitor = await context.visitor(request)
     body = await json_body(request)
@@ -93,16 +94,40 @@ async def create(request: web.Request) -> web.Response:
             echo_id=echo_id,
         )
         conv = await conversations_store.lock(conn, conv["id"])
-        rows = await messages_store.page(conn, conv["id"], before=None, after=None, visitor=True)
-        sender = events.contact_push(contact)
-        return {
-            **events.widget_conversation(conv),
-            "messages": [events.widget_message(m, conv["display_id"], sender) for m in rows],
-            "custom_attributes": conv["custom_attributes"],
-            "contact": events.contact_record(contact),
-        }
+        return await _created(conn, conv, contact)
 
-    return json_response(await svc.db.write(op))
+    async def original(conn: AsyncConnection) -> dict[str, Any] | None:
+        """A retry (the message's echo_id is taken): the conversation its first try made."""
+        assert echo_id is not None
+        found = await messages_store.by_echo_id(conn, "Contact", visitor.contact["id"], echo_id)
+        if found is None:
+            return None
+        conv = await conversations_store.by_display_id(conn, visitor.inbox["account_id"], found[1])
+        return None if conv is None else await _created(conn, conv, visitor.contact)
+
+    try:
+        return json_response(await svc.db.write(op))
+    except Exception as exc:
+        if not messages_store.is_retry(exc, echo_id):
+            raise
+        first = await svc.db.read(original)
+        if first is None:
+            raise
+        return json_response(first)
+
+
+async def _created(
+    conn: AsyncConnection, conv: dict[str, Any], contact: dict[str, Any]
+) -> dict[str, Any]:
+    """What POST /conversations answers: the conversation with its messages."""
+    rows = await messages_store.page(conn, conv["id"], before=None, after=None, visitor=True)
+    sender = events.contact_push(contact)
+    return {
+        **events.widget_conversation(conv),
+        "messages": [events.widget_message(m, conv["display_id"], sender) for m in rows],
+        "custom_attributes": conv["custom_attributes"],
+        "contact": events.contact_record(contact),
+    }
 
 
 async def _current(request: web.Request, visitor: context.Visitor) -> dict[str, Any]:

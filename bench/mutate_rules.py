@@ -1,6 +1,6 @@
 # ruff: noqa: E501  (a table of code snippets)
-"""Hand-written mutation run over the rules of server/auth.py, server/widget/context.py and
-server/hub/room.py: apply each mutation alone, run the tests that should hold the rule
+"""Hand-written mutation run over the rules of server/auth.py, server/widget/context.py,
+server/widget/identity.py and server/hub/room.py: apply each mutation alone, run the tests that should hold the rule
 (both databases), record which test kills it, restore the file.
 
     .venv/bin/python bench/mutate_rules.py [--only NAME,NAME] [--old-only]
@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 AUTH = "server/auth.py"
 CONTEXT = "server/widget/context.py"
 ROOM = "server/hub/room.py"
+IDENTITY = "server/widget/identity.py"
 
 WIDGET_TESTS = [
     "tests/test_widget_rules.py",
@@ -40,6 +41,12 @@ ROOM_TESTS = [
     "tests/test_isolation.py",
     "tests/test_realtime_protocol.py",
     "tests/test_realtime_events.py",
+]
+IDENTITY_TESTS = [
+    "tests/test_identity.py",
+    "tests/test_widget_contact.py",
+    "tests/test_isolation.py",
+    "tests/test_rate_limits.py",
 ]
 NEW_TESTS = {
     "tests/test_widget_rules.py",
@@ -290,6 +297,117 @@ MUTATIONS = [
         "offline agents shown with their availability",
     ),
     M(ROOM, "    if sub.is_agent:\n", "    if True:\n", "visitors get the online contacts"),
+    # identity.py: the identity rules
+    M(
+        IDENTITY,
+        'if claims is not None and claims["inbox_id"] == inbox["id"]:',
+        "if claims is not None:",
+        "a token of another inbox reused",
+    ),
+    M(
+        IDENTITY,
+        '    await svc.limiter.check("contacts_per_address", address_subject(address))\n',
+        "",
+        "new contacts not limited per address",
+    ),
+    M(
+        IDENTITY,
+        'if identifier is not None and inbox["hmac_mandatory"]:',
+        "if False:",
+        "hmac_mandatory ignored",
+    ),
+    M(
+        IDENTITY,
+        "    if identifier is None or not identifier_hash_matches(",
+        "    if identifier is None or identifier_hash_matches(",
+        "a bad hash accepted, a good one refused",
+    ),
+    M(
+        IDENTITY,
+        "    if identifier is None or not identifier_hash_matches(",
+        "    if False and not identifier_hash_matches(",
+        "any identifier_hash proves",
+    ),
+    M(
+        IDENTITY,
+        '    return own != identifier or (verified and not contact["identifier_verified"])',
+        "    return own != identifier",
+        "budget not spent on proving a claimed identifier",
+    ),
+    M(
+        IDENTITY,
+        "    if own is None:\n        return False\n",
+        "",
+        "budget spent on an anonymous contact's first claim",
+    ),
+    M(
+        IDENTITY,
+        "        if own is None or own == identifier:\n",
+        "        if True:\n",
+        "an unproven identifier overwrites the caller's identifier",
+    ),
+    M(
+        IDENTITY,
+        "        return await _new_contact(conn, inbox, identifier, verified=False)",
+        '        owner = await contacts_store.verified_owner(conn, inbox["account_id"], identifier)\n'
+        "        if owner is not None:\n"
+        '            ci = await contacts_store.verified_contact_inbox(conn, owner["id"], inbox["id"])\n'
+        "            if ci is not None:\n"
+        "                return Identity(owner, ci, switched=True)\n"
+        "        return await _new_contact(conn, inbox, identifier, verified=False)",
+        "an unproven identifier finds the verified owner",
+    ),
+    M(
+        IDENTITY,
+        'if own == identifier and contact["identifier_verified"]:',
+        "if own == identifier:",
+        "proving a claimed identifier keeps the claimed contact",
+    ),
+    M(
+        IDENTITY,
+        '        await contacts_store.set_hmac_verified(conn, contact_inbox["id"])  # rule 4a\n',
+        "",
+        "rule 4a: contact_inbox not marked hmac_verified",
+    ),
+    M(
+        IDENTITY,
+        "        return Identity(owner, ci, switched=True)",
+        "        return Identity(owner, ci, switched=False)",
+        "rule 4b: switch without a new token",
+    ),
+    M(
+        IDENTITY,
+        "    if owner is not None:  # rule 4b",
+        "    if False:  # rule 4b",
+        "rule 4b: the verified owner ignored",
+    ),
+    M(
+        IDENTITY,
+        "    if own is None:  # rule 4c",
+        "    if False:  # rule 4c",
+        "rule 4c: anonymous contact not verified in place",
+    ),
+    M(
+        IDENTITY,
+        '{"identifier": identifier, "identifier_verified": True}',
+        '{"identifier": identifier}',
+        "rule 4c: contact not marked verified",
+    ),
+    M(
+        IDENTITY,
+        "    return await _new_contact(conn, inbox, identifier, verified=True)  # rule 4d",
+        "    contact = await contacts_store.update_contact(\n"
+        '        conn, contact["id"], {"identifier": identifier, "identifier_verified": True}\n'
+        "    )\n"
+        "    return Identity(contact, contact_inbox, switched=False)  # rule 4d",
+        "rule 4d: the claimed contact becomes verified",
+    ),
+    M(
+        IDENTITY,
+        "        identifier_verified=verified,\n        hmac_verified=verified,\n",
+        "        identifier_verified=True,\n        hmac_verified=True,\n",
+        "a new contact for an unproven claim is verified",
+    ),
 ]
 
 
@@ -331,7 +449,7 @@ def main() -> None:
                 f"| {m.path} | {m.what} | STALE ({original.count(m.old)} matches) | |", flush=True
             )
             continue
-        tests = ROOM_TESTS if m.path == ROOM else WIDGET_TESTS
+        tests = {ROOM: ROOM_TESTS, IDENTITY: IDENTITY_TESTS}.get(m.path, WIDGET_TESTS)
         if args.old_only:
             tests = [t for t in tests if t not in NEW_TESTS]
         try:

@@ -79,13 +79,15 @@ def create_app(settings: Settings) -> web.Application:
         settings.redis_url,
         timeout=settings.redis_timeout,
         health_interval=settings.redis_health_interval,
+        history_limit=settings.history_limit,
+        history_ttl=settings.history_ttl,
     )
     presence = RedisPresence(bus.redis) if settings.redis_url else MemoryPresence()  # type: ignore[attr-defined]
     svc = Services(settings=settings, db=db, bus=bus, inboxes=InboxCache(db), presence=presence)
     svc.connections = counts
     redis = bus.redis if settings.redis_url else None  # type: ignore[attr-defined]
     svc.limiter = create_limiter(settings.rate_limits, redis)
-    svc.hub = Hub(bus, db, ping_interval=settings.ping_interval)
+    svc.hub = Hub(bus, ping_interval=settings.ping_interval)
     if not db.is_postgresql:
         # On PostgreSQL the outbox insert NOTIFYs the relay itself (workers/listener.py).
         db.on_commit.append(bus.wake_relay)

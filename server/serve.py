@@ -40,7 +40,18 @@ async def _serve(settings: Settings) -> None:
     site = web.TCPSite(
         runner, settings.host, settings.port, backlog=2048, shutdown_timeout=settings.shutdown_grace
     )
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        log.error(
+            "cannot listen on %s:%s: %s; is another process using that port? Set HOST and "
+            "PORT to a free address",
+            settings.host,
+            settings.port,
+            exc.strerror or exc,
+        )
+        await runner.cleanup()
+        raise SystemExit(2) from None
     gc_tuning.tune_after_start(settings.gc_threshold)
     log.info("serving on http://%s:%s (%s)", settings.host, settings.port, describe(settings))
     await until_signalled()

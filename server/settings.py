@@ -187,8 +187,12 @@ class Settings:
     # one; TCP keepalive's idle time).
     redis_timeout: float = 3.0
     redis_health_interval: float = 3.0
-    # Seconds a published outbox event is kept: the longest bus outage a web process can
-    # catch up on (workers/maintenance.py).
+    # Each bus channel's stream history (server/bus/streams.py): events kept per stream, and
+    # seconds a stream's history lives after its last event. A web process (or a resuming
+    # client) that misses more than this resyncs its sockets instead of catching up.
+    history_limit: int = 1000
+    history_ttl: float = 300.0
+    # Seconds a published outbox event is kept before it is pruned (workers/maintenance.py).
     outbox_retention: float = 3600.0
     # Concurrent write transactions per process on PostgreSQL (server/store/db.py).
     db_writers: int = 6
@@ -282,6 +286,8 @@ class Settings:
             relay_stall_timeout=_seconds(env, "RELAY_STALL_TIMEOUT", 30.0),
             redis_timeout=_seconds(env, "REDIS_TIMEOUT", 3.0),
             redis_health_interval=_seconds(env, "REDIS_HEALTH_INTERVAL", 3.0),
+            history_limit=_between(_int(env, "HISTORY_LIMIT", 1000), "HISTORY_LIMIT", 1, 100_000),
+            history_ttl=_seconds(env, "HISTORY_TTL", 300.0),
             outbox_retention=_positive(_float(env, "OUTBOX_RETENTION", 3600.0), "OUTBOX_RETENTION"),
             db_writers=_between(_int(env, "DB_WRITERS", 6), "DB_WRITERS", 1, 256),
             db_timeout=_db_timeout(env),

@@ -37,9 +37,12 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
 
 
 class RedisServer:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, persistent: bool = False) -> None:
+        """`persistent`: an append-only file synced on every write, so that a kill -9 and a
+        start keep every key (streams, their epochs); otherwise Redis starts empty."""
         self.port = free_port()
         self.workdir = workdir
+        self.persistent = persistent
         self.proc: subprocess.Popen[bytes] | None = None
         binary = shutil.which("redis-server")
         assert binary, "redis-server is not installed (.ci/run installs it)"
@@ -61,7 +64,9 @@ class RedisServer:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes" if self.persistent else "no",
+                "--appendfsync",
+                "always",
                 "--dir",
                 str(self.workdir),
             ],

@@ -13,6 +13,7 @@ import pytest
 
 from server.store.db import Database
 from tests.cable import CableClient, agent_identifier, visitor_identifier
+from tests.catchup import CatchingUpSocket
 from tests.conftest import Visitor, World, build_world, temp_pg_database
 from tests.procs import Process, RedisServer, base_env, web_process, worker_process
 
@@ -54,6 +55,32 @@ class Deploy:
         )
         return cable
 
+    async def catching_up_visitor(self, web: Process, visitor: Visitor) -> CatchingUpSocket:
+        """A visitor socket that reconnects and catches up like Chatwoot's widget."""
+
+        async def fetch_after(after: int) -> list[dict[str, Any]]:
+            return await _pages(lambda a: visitor.get(f"messages?after={a}"), after)
+
+        return await CatchingUpSocket(
+            lambda: self.visitor_socket(web, visitor), fetch_after
+        ).start()
+
+    async def catching_up_agent(self, web: Process, display_id: int) -> CatchingUpSocket:
+        """An agent socket that reconnects and catches up the conversation `display_id`."""
+        user = self.world.agent
+        url = f"/api/v1/accounts/{self.world.account['id']}/conversations/{display_id}/messages"
+        session = self.session(web)
+
+        async def fetch_after(after: int) -> list[dict[str, Any]]:
+            return await _pages(
+                lambda a: session.get(
+                    f"{url}?after={a}", headers={"api_access_token": user["access_token"]}
+                ),
+                after,
+            )
+
+        return await CatchingUpSocket(lambda: self.agent_socket(web), fetch_after).start()
+
     async def agent_post(
         self, web: Process, path: str, body: dict[str, Any], who: str = "agent"
     ) -> Any:
@@ -70,6 +97,19 @@ class Deploy:
         for proc in [*self.webs, self.worker, *self.extra]:
             out.append(f"--- {proc.module} {proc.log_path.name}\n{proc.output()[-4000:]}")
         return "\n".join(out)
+
+
+async def _pages(get: Any, after: int) -> list[dict[str, Any]]:
+    """Every message after `after`, a page at a time (the API pages `after=` by 100)."""
+    out: list[dict[str, Any]] = []
+    while True:
+        resp = await get(after)
+        assert resp.status == 200, await resp.text()
+        page = (await resp.json())["payload"]
+        out.extend(page)
+        if len(page) < 100:
+            return out
+        after = page[-1]["id"]
 
 
 @pytest.fixture(name="deploy", params=["postgresql", "sqlite"])

@@ -8,6 +8,8 @@ import signal
 import time
 from typing import Any
 
+import pytest
+
 from tests.cable import CableClient
 from tests.conftest import Visitor
 from tests.scaled import Deploy, deploy_fixture  # noqa: F401  (the fixture)
@@ -28,6 +30,15 @@ async def _stream(visitor: Visitor, count: int, rate: float, marks: dict[int, An
         sent.append(text)
         await asyncio.sleep(1 / rate)
     return sent
+
+
+async def _ready(deploy: Deploy, timeout: float = 10) -> None:
+    """Until every web process answers /readyz 200 (its bus subscribed again)."""
+    deadline = time.monotonic() + timeout
+    for web in deploy.webs:
+        while (await deploy.session(web).get("/readyz")).status != 200:
+            assert time.monotonic() < deadline, "a web process is not ready again"
+            await asyncio.sleep(0.05)
 
 
 async def _received_in_order(sock: CableClient, sent: list[str], timeout: float) -> None:
@@ -57,11 +68,14 @@ async def test_worker_killed_mid_stream(deploy: Deploy) -> None:
 
 
 async def test_redis_restarted_mid_stream(deploy: Deploy) -> None:
+    """Redis restarts without its data: the streams' history is gone, so the web processes
+    cannot catch their sockets up from it; they tell them to reconnect, and the clients catch
+    up as Chatwoot's do (`after=`). Every message arrives; none twice or out of order live."""
     web1, web2 = deploy.webs
     visitor = await deploy.visitor(web1)
-    await visitor.send("hello")
-    vsock = await deploy.visitor_socket(web1, visitor)
-    asock = await deploy.agent_socket(web2)
+    first = await visitor.send("hello")
+    vsock = await deploy.catching_up_visitor(web1, visitor)
+    asock = await deploy.catching_up_agent(web2, first["conversation_id"])
     down_at: list[float] = []
 
     async def stop_redis() -> None:
@@ -77,7 +91,57 @@ async def test_redis_restarted_mid_stream(deploy: Deploy) -> None:
     )
     assert down_at, "redis was never stopped"
     for sock in (vsock, asock):
-        await _received_in_order(sock, sent, timeout=30)
+        await sock.wait_for_content(sent[-1], timeout=30)
+        assert sock.contents("m") == sent
+        sock.assert_live_in_order_once()
+        assert sock.reconnects >= 1, "the streams' epochs changed: sockets must resync"
+        await sock.close()
+
+
+@pytest.mark.parametrize("persistent", [False, True], ids=["redis-empty", "redis-kept"])
+async def test_relay_behind_then_redis_restarts(deploy: Deploy, persistent: bool) -> None:
+    """Issue 14, fault A: the worker dies and messages pile up in the outbox; then Redis
+    dies too; Redis and a new worker come back together, and the relay publishes the backlog
+    while the web processes are still reconnecting. No time window decides what is caught up:
+    with Redis's data kept, the web processes read what they missed from the streams' history
+    (no socket reconnects, every message live, once, in order); with it lost (new epochs),
+    they resync their sockets, which catch up by `after=`. Either way nothing is lost."""
+    web1, web2 = deploy.webs
+    if persistent:  # the same port, now with an append-only file
+        deploy.redis.stop()
+        deploy.redis.persistent = True
+        deploy.redis.start()
+        await _ready(deploy)
+    visitor = await deploy.visitor(web1)
+    first = await visitor.send("hello")
+    vsock = await deploy.catching_up_visitor(web1, visitor)
+    asock = await deploy.catching_up_agent(web2, first["conversation_id"])
+
+    async def kill_worker() -> None:
+        deploy.worker.signal(signal.SIGKILL)
+        deploy.worker.wait(5)
+
+    async def kill_redis() -> None:
+        deploy.redis.stop()
+
+    async def both_back() -> None:
+        deploy.redis.start()
+        await asyncio.to_thread(deploy.new_worker)
+
+    # The relay is 3 s behind when Redis goes (more than any "recent" window would cover).
+    sent = await _stream(
+        visitor, 120, rate=30, marks={10: kill_worker, 100: kill_redis, 110: both_back}
+    )
+    for sock in (vsock, asock):
+        await sock.wait_for_content(sent[-1], timeout=30)
+        assert sock.contents("m") == sent
+        sock.assert_live_in_order_once()
+        if persistent:
+            assert sock.reconnects == 0, "the history covered the gap: no resync needed"
+            assert sock.live_runs[0][-len(sent) :] == sorted(sock.messages)[-len(sent) :]
+        else:
+            assert sock.reconnects >= 1
+        await sock.close()
 
 
 async def test_sigterm_web_process(deploy: Deploy) -> None:

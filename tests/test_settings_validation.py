@@ -5,6 +5,7 @@ on the embedded default only."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -80,3 +81,32 @@ def test_an_unreachable_database_is_one_line(tmp_path: Path, url: str, module: s
     assert len(errors) == 1 and "cannot use the database at postgresql" in errors[0], proc.stderr
     assert "Traceback" not in proc.stderr
     assert "s3cret" not in proc.stderr
+
+
+def test_a_port_in_use_is_one_line_not_a_database_error(tmp_path: Path) -> None:
+    """Binding failed: the line says so and names the address (it once blamed the database)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {
+            "PATH": "/usr/bin:/bin",
+            **BASE,
+            "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'chat.db'}",
+            "DATA_DIR": str(tmp_path),
+            "HOST": "127.0.0.1",
+            "PORT": str(port),
+        }
+        proc = subprocess.run(
+            [sys.executable, "-m", "server"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and f"cannot listen on 127.0.0.1:{port}" in errors[0], proc.stderr
+    assert "database" not in errors[0]
+    assert "Traceback" not in proc.stderr

@@ -31,6 +31,8 @@ async def run(settings: Settings) -> None:
         settings.redis_url,
         timeout=settings.redis_timeout,
         health_interval=settings.redis_health_interval,
+        history_limit=settings.history_limit,
+        history_ttl=settings.history_ttl,
     )
     relay = Relay(
         db,

@@ -14,4 +14,7 @@ def create_bus(redis_url: str | None, **options: object) -> Bus:
         return RedisBus(redis_url, **options)  # type: ignore[arg-type]
     from server.bus.memory import MemoryBus
 
-    return MemoryBus()
+    return MemoryBus(
+        history_limit=options.get("history_limit", 1000),  # type: ignore[arg-type]
+        history_ttl=options.get("history_ttl", 300.0),  # type: ignore[arg-type]
+    )

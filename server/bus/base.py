@@ -5,12 +5,16 @@ Two kinds of publish:
   broker is down they are dropped, which is what ephemeral means.
 - `publish_durable`: the relay's outbox rows. Awaited; raises BusUnavailable unless the
   broker took every one, so the relay marks rows published only when they really were.
+  Each one becomes the next event of its channel's stream (server/bus/streams.py): an
+  offset, an epoch, a place in the bounded history that `history` reads back.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+
+from server.bus.streams import History, Position
 
 MessageHandler = Callable[[str, bytes], None]
 
@@ -22,9 +26,10 @@ class BusUnavailable(Exception):
 class Bus(ABC):
     def __init__(self) -> None:
         self.handler: MessageHandler | None = None
-        # Called after the bus lost its subscriptions and got them back: the hub replays
-        # durable events committed meanwhile.
-        self.on_resubscribed: list[Callable[[float], None]] = []
+        # Called after the bus lost its subscriptions and got them back (and before any
+        # message of the new subscriptions is delivered): the hub catches every stream up
+        # from its history.
+        self.on_resubscribed: list[Callable[[], None]] = []
         # Called when a relay wake-up arrives (another process committed outbox rows).
         self.on_wake: list[Callable[[], None]] = []
 
@@ -42,6 +47,14 @@ class Bus(ABC):
 
     @abstractmethod
     async def publish_durable(self, items: list[tuple[str, bytes]]) -> None: ...
+
+    @abstractmethod
+    async def position(self, channel: str) -> Position:
+        """The newest position of the channel's stream (starting the stream if it has none)."""
+
+    @abstractmethod
+    async def history(self, since: list[tuple[str, Position]]) -> list[History]:
+        """For each (channel, position), the stream's events after it (see History)."""
 
     @abstractmethod
     async def subscribe(self, channel: str) -> None: ...

@@ -1,22 +1,88 @@
-"""The in-process bus of the embedded default: one process, so publishing is delivering."""
+"""The in-process bus of the embedded default: one process, so publishing is delivering.
+
+Streams are kept here too (server/bus/streams.py): clients that resume by offset read the
+history from this process's memory, bounded in events per stream (HISTORY_LIMIT), in age
+(HISTORY_TTL) and in streams (a stream idle for STREAM_META_TTL is forgotten)."""
 
 from __future__ import annotations
 
+import secrets
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+
 from server.bus.base import Bus
+from server.bus.streams import STREAM_META_TTL, History, Position, covers, with_position
+
+
+@dataclass(eq=False, slots=True)
+class _Stream:
+    epoch: str = field(default_factory=lambda: secrets.token_hex(4))
+    offset: int = 0
+    events: deque[tuple[int, float, bytes]] = field(default_factory=deque)
 
 
 class MemoryBus(Bus):
-    def __init__(self) -> None:
+    def __init__(self, *, history_limit: int = 1000, history_ttl: float = 300.0) -> None:
         super().__init__()
+        self.history_limit = history_limit
+        self.history_ttl = history_ttl
         self._channels: set[str] = set()
+        # Least recently used first: idle streams are forgotten from the front.
+        self._streams: OrderedDict[str, _Stream] = OrderedDict()
+        self._touched: dict[str, float] = {}
 
     def publish(self, channel: str, payload: bytes) -> None:
         if channel in self._channels:
             self.deliver(channel, payload)
 
     async def publish_durable(self, items: list[tuple[str, bytes]]) -> None:
+        now = time.monotonic()
         for channel, payload in items:
-            self.publish(channel, payload)
+            stream = self._stream(channel, now)
+            stream.offset += 1
+            stream.events.append((stream.offset, now, payload))
+            self._trim(stream, now)
+            self.publish(channel, with_position(stream.offset, stream.epoch, payload))
+
+    async def position(self, channel: str) -> Position:
+        stream = self._stream(channel, time.monotonic())
+        return Position(stream.epoch, stream.offset)
+
+    async def history(self, since: list[tuple[str, Position]]) -> list[History]:
+        now = time.monotonic()
+        answers = []
+        for channel, position in since:
+            stream = self._stream(channel, now)
+            self._trim(stream, now)
+            events = [(o, payload) for o, _, payload in stream.events if o > position.offset]
+            top = Position(stream.epoch, stream.offset)
+            first = events[0][0] if events else None
+            answers.append(History(top, events, covers(position, top, first, len(events))))
+        return answers
+
+    def _stream(self, channel: str, now: float) -> _Stream:
+        streams = self._streams
+        stream = streams.get(channel)
+        if stream is None:
+            stream = streams[channel] = _Stream()
+        else:
+            streams.move_to_end(channel)
+        self._touched[channel] = now
+        # Forget the streams idle for longer than their meta TTL (least recent first).
+        while streams:
+            oldest = next(iter(streams))
+            if now - self._touched[oldest] <= STREAM_META_TTL:
+                break
+            del streams[oldest], self._touched[oldest]
+        return stream
+
+    def _trim(self, stream: _Stream, now: float) -> None:
+        events = stream.events
+        while events and (
+            len(events) > self.history_limit or now - events[0][1] > self.history_ttl
+        ):
+            events.popleft()
 
     async def subscribe(self, channel: str) -> None:
         self._channels.add(channel)

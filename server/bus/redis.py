@@ -2,9 +2,14 @@
 
 - Ephemeral publishes are queued (bounded) and flushed in pipelines by one task.
 - Durable publishes (the relay) are one pipeline, awaited, raising BusUnavailable on failure.
+- Durable publishes go through one Lua script per event (streams.lua): the next offset of
+  the channel's stream, the event appended to the stream's history (a Redis stream, trimmed
+  to HISTORY_LIMIT, expiring HISTORY_TTL after its last publish) and published, atomically,
+  so offsets on pub/sub arrive in order. Keys are `stream:{<channel>}` and its `:meta` hash
+  (epoch, offset), one hash slot per channel.
 - One pub/sub connection carries every channel this process has a local socket for. When it
   drops, the reader reconnects with jittered backoff, subscribes everything again, and tells
-  the hub (on_resubscribed) so it can replay what was committed meanwhile.
+  the hub (on_resubscribed) so it can catch every stream up from its history.
 - Every connection is health-checked: a pub/sub connection that died without a FIN would
   otherwise look subscribed for good while nothing arrives. The reader PINGs it every
   `health_interval` (the answer comes back in line with the messages); no answer and nothing
@@ -18,8 +23,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
+import secrets
 from collections import deque
+from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
@@ -29,12 +35,20 @@ from redis.exceptions import RedisError
 
 from server.bus.base import Bus, BusUnavailable
 from server.bus.health import keepalive_options
+from server.bus.streams import STREAM_META_TTL, History, Position, covers
 from server.lifecycle import cancel
 
 log = logging.getLogger(__name__)
 
 WAKE_CHANNEL = "relay:wake"
 SUBSCRIBE_CHUNK = 500
+# Streams read back per pipeline when catching up.
+HISTORY_CHUNK = 500
+_SCRIPTS = (Path(__file__).with_name("streams.lua")).read_text().split("-- @@\n")
+
+
+def stream_keys(channel: str) -> list[str]:
+    return [f"stream:{{{channel}}}:meta", f"stream:{{{channel}}}"]
 
 
 class DeadConnection(ConnectionError):
@@ -49,9 +63,13 @@ class RedisBus(Bus):
         queue_limit: int = 100_000,
         timeout: float = 3.0,
         health_interval: float = 3.0,
+        history_limit: int = 1000,
+        history_ttl: float = 300.0,
     ) -> None:
         super().__init__()
         self.url = url
+        self.history_limit = history_limit
+        self.history_ttl = max(1, round(history_ttl))
         self.queue_limit = queue_limit
         self.timeout = timeout
         self.health_interval = health_interval
@@ -75,6 +93,8 @@ class RedisBus(Bus):
             retry=Retry(NoBackoff(), 0),
             health_check_interval=0,
         )
+        self._publish_script = self.redis.register_script(_SCRIPTS[0])
+        self._history_script = self.redis.register_script(_SCRIPTS[1])
         self._channels: set[str] = set()
         self._pubsub: Any = None
         self._connected = asyncio.Event()
@@ -88,9 +108,6 @@ class RedisBus(Bus):
         self.reconnects = 0  # pub/sub connections lost and made again (server/metrics.py)
         # Pub/sub connections found dead by the health check (no answer to a PING in time).
         self.dead_connections = 0
-        # Wall time up to which every message published was surely received: when the
-        # connection is lost, the hub replays from here (see _pump).
-        self._alive_at = time.time()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -154,13 +171,51 @@ class RedisBus(Bus):
             self.publish(WAKE_CHANNEL, b"1")
 
     async def publish_durable(self, items: list[tuple[str, bytes]]) -> None:
+        epoch = secrets.token_hex(4)  # for the streams this starts (or starts over)
+        args = (self.history_limit, self.history_ttl, STREAM_META_TTL)
         try:
             pipe = self.redis.pipeline(transaction=False)
             for channel, payload in items:
-                pipe.publish(channel, payload)
+                await self._publish_script(
+                    keys=stream_keys(channel), args=(payload, epoch, *args, channel), client=pipe
+                )
             await pipe.execute()
         except (RedisError, OSError) as exc:
             raise BusUnavailable(str(exc)) from exc
+
+    async def position(self, channel: str) -> Position:
+        return (await self.history([(channel, Position("", 0))]))[0].position
+
+    async def history(self, since: list[tuple[str, Position]]) -> list[History]:
+        epoch = secrets.token_hex(4)
+        answers: list[History] = []
+        try:
+            for i in range(0, len(since), HISTORY_CHUNK):
+                chunk = since[i : i + HISTORY_CHUNK]
+                pipe = self.redis.pipeline(transaction=False)
+                for channel, position in chunk:
+                    await self._history_script(
+                        keys=stream_keys(channel),
+                        args=(
+                            position.offset,
+                            epoch,
+                            STREAM_META_TTL,
+                            self.history_limit + 1,
+                            position.epoch,
+                        ),
+                        client=pipe,
+                    )
+                for (_, position), (top_epoch, top, entries) in zip(
+                    chunk, await pipe.execute(), strict=True
+                ):
+                    top_position = Position(top_epoch.decode(), int(top))
+                    events = [(int(eid.split(b"-", 1)[0]), fields[1]) for eid, fields in entries]
+                    first = events[0][0] if events else None
+                    complete = covers(position, top_position, first, len(events))
+                    answers.append(History(top_position, events, complete))
+        except (RedisError, OSError) as exc:
+            raise BusUnavailable(str(exc)) from exc
+        return answers
 
     async def _flush_loop(self) -> None:
         while not self._closing or self._queue:
@@ -236,13 +291,12 @@ class RedisBus(Bus):
 
     async def _read_loop(self) -> None:
         backoff = 0.1
-        lost_at: float | None = None
+        lost = False
         while not self._closing:
             try:
                 await self._connect()
             except (RedisError, OSError) as exc:
-                if lost_at is None:
-                    lost_at = time.time()
+                lost = True
                 log.warning(
                     "Redis unreachable (%s); retrying in %.1fs", type(exc).__name__, backoff
                 )
@@ -251,14 +305,13 @@ class RedisBus(Bus):
                 backoff = min(backoff * 2, 5.0)
                 continue
             backoff = 0.1
-            self._alive_at = time.time()
             self._connected.set()
-            if lost_at is not None:
+            if lost:
                 self.reconnects += 1
                 log.info("Redis is back: %d channels subscribed again", len(self._channels))
                 for callback in self.on_resubscribed:
-                    callback(lost_at)
-                lost_at = None
+                    callback()
+                lost = False
             try:
                 await self._pump(self._pubsub)
             except DeadConnection as exc:
@@ -272,8 +325,7 @@ class RedisBus(Bus):
                 )
             except (RedisError, OSError) as exc:
                 log.warning("Redis connection lost: %s", type(exc).__name__)
-            # Published after the last answered PING: maybe never received.
-            lost_at = self._alive_at
+            lost = True
             self._connected.clear()
             await self._close_pubsub()
 
@@ -290,10 +342,8 @@ class RedisBus(Bus):
     async def _pump(self, ps: Any) -> None:
         """Deliver messages until the connection fails or stops answering.
 
-        Health: a PING every `health_interval`; its answer comes back after every message
-        published before Redis read the PING, so when it arrives, everything published
-        before the PING was sent has been received (`_alive_at`). No answer and no message
-        at all within `timeout` of the PING: the connection is dead (DeadConnection).
+        Health: a PING every `health_interval`. No answer and no message at all within
+        `timeout` of the PING: the connection is dead (DeadConnection).
         Messages still arriving while the answer is late (a busy process) keep it alive."""
         deliver = self.deliver
         wake = super().wake_relay
@@ -301,14 +351,12 @@ class RedisBus(Bus):
         interval, deadline = self.health_interval, self.timeout
         received = 0  # messages and answers read on this connection
         ping_sent: float | None = None  # loop time of the unanswered PING
-        ping_wall = 0.0  # its wall time
         received_at_ping = 0
         next_ping = clock() + interval
         while not self._closing:
             now = clock()
             if ping_sent is None:
                 if now >= next_ping:
-                    ping_wall = time.time()
                     await ps.ping()
                     ping_sent, received_at_ping = now, received
                 wait = next_ping - now
@@ -327,7 +375,6 @@ class RedisBus(Bus):
             received += 1
             kind = msg.get("type")
             if kind == "pong":
-                self._alive_at = ping_wall
                 ping_sent = None
                 next_ping = clock() + interval
                 continue

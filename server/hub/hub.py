@@ -1,7 +1,15 @@
 """The hub: which local subscriptions listen to which bus channel, and delivery.
 
 Delivering an event is: look up the channel's subscriptions, splice the already-serialized
-message into each one's frame, queue it. No SQL, no JSON encoding per recipient."""
+message into each one's frame, queue it. No SQL, no JSON encoding per recipient.
+
+Durable events come with their position in the channel's stream (server/bus/streams.py), and
+the hub delivers each stream without a gap: it keeps the last offset it delivered per
+channel; an event past the next offset (a gap), of another epoch, or any interruption of
+the bus (on_resubscribed) makes it read the stream's history from there and deliver what it
+missed, in order, before the live events held meanwhile. Where the history cannot cover the
+gap, the channel's sockets are told to reconnect, and clients catch up as after any
+reconnect (Chatwoot's widget: `GET messages?after=`). The bus is the only source: no SQL."""
 
 from __future__ import annotations
 
@@ -10,13 +18,13 @@ import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Any
 
-from server.bus import Bus
+from server.bus import Bus, BusUnavailable
 from server.bus.envelope import unpack
+from server.bus.streams import Position
 from server.hub import protocol
 from server.hub.connection import Connection
-from server.store import outbox
-from server.store.db import Database
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +34,26 @@ log = logging.getLogger(__name__)
 # largest source of tail latency in bench/fanout.py's latency run.
 PING_TICK = 0.1
 
-REPLAY_MARGIN = 2.0
-REPLAY_LIMIT = 20_000
+# Live events held per stream while it catches up; past this the rest are dropped and the
+# stream catches up again from its history once the first read is done.
+HELD_LIMIT = 10_000
 DEDUPE_ENTRIES = 200_000
+# A history read that failed (the bus is down) is tried again after this, doubling up to
+# CATCH_UP_MAX_BACKOFF, for as long as the channel has local subscribers.
+CATCH_UP_BACKOFF = 0.2
+CATCH_UP_MAX_BACKOFF = 2.0
+
+
+@dataclass(eq=False, slots=True)
+class Stream:
+    """What this process delivered of one channel's stream: the last offset in `epoch`
+    (b"": not known, when the bus could not tell where the stream stood as we started to
+    listen). `held` collects live events while the stream catches up."""
+
+    epoch: bytes
+    offset: int
+    held: list[bytes] | None = None
+    overflowed: bool = False
 
 
 @dataclass(eq=False)
@@ -53,9 +78,8 @@ class Subscription:
 
 
 class Hub:
-    def __init__(self, bus: Bus, db: Database, *, ping_interval: float = 3.0) -> None:
+    def __init__(self, bus: Bus, *, ping_interval: float = 3.0) -> None:
         self.bus = bus
-        self.db = db
         self.ping_interval = ping_interval
         self.connections: set[Connection] = set()
         self._ping_groups: list[set[Connection]] = [
@@ -63,20 +87,21 @@ class Hub:
         ]
         self._next_ping_group = 0
         self.channels: dict[str, set[Subscription]] = {}
+        self.streams: dict[str, Stream] = {}  # one per channel in self.channels
         # Last durable event delivered per (channel, conversation): drops the duplicates an
-        # at-least-once relay or a replay can produce, without SQL.
+        # at-least-once relay produces (an outbox row published twice has two offsets).
         self._delivered: OrderedDict[tuple[str, int], int] = OrderedDict()
+        self.dedupe_entries = DEDUPE_ENTRIES
         self._ping_task: asyncio.Task[None] | None = None
-        self._replays: set[asyncio.Task[None]] = set()
-        # While a replay runs, live bus messages wait here, so that a newer live event can
-        # not mark an older, replay-only event as already delivered.
-        self._held: list[tuple[str, bytes]] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()  # catch-ups and resync closes
         self.frames_sent = 0
         self.slow_consumers = 0
         self.unsubscribed_closed = 0  # /cable sockets closed for not subscribing in time
         self.bus_messages = 0  # messages received from the bus (server/metrics.py)
+        self.caught_up = 0  # events delivered from a stream's history
+        self.resynced = 0  # sockets told to reconnect: history could not cover their gap
         bus.handler = self.on_bus_message
-        bus.on_resubscribed.append(self._schedule_replay)
+        bus.on_resubscribed.append(self._on_resubscribed)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -87,7 +112,7 @@ class Hub:
         """Tell every socket the server restarts (clients reconnect elsewhere), then close."""
         if self._ping_task:
             self._ping_task.cancel()
-        for task in list(self._replays):
+        for task in list(self._tasks):
             task.cancel()
         conns = list(self.connections)
         if conns:
@@ -138,6 +163,14 @@ class Hub:
             if subs is None:
                 subs = self.channels[channel] = set()
                 subs.add(sub)
+                stream = self.streams[channel] = Stream(b"", 0)
+                # Where the stream stands before we listen: anything after it that the
+                # subscription misses shows up as a gap, and is read from the history.
+                try:
+                    position = await self.bus.position(channel)
+                    stream.epoch, stream.offset = position.epoch.encode(), position.offset
+                except BusUnavailable:
+                    pass  # not known: if it still is not when the bus is back, a resync
                 await self.bus.subscribe(channel)
             else:
                 subs.add(sub)
@@ -151,6 +184,7 @@ class Hub:
             subs.discard(sub)
             if not subs:
                 del self.channels[channel]
+                self.streams.pop(channel, None)
                 await self.bus.unsubscribe(channel)
 
     def on_overflow(self, conn: Connection) -> None:
@@ -169,11 +203,34 @@ class Hub:
 
     def on_bus_message(self, channel: str, payload: bytes) -> None:
         self.bus_messages += 1
-        if self._held is not None:
-            if len(self._held) < REPLAY_LIMIT:
-                self._held.append((channel, payload))
+        if payload[:1] == b"@":
+            self._on_stream_event(channel, payload)
+        else:
+            self._deliver(channel, payload)  # ephemeral: no position, may be dropped
+
+    def _on_stream_event(self, channel: str, payload: bytes) -> None:
+        stream = self.streams.get(channel)
+        if stream is None:
             return
-        self._deliver(channel, payload)
+        if stream.held is not None:
+            if len(stream.held) < HELD_LIMIT:
+                stream.held.append(payload)
+            else:
+                stream.overflowed = True
+            return
+        head, _, envelope = payload.partition(b"\n")
+        offset_text, _, epoch = head[1:].partition(b" ")
+        offset = int(offset_text)
+        if epoch == stream.epoch:
+            if offset == stream.offset + 1:
+                stream.offset = offset
+                self._deliver(channel, envelope)
+                return
+            if offset <= stream.offset:
+                return  # delivered already (from the history)
+        # A gap, or another epoch: what came before this event is read from the history.
+        stream.held = [payload]
+        self._spawn(self._catch_up([channel]))
 
     def _deliver(self, channel: str, payload: bytes) -> None:
         subs = self.channels.get(channel)
@@ -197,52 +254,106 @@ class Hub:
             return False
         self._delivered[key] = outbox_id
         self._delivered.move_to_end(key)
-        if len(self._delivered) > DEDUPE_ENTRIES:
+        if len(self._delivered) > self.dedupe_entries:
             self._delivered.popitem(last=False)
         return True
 
     def send_to(self, sub: Subscription, message: bytes) -> None:
         sub.conn.send(sub.prefix, message)
 
-    # -- catching up after a bus outage ---------------------------------------------------
+    # -- catching up from the streams' history -------------------------------------------
 
-    def _schedule_replay(self, lost_at: float) -> None:
-        if self._held is None:
-            self._held = []
-        task = asyncio.get_running_loop().create_task(self._replay(lost_at))
-        self._replays.add(task)
-        task.add_done_callback(self._replays.discard)
+    def _on_resubscribed(self) -> None:
+        """The bus lost its subscriptions and has them again: every stream may have a gap.
+        Called before any event of the new subscriptions is delivered, so holding starts
+        in time."""
+        channels = []
+        for channel, stream in self.streams.items():
+            if stream.held is None:
+                stream.held = []
+                channels.append(channel)
+        if channels:
+            self._spawn(self._catch_up(channels))
 
-    async def _replay(self, lost_at: float) -> None:
-        """Durable events committed while the bus was away: read them back from the outbox
-        and deliver them to local channels (duplicates are dropped by _first_delivery)."""
-        from server.bus.envelope import pack
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
+    async def _catch_up(self, channels: list[str]) -> None:
+        """Deliver each stream's history after the last offset delivered, then what was held
+        meanwhile. A stream whose history cannot cover that (trimmed, another epoch, or our
+        position was never known) gets its sockets resynced."""
         started = time.monotonic()
-        delivered = 0
-        rows: list[dict[str, object]] = []
-        try:
-            rows = await self.db.read(outbox.since, lost_at - REPLAY_MARGIN, REPLAY_LIMIT)
-            for row in rows:
-                payload = pack(
-                    row["payload"].encode(),  # type: ignore[attr-defined]
-                    outbox_id=row["id"],  # type: ignore[arg-type]
-                    conversation_id=row["conversation_id"],  # type: ignore[arg-type]
+        backoff = CATCH_UP_BACKOFF
+        while True:
+            wanted = [
+                (channel, stream)
+                for channel in channels
+                if (stream := self.streams.get(channel)) is not None and stream.held is not None
+            ]
+            if not wanted:
+                return
+            try:
+                histories = await self.bus.history(
+                    [(channel, Position(s.epoch.decode(), s.offset)) for channel, s in wanted]
                 )
-                for channel in row["channels"]:  # type: ignore[attr-defined]
-                    if channel in self.channels:
-                        self._deliver(channel, payload)
-                        delivered += 1
-        except Exception:
-            log.exception("replay after bus reconnect failed")
-        finally:
-            if len(self._replays) <= 1:  # the last replay running releases what was held
-                held, self._held = self._held or [], None
-                for channel, payload in held:
-                    self._deliver(channel, payload)
+                break
+            except BusUnavailable as exc:
+                log.warning(
+                    "catching up %d streams: the bus does not answer (%s); retrying in %.1fs",
+                    len(wanted),
+                    exc,
+                    backoff,
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, CATCH_UP_MAX_BACKOFF)
+        delivered = resynced = 0
+        again = []
+        for (channel, stream), history in zip(wanted, histories, strict=True):
+            if self.streams.get(channel) is not stream:
+                continue  # nobody listens any more (or listens anew)
+            if history.complete:
+                for offset, envelope in history.events:
+                    stream.offset = offset
+                    self._deliver(channel, envelope)
+                delivered += len(history.events)
+            else:
+                resynced += self._resync(channel)
+                stream.epoch = history.position.epoch.encode()
+                stream.offset = history.position.offset
+            held, stream.held = stream.held or [], None
+            overflowed, stream.overflowed = stream.overflowed, False
+            for payload in held:
+                self._on_stream_event(channel, payload)
+            if overflowed and stream.held is None:
+                stream.held = []  # what was dropped is read from the history again
+                again.append(channel)
+        self.caught_up += delivered
         log.info(
-            "replayed %d events (%d rows) after bus reconnect in %.0f ms",
-            delivered,
-            len(rows),
+            "caught up %d streams from their history in %.0f ms: %d events delivered, "
+            "%d sockets told to reconnect",
+            len(wanted),
             (time.monotonic() - started) * 1000,
+            delivered,
+            resynced,
         )
+        if again:
+            await self._catch_up(again)
+
+    def _resync(self, channel: str) -> int:
+        """Tell the channel's sockets to reconnect: what they missed is gone from the stream's
+        history, and a reconnecting client catches up on its own."""
+        conns = {sub.conn for sub in self.channels.get(channel, ())}
+        for conn in conns:
+            self._spawn(conn.close(protocol.RESYNC, timeout=1.0))
+        if conns:
+            log.warning(
+                "stream %s: history does not cover what this process missed; told %d sockets "
+                "to reconnect and catch up. Frequent? raise HISTORY_LIMIT / HISTORY_TTL, or "
+                "give Redis persistence",
+                channel,
+                len(conns),
+            )
+        self.resynced += len(conns)
+        return len(conns)

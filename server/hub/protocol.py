@@ -15,6 +15,9 @@ SUBPROTOCOL = "actioncable-v1-json"
 WELCOME = b'{"type":"welcome"}'
 SERVER_RESTART = b'{"type":"disconnect","reason":"server_restart","reconnect":true}'
 INVALID_REQUEST = b'{"type":"disconnect","reason":"invalid_request","reconnect":false}'
+# The stream's history could not cover what this process missed (server/hub/hub.py):
+# reconnect, and catch up as after any reconnect.
+RESYNC = b'{"type":"disconnect","reason":"resync","reconnect":true}'
 # No subscription confirmed within CABLE_SUBSCRIBE_TIMEOUT of the welcome.
 NO_SUBSCRIPTION = b'{"type":"disconnect","reason":"no_subscription","reconnect":true}'
 

@@ -1,0 +1,36 @@
+-- Streams on Redis (server/bus/redis.py). Two scripts, split at the marker line.
+-- KEYS[1] the stream's meta hash (e: epoch, s: newest offset), KEYS[2] its history (a stream
+-- whose entry ids are <offset>-0). A missing meta hash is a stream starting over: a new
+-- epoch, and whatever history is left from the old one is dropped.
+--
+-- publish: ARGV payload, new epoch, history limit, history ttl, meta ttl, channel.
+-- Appends the event, publishes it with its position, returns its offset.
+local epoch = redis.call('HGET', KEYS[1], 'e')
+if not epoch then
+  epoch = ARGV[2]
+  redis.call('HSET', KEYS[1], 'e', epoch, 's', 0)
+  redis.call('DEL', KEYS[2])
+end
+local offset = redis.call('HINCRBY', KEYS[1], 's', 1)
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], offset .. '-0', 'd', ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+redis.call('PUBLISH', ARGV[6], '@' .. offset .. ' ' .. epoch .. '\n' .. ARGV[1])
+return offset
+-- @@
+-- history: ARGV since offset, new epoch, meta ttl, max events, since epoch.
+-- Returns {epoch, newest offset, entries after `since`} (entries only when the epochs match).
+local epoch = redis.call('HGET', KEYS[1], 'e')
+if not epoch then
+  epoch = ARGV[2]
+  redis.call('HSET', KEYS[1], 'e', epoch, 's', 0)
+  redis.call('DEL', KEYS[2])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+local top = tonumber(redis.call('HGET', KEYS[1], 's'))
+local since = tonumber(ARGV[1])
+local entries = {}
+if ARGV[5] == epoch and since < top then
+  entries = redis.call('XRANGE', KEYS[2], '(' .. since .. '-0', '+', 'COUNT', ARGV[4])
+end
+return {epoch, top, entries}

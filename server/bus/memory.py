@@ -2,7 +2,8 @@
 
 Streams are kept here too (server/bus/streams.py): clients that resume by offset read the
 history from this process's memory, bounded in events per stream (HISTORY_LIMIT), in age
-(HISTORY_TTL) and in streams (a stream idle for STREAM_META_TTL is forgotten)."""
+(HISTORY_TTL) and in streams (a stream idle for STREAM_META_TTL is forgotten). As on Redis,
+an outbox row a stream already carries is not appended again (bounded per stream)."""
 
 from __future__ import annotations
 
@@ -12,14 +13,22 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from server.bus.base import Bus
+from server.bus.envelope import outbox_key
 from server.bus.streams import STREAM_META_TTL, History, Position, covers, with_position
+
+# Conversations whose last outbox id a stream remembers (the publish-time dedupe); past it
+# the memory is dropped, which only weakens the dedupe (the hub has its own).
+SEEN_LIMIT = 50_000
 
 
 @dataclass(eq=False, slots=True)
 class _Stream:
     epoch: str = field(default_factory=lambda: secrets.token_hex(4))
     offset: int = 0
-    events: deque[tuple[int, float, bytes]] = field(default_factory=deque)
+    # (offset, monotonic time for the TTL, wall-clock seconds for history_since, envelope)
+    events: deque[tuple[int, float, int, bytes]] = field(default_factory=deque)
+    last_time: int = 0  # wall-clock seconds of the newest event
+    seen: dict[int, int] = field(default_factory=dict)  # conversation -> last outbox id
 
 
 class MemoryBus(Bus):
@@ -38,10 +47,20 @@ class MemoryBus(Bus):
 
     async def publish_durable(self, items: list[tuple[str, bytes]]) -> None:
         now = time.monotonic()
+        wall = int(time.time())
         for channel, payload in items:
             stream = self._stream(channel, now)
+            key = outbox_key(payload)
+            if key is not None:
+                conversation, outbox_id = key
+                if stream.seen.get(conversation, 0) >= outbox_id:
+                    continue  # published before: the stream carries it already
+                if len(stream.seen) >= SEEN_LIMIT:
+                    stream.seen.clear()
+                stream.seen[conversation] = outbox_id
             stream.offset += 1
-            stream.events.append((stream.offset, now, payload))
+            stream.last_time = wall
+            stream.events.append((stream.offset, now, wall, payload))
             self._trim(stream, now)
             self.publish(channel, with_position(stream.offset, stream.epoch, payload))
 
@@ -55,10 +74,28 @@ class MemoryBus(Bus):
         for channel, position in since:
             stream = self._stream(channel, now)
             self._trim(stream, now)
-            events = [(o, payload) for o, _, payload in stream.events if o > position.offset]
+            events = [(o, payload) for o, _, _, payload in stream.events if o > position.offset]
             top = Position(stream.epoch, stream.offset)
             first = events[0][0] if events else None
             answers.append(History(top, events, covers(position, top, first, len(events))))
+        return answers
+
+    async def history_since(self, channels: list[str], since: float) -> list[History]:
+        now = time.monotonic()
+        answers = []
+        for channel in channels:
+            stream = self._stream(channel, now)
+            self._trim(stream, now)
+            top = Position(stream.epoch, stream.offset)
+            if stream.offset == 0 or stream.last_time < since:
+                answers.append(History(top, [], True))
+                continue
+            events = [(o, payload) for o, _, wall, payload in stream.events if wall >= since]
+            # Complete when an older event is still kept (the boundary is in the history), or
+            # the kept events start at the stream's first.
+            kept = stream.events
+            complete = bool(kept) and (kept[0][2] < since or kept[0][0] == 1)
+            answers.append(History(top, events, complete))
         return answers
 
     def _stream(self, channel: str, now: float) -> _Stream:

@@ -4,7 +4,8 @@
 - Durable publishes (the relay) are one pipeline, awaited, raising BusUnavailable on failure.
 - Durable publishes go through one Lua script per event (streams.lua): the next offset of
   the channel's stream, the event appended to the stream's history (a Redis stream, trimmed
-  to HISTORY_LIMIT, expiring HISTORY_TTL after its last publish) and published, atomically,
+  to HISTORY_LIMIT events and HISTORY_BYTES, expiring HISTORY_TTL after its last publish) and
+  published, atomically,
   so offsets on pub/sub arrive in order. Keys are `stream:{<channel>}` and its `:meta` hash
   (epoch, offset), one hash slot per channel.
 - One pub/sub connection carries every channel this process has a local socket for. When it
@@ -65,10 +66,12 @@ class RedisBus(Bus):
         health_interval: float = 3.0,
         history_limit: int = 1000,
         history_ttl: float = 300.0,
+        history_bytes: int = 1 << 20,
     ) -> None:
         super().__init__()
         self.url = url
         self.history_limit = history_limit
+        self.history_bytes = history_bytes
         self.history_ttl = max(1, round(history_ttl))
         self.queue_limit = queue_limit
         self.timeout = timeout
@@ -177,7 +180,9 @@ class RedisBus(Bus):
             pipe = self.redis.pipeline(transaction=False)
             for channel, payload in items:
                 await self._publish_script(
-                    keys=stream_keys(channel), args=(payload, epoch, *args, channel), client=pipe
+                    keys=stream_keys(channel),
+                    args=(payload, epoch, *args, channel, self.history_bytes),
+                    client=pipe,
                 )
             await pipe.execute()
         except (RedisError, OSError) as exc:

@@ -17,6 +17,10 @@ DATABASE on --pg, DROP at the end), two `python -m server` processes with REDIS_
   frames/s the sockets received and server 1's CPU.
 - `idle`: --sockets visitor sockets (each its own contact, subscribed) on server 1; reports
   the server's VmRSS before and after, and KB per idle connection.
+- `jitter`: AnyCable's reliability benchmark (bench/jitter.py): --sockets sockets (--tabs per
+  visitor) over both servers, each dropped about every --drop-every s and away about
+  --offline s, while --rate msg/s are posted; reports the share of messages every socket
+  ended up with, duplicates, order, and the replay time.
 
 The client shares the machine with the servers, so it is lean: raw asyncio protocols that
 speak just enough WebSocket (unmasked server frames, client frames with a zero mask) and raw
@@ -25,6 +29,7 @@ HTTP/1.1 keep-alive requests for the load, in separate processes from the socket
     .venv/bin/python bench/fanout.py latency --sockets 2000 --rate 500 --seconds 20
     .venv/bin/python bench/fanout.py throughput --sockets 2000 --rate 50 --seconds 15
     .venv/bin/python bench/fanout.py idle --sockets 10000
+    .venv/bin/python bench/fanout.py jitter --sockets 2000 --rate 100 --seconds 60
 """
 
 from __future__ import annotations
@@ -620,6 +625,7 @@ async def _load(
     path = f"{WIDGET}/messages?website_token={website_token}"
     sent: list[float] = [0.0] * total
     answered: list[float] = [-1.0] * total  # seconds from send to response, by k
+    codes: list[str] = [""] * total  # the answer's status, by k
     statuses: Counter[str] = Counter()
     idle: dict[int, list[PostConnection]] = {p: [] for p in ports}
     waiting: dict[int, deque[int]] = {p: deque() for p in ports}
@@ -645,6 +651,7 @@ async def _load(
         if k >= 0:
             in_flight -= 1
             statuses[status] += 1
+            codes[k] = status
             if status.isdigit():
                 answered[k] = time.monotonic() - sent[k]
         if conn.transport is None:
@@ -697,6 +704,7 @@ async def _load(
     return {
         "sent": sent,
         "answered": answered,
+        "codes": codes,
         "statuses": dict(statuses),
         "late": late,
         "wall": time.monotonic() - start,
@@ -988,10 +996,18 @@ def mode_idle(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def mode_jitter(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import jitter
+
+    return jitter.run(stack, args, make_world, visitor_identifier, run_loader)
+
+
 MODES: dict[str, Callable[[Stack, argparse.Namespace], dict[str, Any]]] = {
     "latency": mode_latency,
     "throughput": mode_throughput,
     "idle": mode_idle,
+    "jitter": mode_jitter,
 }
 
 
@@ -1015,12 +1031,22 @@ def main() -> None:
     parser.add_argument("--timeline", help="latency: write one JSON line per message to this file")
     parser.add_argument("--drain", type=float, default=2.0, help="wait for stragglers (s)")
     parser.add_argument("--idle-wait", type=float, default=10.0, help="idle: seconds held")
+    parser.add_argument("--tabs", type=int, default=10, help="jitter: sockets per visitor")
+    parser.add_argument(
+        "--drop-every", type=float, default=15.0, help="jitter: mean seconds between drops"
+    )
+    parser.add_argument("--offline", type=float, default=2.0, help="jitter: mean seconds away")
     parser.add_argument(
         "--pg", default="postgresql://postgres@127.0.0.1:5432/postgres", help="admin DSN"
     )
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the servers")
     args = parser.parse_args()
-    defaults = {"latency": (2000, 500.0), "throughput": (2000, 50.0), "idle": (10000, 0.0)}
+    defaults = {
+        "latency": (2000, 500.0),
+        "throughput": (2000, 50.0),
+        "idle": (10000, 0.0),
+        "jitter": (2000, 100.0),
+    }
     sockets, rate = defaults[args.mode]
     args.sockets = args.sockets or sockets
     args.rate = args.rate or rate

@@ -82,6 +82,7 @@ def create_app(settings: Settings) -> web.Application:
         health_interval=settings.redis_health_interval,
         history_limit=settings.history_limit,
         history_ttl=settings.history_ttl,
+        history_bytes=settings.history_bytes,
     )
     presence = RedisPresence(bus.redis) if settings.redis_url else MemoryPresence()  # type: ignore[attr-defined]
     svc = Services(settings=settings, db=db, bus=bus, inboxes=InboxCache(db), presence=presence)

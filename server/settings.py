@@ -200,6 +200,7 @@ class Settings:
     # seconds a stream's history lives after its last event. A web process (or a resuming
     # client) that misses more than this resyncs its sockets instead of catching up.
     history_limit: int = 1000
+    history_bytes: int = 1 << 20
     history_ttl: float = 300.0
     # Seconds an extended-protocol session (server/hub/sessions.py) is kept after its last
     # change or its socket's close, for a reconnect to restore it; 0: no sessions.
@@ -299,6 +300,9 @@ class Settings:
             redis_timeout=_seconds(env, "REDIS_TIMEOUT", 3.0),
             redis_health_interval=_seconds(env, "REDIS_HEALTH_INTERVAL", 3.0),
             history_limit=_between(_int(env, "HISTORY_LIMIT", 1000), "HISTORY_LIMIT", 1, 100_000),
+            history_bytes=_between(
+                _int(env, "HISTORY_BYTES", 1 << 20), "HISTORY_BYTES", 64 << 10, 1 << 30
+            ),
             history_ttl=_seconds(env, "HISTORY_TTL", 300.0),
             session_ttl=_session_ttl(env),
             outbox_retention=_positive(_float(env, "OUTBOX_RETENTION", 3600.0), "OUTBOX_RETENTION"),

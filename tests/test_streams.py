@@ -44,7 +44,9 @@ async def bus(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[B
     server = None
     if request.param == "redis":
         server = RedisServer(tmp_path / "redis").start()
-    bus = create_bus(server.url if server else None, history_limit=5, history_ttl=60)
+    bus = create_bus(
+        server.url if server else None, history_limit=5, history_ttl=60, history_bytes=1000
+    )
     await bus.start()
     received: list[tuple[str, bytes]] = []
     bus.handler = lambda channel, payload: received.append((channel, payload))
@@ -161,6 +163,24 @@ async def test_an_outbox_row_published_twice_is_in_the_stream_once(bus: Bus) -> 
     await wait_until(lambda: len(bus.received) == 5)  # type: ignore[attr-defined]
 
 
+async def test_history_is_bounded_in_bytes(bus: Bus) -> None:
+    """Large events: the history keeps what fits in HISTORY_BYTES (here 1000), and always the
+    newest event, however large."""
+    start = await bus.position("inbox:3")
+    big = [pack(b'{"event":"e","data":"%s"}' % (b"x" * 380), outbox_id=n) for n in range(3)]
+    await bus.publish_durable([("inbox:3", payload) for payload in big])
+    (history,) = await bus.history([("inbox:3", Position(start.epoch, 0))])
+    assert not history.complete  # the first was dropped to make room
+    (kept,) = await bus.history([("inbox:3", Position(start.epoch, 1))])
+    assert kept.complete and [o for o, _ in kept.events] == [2, 3]
+    huge = pack(b'{"event":"e","data":"%s"}' % (b"y" * 5000), outbox_id=9)
+    await bus.publish_durable([("inbox:3", huge)])
+    (last,) = await bus.history([("inbox:3", Position(start.epoch, 3))])
+    assert last.complete and last.events == [(4, huge)]
+    (before,) = await bus.history([("inbox:3", Position(start.epoch, 2))])
+    assert not before.complete
+
+
 async def test_redis_restarted_without_data_starts_a_new_epoch(
     redis_server: RedisServer,
 ) -> None:
@@ -213,7 +233,7 @@ async def append_unseen(client: TestClient, channel: str, payloads: list[bytes])
     for payload in payloads:
         await script(
             keys=stream_keys(channel),
-            args=(payload, "e", bus.history_limit, 300, STREAM_META_TTL, "nobody"),
+            args=(payload, "e", bus.history_limit, 300, STREAM_META_TTL, "nobody", 1 << 20),
         )
 
 

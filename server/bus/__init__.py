@@ -17,4 +17,5 @@ def create_bus(redis_url: str | None, **options: object) -> Bus:
     return MemoryBus(
         history_limit=options.get("history_limit", 1000),  # type: ignore[arg-type]
         history_ttl=options.get("history_ttl", 300.0),  # type: ignore[arg-type]
+        history_bytes=options.get("history_bytes", 1 << 20),  # type: ignore[arg-type]
     )

@@ -4,11 +4,12 @@
 - Durable publishes (the relay) are one pipeline, awaited, raising BusUnavailable on failure.
 - Durable publishes go through one Lua script per event (streams.lua): the next offset of
   the channel's stream, the event appended to the stream's history (a Redis stream, trimmed
-  to HISTORY_LIMIT, expiring HISTORY_TTL after its last publish, each entry with its Redis
-  time for `history_since`) and published, atomically, so offsets on pub/sub arrive in
-  order. An outbox row the stream already carries is not appended again. Keys are
-  `stream:{<channel>}`, its `:meta` hash (epoch, offset, time of the newest event) and its
-  `:seen` hash (last outbox id per conversation), one hash slot per channel.
+  to HISTORY_LIMIT events and HISTORY_BYTES, expiring HISTORY_TTL after its last publish,
+  each entry with its Redis time for `history_since`) and published, atomically, so offsets
+  on pub/sub arrive in order. An outbox row the stream already carries is not appended
+  again. Keys are `stream:{<channel>}`, its `:meta` hash (epoch, offset, bytes held, time
+  of the newest event) and its `:seen` hash (last outbox id per conversation), one hash
+  slot per channel.
 - One pub/sub connection carries every channel this process has a local socket for. When it
   drops, the reader reconnects with jittered backoff, subscribes everything again, and tells
   the hub (on_resubscribed) so it can catch every stream up from its history.
@@ -67,10 +68,12 @@ class RedisBus(Bus):
         health_interval: float = 3.0,
         history_limit: int = 1000,
         history_ttl: float = 300.0,
+        history_bytes: int = 1 << 20,
     ) -> None:
         super().__init__()
         self.url = url
         self.history_limit = history_limit
+        self.history_bytes = history_bytes
         self.history_ttl = max(1, round(history_ttl))
         self.queue_limit = queue_limit
         self.timeout = timeout
@@ -180,7 +183,9 @@ class RedisBus(Bus):
             pipe = self.redis.pipeline(transaction=False)
             for channel, payload in items:
                 await self._publish_script(
-                    keys=stream_keys(channel), args=(payload, epoch, *args, channel), client=pipe
+                    keys=stream_keys(channel),
+                    args=(payload, epoch, *args, channel, self.history_bytes),
+                    client=pipe,
                 )
             await pipe.execute()
         except (RedisError, OSError) as exc:

@@ -5,10 +5,12 @@
 -- publish-time dedupe). A missing meta hash is a stream starting over: a new epoch, and
 -- whatever history is left from the old one is dropped.
 --
--- publish: ARGV payload, new epoch, history limit, history ttl, meta ttl, channel.
--- Appends the event, publishes it with its position, returns its offset; returns 0 and does
--- nothing for an outbox row this stream already carries (an at-least-once relay publishing
--- a row twice), so that the history never holds the same event twice.
+-- publish: ARGV payload, new epoch, history limit, history ttl, meta ttl, channel,
+-- history bytes. Appends the event, trims the history to its limits (events and bytes,
+-- the newest event always kept), publishes the event with its position, returns its
+-- offset; returns 0 and does nothing for an outbox row this stream already carries (an
+-- at-least-once relay publishing a row twice), so that the history never holds an event
+-- twice.
 local epoch = redis.call('HGET', KEYS[1], 'e')
 if not epoch then
   epoch = ARGV[2]
@@ -30,10 +32,22 @@ if outbox then
   redis.call('EXPIRE', KEYS[3], ARGV[5])
 end
 local now = redis.call('TIME')[1]
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('HSET', KEYS[1], 'b', 0)  -- the history expired: nothing held
+end
 local offset = redis.call('HINCRBY', KEYS[1], 's', 1)
 redis.call('HSET', KEYS[1], 't', now)
 redis.call('EXPIRE', KEYS[1], ARGV[5])
-redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], offset .. '-0', 'd', ARGV[1], 't', now)
+redis.call('XADD', KEYS[2], offset .. '-0', 'd', ARGV[1], 't', now)
+local size = redis.call('HINCRBY', KEYS[1], 'b', #ARGV[1])
+local held = redis.call('XLEN', KEYS[2])
+local limit, max_bytes = tonumber(ARGV[3]), tonumber(ARGV[7])
+while held > 1 and (held > limit or size > max_bytes) do
+  local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
+  redis.call('XDEL', KEYS[2], oldest[1])
+  size = redis.call('HINCRBY', KEYS[1], 'b', -#oldest[2][2])
+  held = held - 1
+end
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 redis.call('PUBLISH', ARGV[6], '@' .. offset .. ' ' .. epoch .. '\n' .. ARGV[1])
 return offset

@@ -43,9 +43,10 @@ log = logging.getLogger(__name__)
 # largest source of tail latency in bench/fanout.py's latency run.
 PING_TICK = 0.1
 
-# Live events held per stream while it catches up; past this the rest are dropped and the
-# stream catches up again from its history once the first read is done.
+# Live events (and their bytes) held per stream while it catches up; past either the rest
+# are dropped and the stream catches up again from its history once the first read is done.
 HELD_LIMIT = 10_000
+HELD_BYTES = 8 * 1024 * 1024
 DEDUPE_ENTRIES = 200_000
 # A history read that failed (the bus is down) is tried again after this, doubling up to
 # CATCH_UP_MAX_BACKOFF, for as long as the channel has local subscribers.
@@ -62,6 +63,7 @@ class Stream:
     epoch: bytes
     offset: int
     held: list[bytes] | None = None
+    held_size: int = 0
     overflowed: bool = False
 
 
@@ -251,8 +253,9 @@ class Hub:
         if stream is None:
             return
         if stream.held is not None:
-            if len(stream.held) < HELD_LIMIT:
+            if len(stream.held) < HELD_LIMIT and stream.held_size < HELD_BYTES:
                 stream.held.append(payload)
+                stream.held_size += len(payload)
             else:
                 stream.overflowed = True
             return
@@ -463,7 +466,7 @@ class Hub:
                 resynced += self._resync(channel)
                 stream.epoch = history.position.epoch.encode()
                 stream.offset = history.position.offset
-            held, stream.held = stream.held or [], None
+            held, stream.held, stream.held_size = stream.held or [], None, 0
             overflowed, stream.overflowed = stream.overflowed, False
             for payload in held:
                 self._on_stream_event(channel, payload)

@@ -400,6 +400,30 @@ async def test_history_requests_are_rate_limited(aiohttp_client: Any, tmp_path: 
     assert len([f for f in cable.frames if f.get("type") == "confirm_history"]) == 3
 
 
+async def test_too_much_held_while_resuming_resyncs_the_socket(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    """Live events held for a restored subscription are bounded by what its socket may queue:
+    past SEND_QUEUE_SIZE it is told to reconnect (and resumes from its position) rather than
+    grow or skip."""
+    settings = make_settings(
+        f"sqlite+aiosqlite:///{tmp_path / 't.db'}", tmp_path, send_queue_size=4
+    )
+    client = await aiohttp_client(create_app(settings))
+    world = await build_world(client.app[SERVICES].db)
+    visitor = await Visitor(client, world.inbox["website_token"]).start()
+    cable = await ext_visitor(client, visitor)
+    await visitor.send("m1")
+    await wait_content(cable, "m1")
+    back = await reconnect(client, cable)
+    assert back.welcome["restored"] is True
+    for n in range(2, 8):
+        await visitor.send(f"m{n}")
+    frame = await back.wait_for(lambda f: f.get("type") == "disconnect")
+    assert frame == {"type": "disconnect", "reason": "resync", "reconnect": True}
+    assert contents(back) == []
+
+
 async def test_sessions_off_means_no_session_id(aiohttp_client: Any, tmp_path: Path) -> None:
     settings = make_settings(f"sqlite+aiosqlite:///{tmp_path / 't.db'}", tmp_path, session_ttl=0.0)
     client = await aiohttp_client(create_app(settings))

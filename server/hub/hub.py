@@ -91,8 +91,10 @@ class Subscription:
     # Per channel, where this process's stream stood when the subscription started to
     # listen: it is sent every later event (live, or by the hub's catch-up).
     live_from: dict[str, tuple[bytes, int]] = field(init=False, default_factory=dict)
-    # Live durable events held while history is read for it (None: not holding).
+    # Live durable events held while history is read for it (None: not holding), and their
+    # bytes: at most what its socket may have queued (SEND_QUEUE_SIZE, SEND_QUEUE_BYTES).
     held: list[Held] | None = field(init=False, default=None)
+    held_size: int = field(init=False, default=0)
     # Restored with its session and holding until the client asks for its history.
     restoring: bool = field(init=False, default=False)
 
@@ -314,25 +316,30 @@ class Hub:
     def _hold(self, sub: Subscription, item: Held) -> None:
         held = sub.held
         assert held is not None
-        if len(held) < sub.conn.limit:
+        conn = sub.conn
+        size = len(item[3]) + len(item[4])
+        if len(held) < conn.limit and sub.held_size + size <= conn.byte_limit:
             held.append(item)
+            sub.held_size += size
             return
-        # As many held as the socket may have queued: it cannot be caught up in order any
+        # As much held as the socket may have queued: it cannot be caught up in order any
         # more. It reconnects, and resumes from the position it has.
-        sub.held = None
+        sub.held, sub.held_size = None, 0
         sub.restoring = False
         self.resynced += 1
         log.warning(
-            "closing /cable socket from %s: more than SEND_QUEUE_SIZE=%d events arrived "
-            "while its history was read; it reconnects and resumes",
-            sub.conn.peer,
-            sub.conn.limit,
+            "closing /cable socket from %s: more events arrived while its history was read "
+            "than its queue takes (SEND_QUEUE_SIZE=%d, SEND_QUEUE_BYTES=%d); it reconnects "
+            "and resumes",
+            conn.peer,
+            conn.limit,
+            conn.byte_limit,
         )
-        self._spawn(sub.conn.close(protocol.RESYNC, timeout=1.0))
+        self._spawn(conn.close(protocol.RESYNC, timeout=1.0))
 
     def release(self, sub: Subscription) -> None:
         """Stop holding: send the held live events it was not sent already, in order."""
-        held, sub.held = sub.held, None
+        held, sub.held, sub.held_size = sub.held, None, 0
         sub.restoring = False
         for channel, epoch, offset, message, tail in held or ():
             self._send_positioned(sub, channel, epoch, offset, message, tail)

@@ -232,6 +232,31 @@ async def check_restore_then_history_sends_exactly_the_missed(
     await back.close()
 
 
+async def check_a_taken_session_does_not_come_back(client: TestClient, visitor: Visitor) -> None:
+    """The client comes back before the server noticed its old socket go (a dropped network):
+    the session is restored on the new socket, and the old one's close does not put it back
+    for someone holding the old id (it was in a URL) to restore again."""
+    old = await ext_visitor(client, visitor)
+    sid = old.welcome["sid"]
+    back = await CableClient.connect(client, f"/cable?sid={sid}", ext=True)
+    assert back.welcome["restored"] is True
+    await old.close()
+    await _gone(client, 1)
+    again = await CableClient.connect(client, f"/cable?sid={sid}", ext=True)
+    assert "restored" not in again.welcome
+    await again.close()
+    await back.close()
+
+
+async def _gone(client: TestClient, left: int) -> None:
+    """Until only `left` sockets remain open on the server (closes are handled after)."""
+    hub = client.app[SERVICES].hub
+    deadline = time.monotonic() + 5
+    while len(hub.connections) > left:
+        assert time.monotonic() < deadline, hub.connections
+        await asyncio.sleep(0.02)
+
+
 async def check_restore_by_header_and_release_without_history(
     client: TestClient, visitor: Visitor
 ) -> None:
@@ -369,6 +394,7 @@ async def test_sessions_and_history(ext_client: TestClient) -> None:
     await _run(
         ext_client,
         check_restore_then_history_sends_exactly_the_missed,
+        check_a_taken_session_does_not_come_back,
         check_restore_by_header_and_release_without_history,
         check_history_that_cannot_be_covered_is_rejected,
         check_subscribe_with_history_by_position_and_since,
@@ -442,6 +468,10 @@ async def test_memory_sessions_expire_and_are_bounded() -> None:
     assert await sessions.take("sid4") is None  # taken once
     await sessions.save("sid3", [])  # no subscriptions: nothing kept
     assert await sessions.take("sid3") is None
+    await sessions.save("sid9", ["x"], refresh=True)  # a refresh does not make one
+    assert await sessions.take("sid9") is None
+    await sessions.save("sid2", ["y"], refresh=True)
+    assert await sessions.take("sid2") == ["y"]
     short = MemorySessions(ttl=60)
     await short.save("a", ["x"])
     expires, _ = short._entries["a"]

@@ -106,8 +106,9 @@ async def cable(request: web.Request) -> web.WebSocketResponse:
         for timer in timers:
             timer.cancel()
         if conn.subscriptions:
-            # Kept SESSION_TTL from now: that is how long a reconnect may restore it.
-            await _save_session(svc, conn)
+            # Kept SESSION_TTL from now, if not restored elsewhere already: that is how long a
+            # reconnect may restore it.
+            await _save_session(svc, conn, refresh=True)
         await hub.remove_connection(conn)
         if not conn.closed:
             conn.abort()
@@ -308,11 +309,11 @@ def _release_restoring(hub: Hub, conn: Connection) -> None:
             hub.release(sub)
 
 
-async def _save_session(svc: Services, conn: Connection) -> None:
+async def _save_session(svc: Services, conn: Connection, *, refresh: bool = False) -> None:
     if svc.sessions is None or conn.sid is None:
         return
     try:
-        await svc.sessions.save(conn.sid, list(conn.subscriptions))
+        await svc.sessions.save(conn.sid, list(conn.subscriptions), refresh=refresh)
     except SessionStoreUnavailable as exc:
         _store_failed("saving a session", exc)
 

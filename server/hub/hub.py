@@ -214,7 +214,7 @@ class Hub:
             else:
                 subs.add(sub)
             stream = self.streams.get(channel)
-            if stream is not None:
+            if sub.ext and stream is not None:
                 sub.live_from[channel] = (stream.epoch, stream.offset)
 
     async def detach(self, sub: Subscription) -> None:
@@ -378,7 +378,9 @@ class Hub:
             # Already listening: it was sent every event after live_from. One at or before
             # that it lacks cannot be put in its place any more.
             ok = not any(
-                c in sub.offsets and h.events and h.events[0][0] <= sub.live_from[c][1]
+                c in sub.offsets
+                and h.events
+                and h.events[0][0] <= sub.live_from.get(c, (b"", 0))[1]
                 for c, h in zip(channels, histories, strict=True)
             )
         attached = sub.conn.subscriptions.get(sub.identifier) is sub

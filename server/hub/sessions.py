@@ -9,8 +9,9 @@ identifier (server/hub/room.py), so a token revoked meanwhile does not come back
 Kept SESSION_TTL seconds after the last change or disconnect: in Redis in the scaled deploy
 (one key per session, expiring), in memory in the embedded default (at most MEMORY_LIMIT
 sessions, the oldest dropped first). A session is taken once: restoring deletes it, and the
-restored socket gets a new id. Values are bounded by the per-socket subscription cap and the
-identifier length (1 KiB)."""
+restored socket gets a new id; the old socket's close (often noticed after the client came
+back elsewhere) only refreshes a session still kept, so a taken one never returns. Values are
+bounded by the per-socket subscription cap and the identifier length (1 KiB)."""
 
 from __future__ import annotations
 
@@ -53,8 +54,10 @@ class Sessions(ABC):
         self.failures = 0  # store calls that failed
 
     @abstractmethod
-    async def save(self, sid: str, identifiers: list[str]) -> None:
-        """Keep (or replace) the session for `ttl` seconds from now; none when empty."""
+    async def save(self, sid: str, identifiers: list[str], *, refresh: bool = False) -> None:
+        """Keep (or replace) the session for `ttl` seconds from now; none when empty.
+        `refresh`: only if it is still kept (a socket closing: its session may have been
+        restored elsewhere meanwhile, and a taken session must not come back)."""
 
     @abstractmethod
     async def take(self, sid: str) -> list[str] | None:
@@ -68,10 +71,12 @@ class MemorySessions(Sessions):
         # Oldest save first: the expired, and past `limit` the oldest, leave from the front.
         self._entries: OrderedDict[str, tuple[float, list[str]]] = OrderedDict()
 
-    async def save(self, sid: str, identifiers: list[str]) -> None:
+    async def save(self, sid: str, identifiers: list[str], *, refresh: bool = False) -> None:
         entries = self._entries
-        entries.pop(sid, None)
+        kept = entries.pop(sid, None)
         now = time.monotonic()
+        if refresh and (kept is None or kept[0] <= now):
+            return
         if identifiers:
             entries[sid] = (now + self.ttl, identifiers)
         while entries:
@@ -98,10 +103,12 @@ class RedisSessions(Sessions):
         self.redis = redis
         self._ttl_ms = max(1, round(ttl * 1000))
 
-    async def save(self, sid: str, identifiers: list[str]) -> None:
+    async def save(self, sid: str, identifiers: list[str], *, refresh: bool = False) -> None:
         try:
             if identifiers:
-                await self.redis.set(KEY_PREFIX + sid, orjson.dumps(identifiers), px=self._ttl_ms)
+                await self.redis.set(
+                    KEY_PREFIX + sid, orjson.dumps(identifiers), px=self._ttl_ms, xx=refresh
+                )
             else:
                 await self.redis.delete(KEY_PREFIX + sid)
         except (RedisError, OSError) as exc:

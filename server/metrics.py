@@ -85,7 +85,13 @@ class ServiceCollector(Collector):
             )
             closed.add_metric(["slow_consumer"], hub.slow_consumers)
             closed.add_metric(["no_subscription"], hub.unsubscribed_closed)
+            closed.add_metric(["resync"], hub.resynced)
             yield closed
+            yield CounterMetricFamily(
+                "chat_stream_events_caught_up",
+                "Durable events delivered from a stream's history after a gap or a bus outage.",
+                value=hub.caught_up,
+            )
         bus = svc.bus
         yield GaugeMetricFamily(
             "chat_bus_connected",

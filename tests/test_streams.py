@@ -219,6 +219,8 @@ async def test_a_gap_is_filled_from_the_history_in_order_once(client: TestClient
     # m2..m5 from the history (m5 is in it by the time it is read); the live m5 was held and
     # dropped as delivered.
     assert client.app[SERVICES].hub.caught_up == 4
+    metrics = await (await client.get("/metrics")).text()
+    assert "chat_stream_events_caught_up_total 4.0" in metrics
 
 
 async def test_live_events_held_during_a_catch_up_are_delivered_after_it(
@@ -261,6 +263,8 @@ async def test_a_gap_the_history_cannot_cover_resyncs_the_sockets(client: TestCl
     await asyncio.wait_for(sock.closed.wait(), 5)
     assert contents(sock) == []
     assert client.app[SERVICES].hub.resynced == 1
+    metrics = await (await client.get("/metrics")).text()
+    assert 'chat_sockets_closed_total{reason="resync"} 1.0' in metrics
 
 
 async def test_a_lost_pubsub_connection_is_caught_up_from_the_history(

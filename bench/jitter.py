@@ -48,7 +48,10 @@ class SocketState:
     target: Target
     got: set[int] = field(default_factory=set)  # sequence numbers, live or caught up
     newest_id: int = 0
-    live_runs: list[list[int]] = field(default_factory=list)  # per connection
+    # Per connection: the message ids of live message.created frames (ids follow commit
+    # order within a conversation; one visitor's messages can commit out of their posting
+    # order when two of its POSTs overlap).
+    live_runs: list[list[int]] = field(default_factory=list)
     duplicates: int = 0  # live frames of a message this socket already had live
     live_seen: set[int] = field(default_factory=set)
     replays: list[float] = field(default_factory=list)
@@ -150,16 +153,19 @@ class JitterSocket(asyncio.Protocol):
             state.duplicates += 1
         state.live_seen.add(seq)
         state.got.add(seq)
-        self.run.append(seq)
+        self.run.append(message_id)
         state.newest_id = max(state.newest_id, message_id)
 
 
-async def _catch_up(session: Any, url: str, state: SocketState, website_token: str) -> None:
-    """Chatwoot's widget after a reconnect: the messages after the newest it has."""
+async def _catch_up(
+    session: Any, url: str, state: SocketState, website_token: str, after: int
+) -> None:
+    """Chatwoot's widget after a reconnect: the messages after the newest it had when its
+    socket dropped (not the newest now: one may have arrived live since the reconnect)."""
     while True:
         async with session.get(
             f"{url}{WIDGET}/messages",
-            params={"website_token": website_token, "after": str(state.newest_id)},
+            params={"website_token": website_token, "after": str(after)},
             headers={"X-Auth-Token": state.target.auth_token},
         ) as resp:
             if resp.status != 200:
@@ -170,6 +176,7 @@ async def _catch_up(session: Any, url: str, state: SocketState, website_token: s
             if content.startswith("fb "):
                 state.got.add(int(content.split(" ")[1]))
             state.newest_id = max(state.newest_id, message["id"])
+            after = max(after, message["id"])
         if len(page) < 100:
             return
 
@@ -230,6 +237,7 @@ async def _jitter(
             state.drops += 1
             if proto.transport is not None:
                 proto.transport.abort()
+            had = state.newest_id
             await asyncio.sleep(rng.uniform(0.5, 1.5) * opts["offline"])
             started = time.monotonic()
             proto = None
@@ -238,7 +246,7 @@ async def _jitter(
                 if proto is None:
                     await asyncio.sleep(0.2)
             url = f"http://127.0.0.1:{proto.port}"  # type: ignore[attr-defined]
-            await _catch_up(session, url, state, opts["website_token"])
+            await _catch_up(session, url, state, opts["website_token"], had)
             state.replays.append(time.monotonic() - started)
 
     firsts = await asyncio.gather(*(connect(s) for s in states))

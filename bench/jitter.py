@@ -286,7 +286,12 @@ def pct(values: list[float], p: float) -> float:
 
 
 def run(
-    stack: Any, args: Any, make_world: Any, visitor_identifier: Any, run_loader: Any
+    stack: Any,
+    args: Any,
+    make_world: Any,
+    visitor_identifier: Any,
+    run_loader: Any,
+    cpu_meter: Any,
 ) -> dict[str, Any]:
     visitors = max(1, args.sockets // args.tabs)
     world = make_world(stack, agents=1, visitors=visitors, open_conversations=True)
@@ -327,8 +332,10 @@ def run(
             pipe.send("go")
         tokens = [t for t, _ in world.visitors]
         loader, lpipe = run_loader(ports, world, tokens, args.rate, args.seconds, args.connections)
+        cpu = cpu_meter(stack)
         if not lpipe.poll(args.seconds + 120):
             raise SystemExit("loader did not finish")
+        cpu_pct = cpu.percent()
         load = lpipe.recv()
         loader.join(timeout=10)
         for _, pipe in procs:
@@ -373,6 +380,7 @@ def run(
         "delivered_percent": round(100 * delivered / max(expected, 1), 3),
         "live_duplicates": duplicates,
         "connections_out_of_order": out_of_order,
+        "cpu_percent": cpu_pct,
         "replay_ms": {
             p: round(pct(replays, q) * 1000, 1) for p, q in (("p50", 50), ("p99", 99), ("max", 100))
         },

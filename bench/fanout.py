@@ -1001,7 +1001,7 @@ def mode_jitter(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import jitter
 
-    return jitter.run(stack, args, make_world, visitor_identifier, run_loader)
+    return jitter.run(stack, args, make_world, visitor_identifier, run_loader, CpuMeter)
 
 
 MODES: dict[str, Callable[[Stack, argparse.Namespace], dict[str, Any]]] = {
@@ -1048,6 +1048,7 @@ def main() -> None:
         "--pg", default="postgresql://postgres@127.0.0.1:5432/postgres", help="admin DSN"
     )
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the servers")
+    parser.add_argument("--keep-logs", help="copy the processes' logs to this directory")
     args = parser.parse_args()
     defaults = {
         "latency": (2000, 500.0),
@@ -1073,6 +1074,8 @@ def main() -> None:
             result = MODES[args.mode](stack, args)
         finally:
             stack.stop()
+            if args.keep_logs:
+                shutil.copytree(tmp, args.keep_logs, dirs_exist_ok=True)
     print(json.dumps(result, indent=2))
 
 

@@ -57,7 +57,10 @@ class SocketState:
     target: Target
     got: set[int] = field(default_factory=set)  # sequence numbers, live or caught up
     newest_id: int = 0
-    live_runs: list[list[int]] = field(default_factory=list)  # per connection
+    # Per connection: the message ids of live message.created frames (ids follow commit
+    # order within a conversation; one visitor's messages can commit out of their posting
+    # order when two of its POSTs overlap).
+    live_runs: list[list[int]] = field(default_factory=list)
     duplicates: int = 0  # frames of a message this socket already had a frame of
     live_seen: set[int] = field(default_factory=set)
     replays: list[float] = field(default_factory=list)
@@ -226,16 +229,19 @@ class JitterSocket(asyncio.Protocol):
             state.duplicates += 1
         state.live_seen.add(seq)
         state.got.add(seq)
-        self.run.append(seq)
+        self.run.append(message_id)
         state.newest_id = max(state.newest_id, message_id)
 
 
-async def _catch_up(session: Any, url: str, state: SocketState, website_token: str) -> None:
-    """Chatwoot's widget after a reconnect: the messages after the newest it has."""
+async def _catch_up(
+    session: Any, url: str, state: SocketState, website_token: str, after: int
+) -> None:
+    """Chatwoot's widget after a reconnect: the messages after the newest it had when its
+    socket dropped (not the newest now: one may have arrived live since the reconnect)."""
     while True:
         async with session.get(
             f"{url}{WIDGET}/messages",
-            params={"website_token": website_token, "after": str(state.newest_id)},
+            params={"website_token": website_token, "after": str(after)},
             headers={"X-Auth-Token": state.target.auth_token},
         ) as resp:
             if resp.status != 200:
@@ -246,6 +252,7 @@ async def _catch_up(session: Any, url: str, state: SocketState, website_token: s
             if content.startswith("fb "):
                 state.got.add(int(content.split(" ")[1]))
             state.newest_id = max(state.newest_id, message["id"])
+            after = max(after, message["id"])
         if len(page) < 100:
             return
 
@@ -308,6 +315,7 @@ async def _jitter(
             state.drops += 1
             if proto.transport is not None:
                 proto.transport.abort()
+            had = state.newest_id
             await asyncio.sleep(rng.uniform(0.5, 1.5) * opts["offline"])
             started = time.monotonic()
             proto = None
@@ -324,9 +332,9 @@ async def _jitter(
                 state.resumed += resumed
                 state.rejected += not resumed
                 if not resumed:
-                    await _catch_up(session, url, state, opts["website_token"])
+                    await _catch_up(session, url, state, opts["website_token"], had)
             else:
-                await _catch_up(session, url, state, opts["website_token"])
+                await _catch_up(session, url, state, opts["website_token"], had)
             state.replays.append(time.monotonic() - started)
 
     firsts = await asyncio.gather(*(connect(s) for s in states))
@@ -374,7 +382,12 @@ def pct(values: list[float], p: float) -> float:
 
 
 def run(
-    stack: Any, args: Any, make_world: Any, visitor_identifier: Any, run_loader: Any
+    stack: Any,
+    args: Any,
+    make_world: Any,
+    visitor_identifier: Any,
+    run_loader: Any,
+    cpu_meter: Any,
 ) -> dict[str, Any]:
     visitors = max(1, args.sockets // args.tabs)
     world = make_world(stack, agents=1, visitors=visitors, open_conversations=True)
@@ -416,8 +429,10 @@ def run(
             pipe.send("go")
         tokens = [t for t, _ in world.visitors]
         loader, lpipe = run_loader(ports, world, tokens, args.rate, args.seconds, args.connections)
+        cpu = cpu_meter(stack)
         if not lpipe.poll(args.seconds + 120):
             raise SystemExit("loader did not finish")
+        cpu_pct = cpu.percent()
         load = lpipe.recv()
         loader.join(timeout=10)
         for _, pipe in procs:
@@ -471,6 +486,7 @@ def run(
             if args.protocol == "ext"
             else {}
         ),
+        "cpu_percent": cpu_pct,
         "replay_ms": {
             p: round(pct(replays, q) * 1000, 1) for p, q in (("p50", 50), ("p99", 99), ("max", 100))
         },

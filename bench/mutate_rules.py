@@ -25,6 +25,7 @@ AUTH = "server/auth.py"
 CONTEXT = "server/widget/context.py"
 ROOM = "server/hub/room.py"
 IDENTITY = "server/widget/identity.py"
+HUB = "server/hub/hub.py"
 
 WIDGET_TESTS = [
     "tests/test_widget_rules.py",
@@ -47,6 +48,10 @@ IDENTITY_TESTS = [
     "tests/test_widget_contact.py",
     "tests/test_isolation.py",
     "tests/test_rate_limits.py",
+]
+HUB_TESTS = [
+    "tests/test_streams.py",
+    "tests/test_realtime_events.py",
 ]
 NEW_TESTS = {
     "tests/test_widget_rules.py",
@@ -408,6 +413,67 @@ MUTATIONS = [
         "        identifier_verified=True,\n        hmac_verified=True,\n",
         "a new contact for an unproven claim is verified",
     ),
+    # hub.py: gap-free delivery of each stream (issue 14)
+    M(
+        HUB,
+        "            if offset == stream.offset + 1:",
+        "            if offset >= stream.offset + 1:",
+        "a gap delivered without catching up",
+    ),
+    M(
+        HUB,
+        "            if offset <= stream.offset:\n                return  # delivered already",
+        "            if False:\n                return  # delivered already",
+        "an event read from the history delivered again live",
+    ),
+    M(
+        HUB,
+        "            for payload in held:\n                self._on_stream_event(channel, payload)",
+        "            pass",
+        "live events held during a catch-up lost",
+    ),
+    M(
+        HUB,
+        "            if history.complete:",
+        "            if True:",
+        "an incomplete history trusted",
+    ),
+    M(
+        HUB,
+        "        if channels:\n            self._spawn(self._catch_up(channels))",
+        "        pass",
+        "no catch-up after the bus subscribed again",
+    ),
+    M(
+        HUB,
+        "                    stream.epoch, stream.offset = position.epoch.encode(), position.offset",
+        "                    pass",
+        "the stream's position not read before listening",
+    ),
+    M(
+        HUB,
+        "        key = (channel, conversation_id or 0)",
+        "        key = (channel, 0)",
+        "dedupe per channel, not per conversation",
+    ),
+    M(
+        HUB,
+        "                self.streams.pop(channel, None)\n",
+        "",
+        "a stream kept after its last listener left",
+    ),
+    M(
+        HUB,
+        "                del self.channels[channel]\n                self.streams.pop(channel, None)\n                await self.bus.unsubscribe(channel)",
+        "                del self.channels[channel]\n                self.streams.pop(channel, None)",
+        "not unsubscribing from a channel on the bus",
+    ),
+    M(
+        HUB,
+        "        if len(self._delivered) > self.dedupe_entries:",
+        "        if False:",
+        "the dedupe map without its bound",
+    ),
 ]
 
 
@@ -449,7 +515,9 @@ def main() -> None:
                 f"| {m.path} | {m.what} | STALE ({original.count(m.old)} matches) | |", flush=True
             )
             continue
-        tests = {ROOM: ROOM_TESTS, IDENTITY: IDENTITY_TESTS}.get(m.path, WIDGET_TESTS)
+        tests = {ROOM: ROOM_TESTS, IDENTITY: IDENTITY_TESTS, HUB: HUB_TESTS}.get(
+            m.path, WIDGET_TESTS
+        )
         if args.old_only:
             tests = [t for t in tests if t not in NEW_TESTS]
         try:

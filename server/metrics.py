@@ -85,16 +85,12 @@ class ServiceCollector(Collector):
             )
             closed.add_metric(["slow_consumer"], hub.slow_consumers)
             closed.add_metric(["no_subscription"], hub.unsubscribed_closed)
+            closed.add_metric(["resync"], hub.resynced)
             yield closed
             yield CounterMetricFamily(
                 "chat_stream_events_caught_up",
-                "Events this process delivered from a stream's history after missing them live.",
+                "Durable events delivered from a stream's history after a gap or a bus outage.",
                 value=hub.caught_up,
-            )
-            yield CounterMetricFamily(
-                "chat_sockets_resynced",
-                "Sockets told to reconnect: the stream history could not cover what they missed.",
-                value=hub.resynced,
             )
             yield CounterMetricFamily(
                 "chat_cable_sessions_restored",

@@ -33,6 +33,7 @@ async def run(settings: Settings) -> None:
         health_interval=settings.redis_health_interval,
         history_limit=settings.history_limit,
         history_ttl=settings.history_ttl,
+        history_bytes=settings.history_bytes,
     )
     relay = Relay(
         db,

@@ -210,7 +210,8 @@ class Hub:
                     stream.epoch, stream.offset = position.epoch.encode(), position.offset
                 except BusUnavailable:
                     pass  # not known: if it still is not when the bus is back, a resync
-                await self.bus.subscribe(channel)
+                if self.channels.get(channel) is subs:  # not left meanwhile
+                    await self.bus.subscribe(channel)
             else:
                 subs.add(sub)
             stream = self.streams.get(channel)

@@ -105,13 +105,14 @@ async def cable(request: web.Request) -> web.WebSocketResponse:
     finally:
         for timer in timers:
             timer.cancel()
-        if conn.subscriptions:
-            # Kept SESSION_TTL from now, if not restored elsewhere already: that is how long a
-            # reconnect may restore it.
-            await _save_session(svc, conn, refresh=True)
+        identifiers = list(conn.subscriptions)
         await hub.remove_connection(conn)
         if not conn.closed:
             conn.abort()
+        if identifiers:
+            # Kept SESSION_TTL from now, if not restored elsewhere already: that is how long a
+            # reconnect may restore it.
+            await _save_session(svc, conn, identifiers, refresh=True)
     return ws
 
 
@@ -309,11 +310,20 @@ def _release_restoring(hub: Hub, conn: Connection) -> None:
             hub.release(sub)
 
 
-async def _save_session(svc: Services, conn: Connection, *, refresh: bool = False) -> None:
+async def _save_session(
+    svc: Services,
+    conn: Connection,
+    identifiers: list[str] | None = None,
+    *,
+    refresh: bool = False,
+) -> None:
+    """The socket's subscriptions (or `identifiers`) as its session."""
     if svc.sessions is None or conn.sid is None:
         return
+    if identifiers is None:
+        identifiers = list(conn.subscriptions)
     try:
-        await svc.sessions.save(conn.sid, list(conn.subscriptions), refresh=refresh)
+        await svc.sessions.save(conn.sid, identifiers, refresh=refresh)
     except SessionStoreUnavailable as exc:
         _store_failed("saving a session", exc)
 

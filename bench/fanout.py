@@ -30,6 +30,7 @@ HTTP/1.1 keep-alive requests for the load, in separate processes from the socket
     .venv/bin/python bench/fanout.py throughput --sockets 2000 --rate 50 --seconds 15
     .venv/bin/python bench/fanout.py idle --sockets 10000
     .venv/bin/python bench/fanout.py jitter --sockets 2000 --rate 100 --seconds 60
+    .venv/bin/python bench/fanout.py jitter --protocol ext --sockets 2000 --rate 100 --seconds 60
 """
 
 from __future__ import annotations
@@ -1036,6 +1037,13 @@ def main() -> None:
         "--drop-every", type=float, default=15.0, help="jitter: mean seconds between drops"
     )
     parser.add_argument("--offline", type=float, default=2.0, help="jitter: mean seconds away")
+    parser.add_argument(
+        "--protocol",
+        choices=("plain", "ext"),
+        default="plain",
+        help="jitter: plain ActionCable (catch up with after=) or the extended protocol "
+        "(restore the session, resume by stream position)",
+    )
     parser.add_argument(
         "--pg", default="postgresql://postgres@127.0.0.1:5432/postgres", help="admin DSN"
     )

@@ -9,10 +9,17 @@ process, and catches up the way its client does:
 
 - `plain` (Chatwoot's widget, actioncable-v1-json): subscribe again, then
   `GET /api/v1/widget/messages?after=<newest message id it has>`.
+- `ext` (--protocol ext: @anycable/core and our cable.js, actioncable-v1-ext-json): connect
+  with the session id of its last welcome (`?sid=`); restored, ask for the history after the
+  last stream position it got (and since the server's last ping); not restored (after a
+  `disconnect` frame), subscribe with that history request. Only on `reject_history` does it
+  fetch `after=` over HTTP, as cable.js does.
 
-Reported: messages every socket should have, how many it has (live or caught up), how many
-came live twice or out of order on one connection, and the replay time (from the reconnect
-to the catch-up's answer) p50/p99/max.
+Reported: messages every socket should have, how many it has (live, from the history or
+caught up), how many frames of one message a socket got twice, how many connections got
+messages out of order, and the replay time (from the reconnect to `confirm_history`, or to
+the catch-up's answer) p50/p99/max; for `ext`, how many reconnects were restored, resumed
+from the history, or rejected.
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ SEQ_MARK = b'"content":"fb '
 ID_MARK = b'"data":{"id":'
 CREATED = b'"event":"message.created"'
 CONNECT_PARALLEL = 100
+EXT = "actioncable-v1-ext-json"
+POSITION_MARK = b',"stream_id":'
 
 
 @dataclass
@@ -52,10 +61,18 @@ class SocketState:
     # order within a conversation; one visitor's messages can commit out of their posting
     # order when two of its POSTs overlap).
     live_runs: list[list[int]] = field(default_factory=list)
-    duplicates: int = 0  # live frames of a message this socket already had live
+    duplicates: int = 0  # frames of a message this socket already had a frame of
     live_seen: set[int] = field(default_factory=set)
     replays: list[float] = field(default_factory=list)
     drops: int = 0
+    # The extended protocol: the session to come back with, the last position per stream,
+    # the server's time at its last ping, and how the reconnects went.
+    sid: str | None = None
+    positions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    server_time: int = 0
+    restored: int = 0
+    resumed: int = 0
+    rejected: int = 0
 
 
 def client_frame(payload: bytes) -> bytes:
@@ -65,28 +82,72 @@ def client_frame(payload: bytes) -> bytes:
 
 
 class JitterSocket(asyncio.Protocol):
-    def __init__(self, state: SocketState, host: str) -> None:
+    def __init__(self, state: SocketState, host: str, ext: bool = False) -> None:
         self.state = state
         self.host = host
+        self.ext = ext
         self.buf = bytearray()
         self.upgraded = False
         self.transport: asyncio.Transport | None = None
         loop = asyncio.get_running_loop()
         self.confirmed: asyncio.Future[bool] = loop.create_future()
         self.lost: asyncio.Future[None] = loop.create_future()
+        # ext: whether what was missed came (confirm_history) or not (reject_history, or
+        # nothing to ask by)
+        self.history: asyncio.Future[bool] = loop.create_future()
         self.run: list[int] = []
         state.live_runs.append(self.run)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        path = "/cable"
+        if self.ext and self.state.sid:
+            path += f"?sid={self.state.sid}"
         transport.write(  # type: ignore[attr-defined]
             (
-                f"GET /cable HTTP/1.1\r\nHost: {self.host}\r\nUpgrade: websocket\r\n"
+                f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\nUpgrade: websocket\r\n"
                 "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: actioncable-v1-json\r\n"
-                "\r\n"
+                "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: "
+                f"{EXT if self.ext else 'actioncable-v1-json'}\r\n\r\n"
             ).encode()
         )
+
+    def _send(self, frame: dict[str, Any]) -> None:
+        self.transport.write(client_frame(json.dumps(frame).encode()))  # type: ignore[union-attr]
+
+    def _history_request(self) -> dict[str, Any] | None:
+        state = self.state
+        if not state.positions and not state.server_time:
+            return None
+        return {"since": state.server_time, "streams": state.positions}
+
+    def _control(self, frame: dict[str, Any]) -> None:
+        """A frame without an identifier, on the extended protocol."""
+        state = self.state
+        kind = frame.get("type")
+        if kind == "ping":
+            state.server_time = frame["message"]
+        elif kind == "disconnect":
+            state.sid = None  # as @anycable/core: the session ends with a disconnect frame
+        elif kind == "welcome":
+            state.sid = frame.get("sid")
+            identifier = state.target.identifier
+            history = self._history_request() if state.live_runs[:-1] else None
+            if identifier in (frame.get("restored_ids") or ()):
+                state.restored += 1
+                self.confirmed.set_result(True)
+                if history is None:
+                    self._send({"command": "history", "identifier": identifier})
+                    self.history.set_result(False)
+                else:
+                    self._send({"command": "history", "identifier": identifier, "history": history})
+                return
+            subscribe: dict[str, Any] = {"command": "subscribe", "identifier": identifier}
+            if history is not None:
+                subscribe["history"] = history
+            elif not self.history.done():
+                self.history.set_result(False)
+            self._send(subscribe)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.confirmed.done():
@@ -106,10 +167,8 @@ class JitterSocket(asyncio.Protocol):
                 return
             del buf[: end + 4]
             self.upgraded = True
-            sub = json.dumps(
-                {"command": "subscribe", "identifier": self.state.target.identifier}
-            ).encode()
-            self.transport.write(client_frame(sub))  # type: ignore[union-attr]
+            if not self.ext:  # ext subscribes (or not) once it has the welcome
+                self._send({"command": "subscribe", "identifier": self.state.target.identifier})
         i, n = 0, len(buf)
         while n - i >= 2:
             ln = buf[i + 1] & 0x7F
@@ -130,12 +189,29 @@ class JitterSocket(asyncio.Protocol):
             i = end
             # Only text frames starting {"identifier": not a ping, welcome, close frame.
             if not text or ln < 3 or buf[start + 2] != 0x69:
+                if self.ext and text and ln >= 3:
+                    self._control(json.loads(bytes(buf[start:end])))
                 continue
             if not self.confirmed.done() and buf.find(b"confirm_subscription", start, end) >= 0:
                 self.confirmed.set_result(True)
                 continue
+            if self.ext and not self.history.done():
+                if buf.find(b'"type":"confirm_history"', start, end) >= 0:
+                    self.history.set_result(True)
+                    continue
+                if buf.find(b'"type":"reject_history"', start, end) >= 0:
+                    self.history.set_result(False)
+                    continue
             if buf.find(CREATED, start, end) < 0:
                 continue
+            if self.ext:
+                at = buf.rfind(POSITION_MARK, start, end)
+                if at >= 0:
+                    tail = json.loads(b"{" + bytes(buf[at + 1 : end]))
+                    self.state.positions[tail["stream_id"]] = {
+                        "epoch": tail["epoch"],
+                        "offset": tail["offset"],
+                    }
             at = buf.find(SEQ_MARK, start, end)
             if at < 0:
                 continue
@@ -196,12 +272,14 @@ async def _jitter(
         connector=aiohttp.TCPConnector(limit=64), timeout=aiohttp.ClientTimeout(total=30)
     )
 
+    ext = opts["protocol"] == "ext"
+
     async def connect(state: SocketState) -> JitterSocket | None:
         port = rng.choice(ports)
         async with gate:
             try:
                 _, proto = await loop.create_connection(
-                    lambda: JitterSocket(state, f"127.0.0.1:{port}"), "127.0.0.1", port
+                    lambda: JitterSocket(state, f"127.0.0.1:{port}", ext), "127.0.0.1", port
                 )
             except OSError as exc:
                 failures[type(exc).__name__] += 1
@@ -246,7 +324,17 @@ async def _jitter(
                 if proto is None:
                     await asyncio.sleep(0.2)
             url = f"http://127.0.0.1:{proto.port}"  # type: ignore[attr-defined]
-            await _catch_up(session, url, state, opts["website_token"], had)
+            if ext:
+                try:
+                    resumed = await asyncio.wait_for(asyncio.shield(proto.history), 30)
+                except TimeoutError:
+                    resumed = False
+                state.resumed += resumed
+                state.rejected += not resumed
+                if not resumed:
+                    await _catch_up(session, url, state, opts["website_token"], had)
+            else:
+                await _catch_up(session, url, state, opts["website_token"], had)
             state.replays.append(time.monotonic() - started)
 
     firsts = await asyncio.gather(*(connect(s) for s in states))
@@ -262,7 +350,15 @@ async def _jitter(
     await asyncio.sleep(opts["drain"])
     pipe.send(
         [
-            (s.target.visitor, sorted(s.got), s.duplicates, s.live_runs, s.replays, s.drops)
+            (
+                s.target.visitor,
+                sorted(s.got),
+                s.duplicates,
+                s.live_runs,
+                s.replays,
+                s.drops,
+                (s.restored, s.resumed, s.rejected),
+            )
             for s, first in zip(states, firsts, strict=True)
             if first is not None  # a socket that never connected is not measured
         ]
@@ -306,6 +402,7 @@ def run(
         "offline": args.offline,
         "drain": args.drain,
         "website_token": world.website_token,
+        "protocol": args.protocol,
     }
     ctx = get_context("spawn")
     procs = []
@@ -356,7 +453,11 @@ def run(
         by_visitor.setdefault(k % visitors, set()).add(k)
     expected = delivered = duplicates = out_of_order = drops = 0
     replays: list[float] = []
-    for visitor, got, dups, runs, socket_replays, socket_drops in results:
+    restored = resumed = rejected = 0
+    for visitor, got, dups, runs, socket_replays, socket_drops, ext_counts in results:
+        restored += ext_counts[0]
+        resumed += ext_counts[1]
+        rejected += ext_counts[2]
         want = by_visitor.get(visitor, set())
         expected += len(want)
         delivered += len(want & set(got))
@@ -366,7 +467,7 @@ def run(
         drops += socket_drops
     return {
         "mode": "jitter",
-        "protocol": "plain",
+        "protocol": args.protocol,
         "sockets": ok,
         "failed_sockets": failed,
         "visitors": visitors,
@@ -380,6 +481,11 @@ def run(
         "delivered_percent": round(100 * delivered / max(expected, 1), 3),
         "live_duplicates": duplicates,
         "connections_out_of_order": out_of_order,
+        **(
+            {"sessions_restored": restored, "resumed": resumed, "history_rejected": rejected}
+            if args.protocol == "ext"
+            else {}
+        ),
         "cpu_percent": cpu_pct,
         "replay_ms": {
             p: round(pct(replays, q) * 1000, 1) for p, q in (("p50", 50), ("p99", 99), ("max", 100))

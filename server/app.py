@@ -14,6 +14,7 @@ from server.errors import error_middleware
 from server.health import Health, standard_checks
 from server.hub.endpoint import cable
 from server.hub.hub import Hub
+from server.hub.sessions import create_sessions
 from server.logs import add_request_id_header, request_id_middleware
 from server.metrics import Metrics
 from server.presence import MemoryPresence, RedisPresence
@@ -89,6 +90,7 @@ def create_app(settings: Settings) -> web.Application:
     redis = bus.redis if settings.redis_url else None  # type: ignore[attr-defined]
     svc.limiter = create_limiter(settings.rate_limits, redis)
     svc.hub = Hub(bus, ping_interval=settings.ping_interval)
+    svc.sessions = create_sessions(settings.session_ttl, redis)
     if not db.is_postgresql:
         # On PostgreSQL the outbox insert NOTIFYs the relay itself (workers/listener.py).
         db.on_commit.append(bus.wake_relay)

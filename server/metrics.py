@@ -92,6 +92,36 @@ class ServiceCollector(Collector):
                 "Durable events delivered from a stream's history after a gap or a bus outage.",
                 value=hub.caught_up,
             )
+            yield CounterMetricFamily(
+                "chat_cable_sessions_restored",
+                "Extended-protocol sessions restored on reconnect (actioncable-v1-ext-json).",
+                value=hub.sessions_restored,
+            )
+            yield CounterMetricFamily(
+                "chat_cable_subscriptions_restored",
+                "Subscriptions that came back with a restored session.",
+                value=hub.subscriptions_restored,
+            )
+            history = CounterMetricFamily(
+                "chat_cable_history_requests",
+                "Extended-protocol history requests, by answer.",
+                labels=["result"],
+            )
+            history.add_metric(["confirmed"], hub.history_confirmed)
+            history.add_metric(["rejected"], hub.history_rejected)
+            yield history
+            yield GaugeMetricFamily(
+                "chat_cable_ext_sockets",
+                "Open /cable sockets speaking the extended protocol.",
+                value=sum(1 for c in hub.connections if c.ext),
+            )
+        sessions = svc.sessions
+        if sessions is not None:
+            yield CounterMetricFamily(
+                "chat_cable_session_store_failures",
+                "Session store calls that failed (Redis unreachable): no restore for them.",
+                value=sessions.failures,
+            )
         bus = svc.bus
         yield GaugeMetricFamily(
             "chat_bus_connected",

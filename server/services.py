@@ -18,6 +18,7 @@ from server.store.db import Database
 if TYPE_CHECKING:
     from server.connections import AddressCounts, ConnectionGuard
     from server.hub.hub import Hub
+    from server.hub.sessions import Sessions
 
 
 class InboxCache:
@@ -51,6 +52,8 @@ class Services:
     presence: Any = None
     limiter: Limiter = field(default_factory=lambda: Limiter(RateLimits(), MemoryEngine()))
     hub: Hub | None = None
+    # Extended-protocol sessions (server/hub/sessions.py); None: SESSION_TTL=0.
+    sessions: Sessions | None = None
     background: list[Any] = field(default_factory=list)
     # Open connections per client address (server/connections.py); the guard that counts
     # them at accept is installed by serve.py (None under aiohttp's TestServer).

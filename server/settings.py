@@ -117,6 +117,15 @@ def _db_timeout(env: dict[str, str]) -> float:
     return value
 
 
+def _session_ttl(env: dict[str, str]) -> float:
+    """SESSION_TTL: 0 (no sessions) to a day; a restore after longer would bring back a
+    socket whose history is long gone (HISTORY_TTL) anyway."""
+    value = _float(env, "SESSION_TTL", 300.0)
+    if not 0 <= value <= 86400:  # also refuses nan and inf
+        raise SystemExit(f"SESSION_TTL must be between 0 and 86400 seconds, got {value}")
+    return value
+
+
 def _bool(env: dict[str, str], name: str, default: bool) -> bool:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -193,6 +202,9 @@ class Settings:
     history_limit: int = 1000
     history_bytes: int = 1 << 20
     history_ttl: float = 300.0
+    # Seconds an extended-protocol session (server/hub/sessions.py) is kept after its last
+    # change or its socket's close, for a reconnect to restore it; 0: no sessions.
+    session_ttl: float = 300.0
     # Seconds a published outbox event is kept before it is pruned (workers/maintenance.py).
     outbox_retention: float = 3600.0
     # Concurrent write transactions per process on PostgreSQL (server/store/db.py).
@@ -292,6 +304,7 @@ class Settings:
                 _int(env, "HISTORY_BYTES", 1 << 20), "HISTORY_BYTES", 64 << 10, 1 << 30
             ),
             history_ttl=_seconds(env, "HISTORY_TTL", 300.0),
+            session_ttl=_session_ttl(env),
             outbox_retention=_positive(_float(env, "OUTBOX_RETENTION", 3600.0), "OUTBOX_RETENTION"),
             db_writers=_between(_int(env, "DB_WRITERS", 6), "DB_WRITERS", 1, 256),
             db_timeout=_db_timeout(env),

@@ -3,6 +3,10 @@ both directions while both sockets stay open, the way a NAT or load balancer tha
 connection (or a host that vanished) looks from each end: no FIN, no RST, just silence. New
 connections are forwarded normally, so a peer that notices and reconnects is served again.
 
+It can also stand for a load balancer in front of web processes: `cut()` resets every
+connection it holds, `refuse` turns new ones away, and `upstream_port` may be changed (new
+connections go there), so a client that reconnects lands on another process.
+
 It runs its own event loop in a thread, so the test may block (starting processes) freely."""
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ class BlackholeProxy:
         # Set by blackhole(new_too=True): connections accepted from then on are silent too
         # (a host that vanished, rather than a middlebox that forgot some connections).
         self.hole_new = False
+        # New connections are reset at once (nothing to forward to).
+        self.refuse = False
 
     def start(self) -> BlackholeProxy:
         self._thread.start()
@@ -70,6 +76,20 @@ class BlackholeProxy:
 
         return self._call(hole())
 
+    def cut(self) -> int:
+        """Reset every connection open now, both ways (an RST to the client and to the
+        upstream); returns how many were open."""
+
+        async def reset() -> int:
+            open_links = [link for link in self.links if link.writers]
+            for link in open_links:
+                for writer in link.writers:
+                    writer.transport.abort()
+                link.writers.clear()
+            return len(open_links)
+
+        return self._call(reset())
+
     def opened_since(self, since: float, which: Callable[[Link], bool]) -> list[Link]:
         async def find() -> list[Link]:
             return [link for link in self.links if link.opened_at >= since and which(link)]
@@ -94,6 +114,9 @@ class BlackholeProxy:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.refuse:
+            writer.transport.abort()
+            return
         link = Link(opened_at=time.monotonic(), writers=[writer])
         self.links.append(link)
         if self.hole_new:

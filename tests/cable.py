@@ -1,4 +1,5 @@
-"""An ActionCable test client: real WebSocket frames, the way @rails/actioncable speaks."""
+"""An ActionCable test client: real WebSocket frames, the way @rails/actioncable speaks (or,
+with `ext=True`, AnyCable's extended protocol as @anycable/core speaks it)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 import aiohttp
 
 SUBPROTOCOLS = ("actioncable-v1-json", "actioncable-unsupported")
+EXT_SUBPROTOCOL = "actioncable-v1-ext-json"
 
 
 def visitor_identifier(pubsub_token: str) -> str:
@@ -34,22 +36,44 @@ class CableClient:
     def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         self.ws = ws
         self.frames: list[dict[str, Any]] = []
+        self.raw: list[str] = []  # the frames as they came, for byte-exact checks
         self._new = asyncio.Event()
         self._reader = asyncio.get_running_loop().create_task(self._read())
         self.closed = asyncio.Event()
 
     @classmethod
-    async def connect(cls, session_or_client: Any, url: str = "/cable") -> CableClient:
-        ws = await session_or_client.ws_connect(url, protocols=SUBPROTOCOLS)
-        assert ws.protocol == "actioncable-v1-json"
+    async def connect(
+        cls,
+        session_or_client: Any,
+        url: str = "/cable",
+        *,
+        ext: bool = False,
+        headers: dict[str, str] | None = None,
+    ) -> CableClient:
+        protocols = (EXT_SUBPROTOCOL,) if ext else SUBPROTOCOLS
+        ws = await session_or_client.ws_connect(url, protocols=protocols, headers=headers)
+        assert ws.protocol == (EXT_SUBPROTOCOL if ext else "actioncable-v1-json")
         client = cls(ws)
         await client.wait_for(lambda f: f.get("type") == "welcome")
         return client
+
+    @property
+    def welcome(self) -> dict[str, Any]:
+        return next(f for f in self.frames if f.get("type") == "welcome")
+
+    def positions(self) -> dict[str, dict[str, Any]]:
+        """The last stream position seen per stream_id, as @anycable/core keeps them."""
+        out: dict[str, dict[str, Any]] = {}
+        for frame in self.frames:
+            if "stream_id" in frame:
+                out[frame["stream_id"]] = {"epoch": frame["epoch"], "offset": frame["offset"]}
+        return out
 
     async def _read(self) -> None:
         try:
             async for msg in self.ws:
                 if msg.type == aiohttp.WSMsgType.TEXT:
+                    self.raw.append(msg.data)
                     self.frames.append(json.loads(msg.data))
                     self._new.set()
         finally:
@@ -60,9 +84,16 @@ class CableClient:
         await self.ws.send_str(json.dumps(frame))
 
     async def subscribe(
-        self, identifier: str, *, expect: str = "confirm_subscription"
+        self,
+        identifier: str,
+        *,
+        expect: str = "confirm_subscription",
+        history: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        await self.send({"command": "subscribe", "identifier": identifier})
+        frame: dict[str, Any] = {"command": "subscribe", "identifier": identifier}
+        if history is not None:
+            frame["history"] = history
+        await self.send(frame)
         return await self.wait_for(
             lambda f: (
                 f.get("identifier") == identifier

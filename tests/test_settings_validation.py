@@ -35,6 +35,10 @@ BASE = {"SECRET_KEY_BASE": "x" * 40}
         ("SHUTDOWN_GRACE", "-1"),
         ("RELAY_LEASE_TTL", "inf"),
         ("DB_WRITERS", "0"),
+        ("SESSION_TTL", "-1"),
+        ("SESSION_TTL", "90000"),
+        ("SESSION_TTL", "nan"),
+        ("LIMIT_HISTORY_PER_SOCKET", "lots"),
     ],
 )
 def test_a_bad_value_names_its_variable(name: str, value: str) -> None:
@@ -42,6 +46,11 @@ def test_a_bad_value_names_its_variable(name: str, value: str) -> None:
         Settings.from_env({**BASE, name: value})
     assert name in str(exc.value)
     assert "pw" not in str(exc.value)  # never a password back in a message
+
+
+def test_session_ttl_zero_turns_sessions_off() -> None:
+    assert Settings.from_env(BASE).session_ttl == 300.0
+    assert Settings.from_env({**BASE, "SESSION_TTL": "0"}).session_ttl == 0.0
 
 
 def test_the_demo_account_is_made_on_the_embedded_default_only(tmp_path: Path) -> None:

@@ -114,6 +114,55 @@ async def test_trimmed_or_foreign_history_is_incomplete(bus: Bus) -> None:
     assert recent.complete and [o for o, _ in recent.events] == [5, 6, 7, 8]
 
 
+async def test_history_since_a_time(bus: Bus) -> None:
+    """What an extended-protocol client without a position asks for: the events since a
+    Unix time (whole seconds), and whether those are all of them."""
+    now = int(time.time())
+    start = await bus.position("contact:t")
+    (empty,) = await bus.history_since(["contact:t"], now - 60)
+    assert empty.complete and empty.events == [] and empty.position == start
+    await bus.publish_durable([("contact:t", event(n)) for n in range(1, 4)])
+    (all_three, none_yet) = await bus.history_since(["contact:t", "contact:none"], now - 60)
+    assert all_three.complete and [o for o, _ in all_three.events] == [1, 2, 3]
+    assert all_three.events[0][1] == event(1)
+    assert none_yet.complete and none_yet.events == []
+    (future,) = await bus.history_since(["contact:t"], now + 3600)
+    assert future.complete and future.events == []
+    # Trimmed (the limit is 5): the oldest kept is not the stream's first, and every kept
+    # event is at or after `since`: some of what was asked for may be gone.
+    await bus.publish_durable([("contact:t", event(n)) for n in range(4, 9)])
+    (trimmed,) = await bus.history_since(["contact:t"], now - 60)
+    assert not trimmed.complete and [o for o, _ in trimmed.events] == [4, 5, 6, 7, 8]
+
+
+async def test_an_outbox_row_published_twice_is_in_the_stream_once(bus: Bus) -> None:
+    """An at-least-once relay may publish a row again (a lease taken over before it marked
+    the row published): the stream keeps it once, so a client resuming from its history
+    cannot get it twice. Per conversation: an older outbox id of another conversation is a
+    new event."""
+    await bus.subscribe("inbox:d")
+    start = await bus.position("inbox:d")
+    first = [
+        ("inbox:d", message_event(1, conversation_id=1, outbox_id=7)),
+        ("inbox:d", message_event(2, conversation_id=2, outbox_id=5)),
+    ]
+    await bus.publish_durable(first)
+    await bus.publish_durable([*first, ("inbox:d", message_event(3, 1, 8))])  # again, then new
+    (history,) = await bus.history([("inbox:d", start)])
+    assert history.complete
+    assert [(o, p) for o, p in history.events] == [
+        (1, first[0][1]),
+        (2, first[1][1]),
+        (3, message_event(3, 1, 8)),
+    ]
+    await wait_until(lambda: len(bus.received) == 3)  # type: ignore[attr-defined]
+    # Ephemeral events carry no outbox id and are never deduplicated.
+    typing = pack(b'{"event":"conversation.typing_on","data":{}}', conversation_id=1)
+    bus.publish("inbox:d", typing)
+    bus.publish("inbox:d", typing)
+    await wait_until(lambda: len(bus.received) == 5)  # type: ignore[attr-defined]
+
+
 async def test_history_is_bounded_in_bytes(bus: Bus) -> None:
     """Large events: the history keeps what fits in HISTORY_BYTES (here 1000), and always the
     newest event, however large."""
@@ -153,9 +202,10 @@ async def test_redis_restarted_without_data_starts_a_new_epoch(
         assert history.position.offset == 0
         # The streams' keys expire: history after HISTORY_TTL, epoch and offset after a day.
         await bus.publish_durable([("inbox:1", event(2))])
-        meta, stream = stream_keys("inbox:1")
+        meta, stream, seen = stream_keys("inbox:1")
         assert 0 < await bus.redis.ttl(stream) <= 300
         assert 300 < await bus.redis.ttl(meta) <= STREAM_META_TTL
+        assert 300 < await bus.redis.ttl(seen) <= STREAM_META_TTL
     finally:
         await bus.close()
 

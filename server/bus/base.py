@@ -6,7 +6,9 @@ Two kinds of publish:
 - `publish_durable`: the relay's outbox rows. Awaited; raises BusUnavailable unless the
   broker took every one, so the relay marks rows published only when they really were.
   Each one becomes the next event of its channel's stream (server/bus/streams.py): an
-  offset, an epoch, a place in the bounded history that `history` reads back.
+  offset, an epoch, a place in the bounded history that `history` reads back. A row the
+  stream already carries (same conversation, outbox id not above the last) is dropped there,
+  so neither the history nor pub/sub carries an event twice.
 """
 
 from __future__ import annotations
@@ -55,6 +57,12 @@ class Bus(ABC):
     @abstractmethod
     async def history(self, since: list[tuple[str, Position]]) -> list[History]:
         """For each (channel, position), the stream's events after it (see History)."""
+
+    @abstractmethod
+    async def history_since(self, channels: list[str], since: float) -> list[History]:
+        """For each channel, the stream's events published at or after the Unix time `since`
+        (whole seconds, as AnyCable's clients send it). `complete` is False when the history
+        may have lost some of them (trimmed, expired)."""
 
     @abstractmethod
     async def subscribe(self, channel: str) -> None: ...

@@ -33,3 +33,12 @@ def pack(
 def unpack(payload: bytes) -> tuple[dict[str, Any], bytes]:
     head, _, message = payload.partition(b"\n")
     return orjson.loads(head), message
+
+
+def outbox_key(payload: bytes) -> tuple[int, int] | None:
+    """(conversation id or 0, outbox id) of a durable event's envelope; None for another."""
+    header = orjson.loads(payload.partition(b"\n")[0])
+    outbox_id = header.get("o")
+    if outbox_id is None:
+        return None
+    return header.get("c") or 0, outbox_id

@@ -4,7 +4,8 @@ Streams are kept here too (server/bus/streams.py): clients that resume by offset
 history from this process's memory, bounded in events and bytes per stream (HISTORY_LIMIT,
 HISTORY_BYTES), in age (HISTORY_TTL), in streams (a stream idle for STREAM_META_TTL is
 forgotten) and in bytes over all streams (MEMORY_HISTORY_BUDGET: the least recently
-published streams lose their oldest events first)."""
+published streams lose their oldest events first). As on Redis, an outbox row a stream
+already carries is not appended again (bounded per stream)."""
 
 from __future__ import annotations
 
@@ -14,18 +15,26 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from server.bus.base import Bus
+from server.bus.envelope import outbox_key
 from server.bus.streams import STREAM_META_TTL, History, Position, covers, with_position
 
 # Bytes of history this process keeps over all its streams: many busy streams of large events
 # (a 300 KB message is allowed) must not add up to more than this.
 MEMORY_HISTORY_BUDGET = 64 * 1024 * 1024
 
+# Conversations whose last outbox id a stream remembers (the publish-time dedupe); past it
+# the memory is dropped, which only weakens the dedupe (the hub has its own).
+SEEN_LIMIT = 50_000
+
 
 @dataclass(eq=False, slots=True)
 class _Stream:
     epoch: str = field(default_factory=lambda: secrets.token_hex(4))
     offset: int = 0
-    events: deque[tuple[int, float, bytes]] = field(default_factory=deque)
+    # (offset, monotonic time for the TTL, wall-clock seconds for history_since, envelope)
+    events: deque[tuple[int, float, int, bytes]] = field(default_factory=deque)
+    last_time: int = 0  # wall-clock seconds of the newest event
+    seen: dict[int, int] = field(default_factory=dict)  # conversation -> last outbox id
     size: int = 0  # bytes of the events held
 
 
@@ -53,10 +62,21 @@ class MemoryBus(Bus):
 
     async def publish_durable(self, items: list[tuple[str, bytes]]) -> None:
         now = time.monotonic()
+        wall = int(time.time())
         for channel, payload in items:
             stream = self._stream(channel, now)
+            key = outbox_key(payload)
+            if key is not None:
+                conversation, outbox_id = key
+                last = stream.seen.get(conversation)
+                if last is not None and last >= outbox_id:
+                    continue  # published before: the stream carries it already
+                if len(stream.seen) >= SEEN_LIMIT:
+                    stream.seen.clear()
+                stream.seen[conversation] = outbox_id
             stream.offset += 1
-            stream.events.append((stream.offset, now, payload))
+            stream.last_time = wall
+            stream.events.append((stream.offset, now, wall, payload))
             stream.size += len(payload)
             self.history_size += len(payload)
             self._trim(stream, now)
@@ -73,10 +93,28 @@ class MemoryBus(Bus):
         for channel, position in since:
             stream = self._stream(channel, now)
             self._trim(stream, now)
-            events = [(o, payload) for o, _, payload in stream.events if o > position.offset]
+            events = [(o, payload) for o, _, _, payload in stream.events if o > position.offset]
             top = Position(stream.epoch, stream.offset)
             first = events[0][0] if events else None
             answers.append(History(top, events, covers(position, top, first, len(events))))
+        return answers
+
+    async def history_since(self, channels: list[str], since: float) -> list[History]:
+        now = time.monotonic()
+        answers = []
+        for channel in channels:
+            stream = self._stream(channel, now)
+            self._trim(stream, now)
+            top = Position(stream.epoch, stream.offset)
+            if stream.offset == 0 or stream.last_time < since:
+                answers.append(History(top, [], True))
+                continue
+            events = [(o, payload) for o, _, wall, payload in stream.events if wall >= since]
+            # Complete when an older event is still kept (the boundary is in the history), or
+            # the kept events start at the stream's first.
+            kept = stream.events
+            complete = bool(kept) and (kept[0][2] < since or kept[0][0] == 1)
+            answers.append(History(top, events, complete))
         return answers
 
     def _stream(self, channel: str, now: float) -> _Stream:
@@ -105,7 +143,7 @@ class MemoryBus(Bus):
             or now - events[0][1] > self.history_ttl
             or (stream.size > limit and len(events) > 1)
         ):
-            _, _, payload = events.popleft()
+            _, _, _, payload = events.popleft()
             stream.size -= len(payload)
             self.history_size -= len(payload)
 

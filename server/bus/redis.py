@@ -4,10 +4,12 @@
 - Durable publishes (the relay) are one pipeline, awaited, raising BusUnavailable on failure.
 - Durable publishes go through one Lua script per event (streams.lua): the next offset of
   the channel's stream, the event appended to the stream's history (a Redis stream, trimmed
-  to HISTORY_LIMIT events and HISTORY_BYTES, expiring HISTORY_TTL after its last publish) and
-  published, atomically,
-  so offsets on pub/sub arrive in order. Keys are `stream:{<channel>}` and its `:meta` hash
-  (epoch, offset), one hash slot per channel.
+  to HISTORY_LIMIT events and HISTORY_BYTES, expiring HISTORY_TTL after its last publish,
+  each entry with its Redis time for `history_since`) and published, atomically, so offsets
+  on pub/sub arrive in order. An outbox row the stream already carries is not appended
+  again. Keys are `stream:{<channel>}`, its `:meta` hash (epoch, offset, bytes held, time
+  of the newest event) and its `:seen` hash (last outbox id per conversation), one hash
+  slot per channel.
 - One pub/sub connection carries every channel this process has a local socket for. When it
   drops, the reader reconnects with jittered backoff, subscribes everything again, and tells
   the hub (on_resubscribed) so it can catch every stream up from its history.
@@ -49,7 +51,7 @@ _SCRIPTS = (Path(__file__).with_name("streams.lua")).read_text().split("-- @@\n"
 
 
 def stream_keys(channel: str) -> list[str]:
-    return [f"stream:{{{channel}}}:meta", f"stream:{{{channel}}}"]
+    return [f"stream:{{{channel}}}:meta", f"stream:{{{channel}}}", f"stream:{{{channel}}}:seen"]
 
 
 class DeadConnection(ConnectionError):
@@ -98,6 +100,7 @@ class RedisBus(Bus):
         )
         self._publish_script = self.redis.register_script(_SCRIPTS[0])
         self._history_script = self.redis.register_script(_SCRIPTS[1])
+        self._since_script = self.redis.register_script(_SCRIPTS[2])
         self._channels: set[str] = set()
         self._pubsub: Any = None
         self._connected = asyncio.Event()
@@ -218,6 +221,27 @@ class RedisBus(Bus):
                     first = events[0][0] if events else None
                     complete = covers(position, top_position, first, len(events))
                     answers.append(History(top_position, events, complete))
+        except (RedisError, OSError) as exc:
+            raise BusUnavailable(str(exc)) from exc
+        return answers
+
+    async def history_since(self, channels: list[str], since: float) -> list[History]:
+        epoch = secrets.token_hex(4)
+        answers: list[History] = []
+        try:
+            for i in range(0, len(channels), HISTORY_CHUNK):
+                chunk = channels[i : i + HISTORY_CHUNK]
+                pipe = self.redis.pipeline(transaction=False)
+                for channel in chunk:
+                    await self._since_script(
+                        keys=stream_keys(channel),
+                        args=(int(since), epoch, STREAM_META_TTL, self.history_limit),
+                        client=pipe,
+                    )
+                for top_epoch, top, entries, complete in await pipe.execute():
+                    events = [(int(eid.split(b"-", 1)[0]), fields[1]) for eid, fields in entries]
+                    position = Position(top_epoch.decode(), int(top))
+                    answers.append(History(position, events, bool(complete)))
         except (RedisError, OSError) as exc:
             raise BusUnavailable(str(exc)) from exc
         return answers

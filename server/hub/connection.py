@@ -9,7 +9,9 @@ behind goes through the queue and the writer task, which waits for it to drain.
 The queue is bounded in frames and in bytes, and a broadcast waits in it as (prefix, message):
 the message is the event's bytes, shared by every subscription and every socket it goes to,
 so a socket that stopped reading with many subscriptions holds a few small prefixes per
-event, not a copy of the event per subscription. The frame is assembled when it is written."""
+event, not a copy of the event per subscription. The frame is assembled when it is written.
+An extended-protocol broadcast ends in its stream position instead of a bare `}` (the tail,
+shared by every extended subscription the event goes to)."""
 
 from __future__ import annotations
 
@@ -41,19 +43,22 @@ def text_frame_header(length: int) -> bytes:
     return b"\x81\x7f" + length.to_bytes(8, "big")
 
 
-def write_frame(transport: Any, size: int, head: bytes, message: bytes | None) -> None:
-    """Write the frame `head` (message None) or head + message + b"}" (`size` bytes)."""
+def write_frame(
+    transport: Any, size: int, head: bytes, message: bytes | None, tail: bytes = b"}"
+) -> None:
+    """Write the frame `head` (message None) or head + message + tail (`size` bytes)."""
     if message is None:
         transport.write(text_frame_header(size) + head)
     elif size > SHARE_ABOVE:
-        transport.writelines((text_frame_header(size), head, message, b"}"))
+        transport.writelines((text_frame_header(size), head, message, tail))
     else:
-        transport.write(b"".join((text_frame_header(size), head, message, b"}")))
+        transport.write(b"".join((text_frame_header(size), head, message, tail)))
 
 
-# A queued frame: (prefix, message) is the broadcast frame prefix + message + b"}";
-# (frame, None) a frame of its own (welcome, ping, confirm).
-Item = tuple[bytes, bytes | None]
+# A queued frame: (prefix, message, tail) is the broadcast frame prefix + message + tail
+# (b"}", or an extended frame's position); (frame, None, b"") a frame of its own (welcome,
+# ping, confirm).
+Item = tuple[bytes, bytes | None, bytes]
 
 
 class Connection:
@@ -65,9 +70,11 @@ class Connection:
         "_writer",
         "byte_limit",
         "closed",
+        "ext",
         "limit",
         "peer",
         "ping_group",
+        "sid",
         "subscriptions",
         "transport",
         "ws",
@@ -94,6 +101,8 @@ class Connection:
         self.peer = peer
         self.ping_group = 0  # set by the hub
         self.closed = False
+        self.ext = False  # speaks the extended protocol (actioncable-v1-ext-json)
+        self.sid: str | None = None  # its session id (server/hub/sessions.py), if any
         self.subscriptions: dict[str, Any] = {}  # identifier string -> Subscription
         self._queue: deque[Item] = deque()
         self._queued_bytes = 0
@@ -101,8 +110,8 @@ class Connection:
         self._on_overflow = on_overflow
         self._flush = flush
 
-    def send(self, head: bytes, message: bytes | None = None) -> None:
-        """Send the frame `head`, or with a message the broadcast frame head + message + b"}"
+    def send(self, head: bytes, message: bytes | None = None, tail: bytes = b"}") -> None:
+        """Send the frame `head`, or with a message the broadcast frame head + message + tail
         (built only when it is written: a queued one keeps a reference to the shared message).
 
         Without waiting: written now if the socket keeps up, else queued. A full queue (in
@@ -110,7 +119,7 @@ class Connection:
         dropped (it reconnects and catches up) instead of holding up anyone else."""
         if self.closed:
             return
-        size = len(head) if message is None else len(head) + len(message) + 1
+        size = len(head) if message is None else len(head) + len(message) + len(tail)
         if self._writer is None:
             transport = self.transport
             if (
@@ -119,14 +128,14 @@ class Connection:
                 and not transport.is_closing()
                 and transport.get_write_buffer_size() < WRITE_BUFFER_LIMIT
             ):
-                write_frame(transport, size, head, message)
+                write_frame(transport, size, head, message, tail)
                 return
         queue = self._queue
         if len(queue) >= self.limit or (queue and self._queued_bytes + size > self.byte_limit):
             self._on_overflow(self)  # first: it logs what was queued
             self.abort()
             return
-        queue.append((head, message))
+        queue.append((head, message, tail))
         self._queued_bytes += size
         if self._writer is None:
             self._writer = asyncio.get_running_loop().create_task(self._drain())
@@ -138,11 +147,11 @@ class Connection:
                 transport = self.transport
                 if transport is None or transport.is_closing() or self.ws.closed:
                     raise ConnectionResetError("socket closed")
-                head, message = queue.popleft()
-                size = len(head) if message is None else len(head) + len(message) + 1
+                head, message, tail = queue.popleft()
+                size = len(head) if message is None else len(head) + len(message) + len(tail)
                 self._queued_bytes -= size
-                write_frame(transport, size, head, message)
-                del head, message  # sent or referenced by the transport, not by this task
+                write_frame(transport, size, head, message, tail)
+                del head, message, tail  # sent or referenced by the transport, not this task
                 await self._flush()
         except (ConnectionError, RuntimeError, asyncio.CancelledError):
             self.abort()

@@ -9,7 +9,15 @@ channel; an event past the next offset (a gap), of another epoch, or any interru
 the bus (on_resubscribed) makes it read the stream's history from there and deliver what it
 missed, in order, before the live events held meanwhile. Where the history cannot cover the
 gap, the channel's sockets are told to reconnect, and clients catch up as after any
-reconnect (Chatwoot's widget: `GET messages?after=`). The bus is the only source: no SQL."""
+reconnect (Chatwoot's widget: `GET messages?after=`). The bus is the only source: no SQL.
+
+Extended-protocol subscriptions (actioncable-v1-ext-json) share the channel sets with the
+plain ones. A durable event's frame to them ends in its stream position (built once per event
+and channel), and each keeps the last position it was sent per channel, so that it is never
+sent an event twice nor one older than the last. Resuming (`serve_history`): the client's
+missed events are read from the bus history after its own position (or since a time) and sent
+in order, while live events for that subscription are held, then the held ones not already
+sent; `reject_history` when the history cannot cover it."""
 
 from __future__ import annotations
 
@@ -22,9 +30,10 @@ from typing import Any
 
 from server.bus import Bus, BusUnavailable
 from server.bus.envelope import unpack
-from server.bus.streams import Position
+from server.bus.streams import History, Position
 from server.hub import protocol
 from server.hub.connection import Connection
+from server.hub.protocol import HistoryRequest
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +67,15 @@ class Stream:
     overflowed: bool = False
 
 
-@dataclass(eq=False)
+# A live event held for an extended subscription while its history is read:
+# (channel, epoch, offset, message, position tail).
+Held = tuple[str, bytes, int, bytes, bytes]
+
+
+@dataclass(eq=False, slots=True)
 class Subscription:
-    """One RoomChannel subscription of one socket."""
+    """One RoomChannel subscription of one socket. Slotted: an idle socket's memory is
+    mostly its subscriptions and buffers (bench/fanout.py idle)."""
 
     conn: Connection
     identifier: str
@@ -70,9 +85,23 @@ class Subscription:
     user_id: int | None = None
     contact_id: int | None = None
     prefix: bytes = field(init=False)
+    # The extended protocol's state (unused on plain sockets):
+    ext: bool = field(init=False)
+    # Per channel, the position of the last durable event sent to this subscription.
+    offsets: dict[str, tuple[bytes, int]] = field(init=False, default_factory=dict)
+    # Per channel, where this process's stream stood when the subscription started to
+    # listen: it is sent every later event (live, or by the hub's catch-up).
+    live_from: dict[str, tuple[bytes, int]] = field(init=False, default_factory=dict)
+    # Live durable events held while history is read for it (None: not holding), and their
+    # bytes: at most what its socket may have queued (SEND_QUEUE_SIZE, SEND_QUEUE_BYTES).
+    held: list[Held] | None = field(init=False, default=None)
+    held_size: int = field(init=False, default=0)
+    # Restored with its session and holding until the client asks for its history.
+    restoring: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         self.prefix = protocol.broadcast_prefix(protocol.identifier_json(self.identifier))
+        self.ext = self.conn.ext
 
     @property
     def is_agent(self) -> bool:
@@ -102,6 +131,12 @@ class Hub:
         self.bus_messages = 0  # messages received from the bus (server/metrics.py)
         self.caught_up = 0  # events delivered from a stream's history
         self.resynced = 0  # sockets told to reconnect: history could not cover their gap
+        # The extended protocol (server/metrics.py): history requests answered
+        # confirm_history / reject_history, sessions and subscriptions restored.
+        self.history_confirmed = 0
+        self.history_rejected = 0
+        self.sessions_restored = 0
+        self.subscriptions_restored = 0
         bus.handler = self.on_bus_message
         bus.on_resubscribed.append(self._on_resubscribed)
 
@@ -156,10 +191,13 @@ class Hub:
             await self.detach(sub)
         conn.subscriptions.clear()
 
-    async def attach(self, sub: Subscription) -> None:
+    async def attach(self, sub: Subscription, *, hold: bool = False) -> None:
         """Listen on the subscription's channels; subscribes on the bus for the first local
-        listener of a channel, before the caller confirms."""
+        listener of a channel, before the caller confirms. `hold` (extended protocol): its
+        live durable events wait until `serve_history` or `release`."""
         sub.conn.subscriptions[sub.identifier] = sub
+        if hold:
+            sub.held = []
         for channel in sub.channels:
             subs = self.channels.get(channel)
             if subs is None:
@@ -177,6 +215,9 @@ class Hub:
                     await self.bus.subscribe(channel)
             else:
                 subs.add(sub)
+            stream = self.streams.get(channel)
+            if sub.ext and stream is not None:
+                sub.live_from[channel] = (stream.epoch, stream.offset)
 
     async def detach(self, sub: Subscription) -> None:
         sub.conn.subscriptions.pop(sub.identifier, None)
@@ -228,7 +269,7 @@ class Hub:
         if epoch == stream.epoch:
             if offset == stream.offset + 1:
                 stream.offset = offset
-                self._deliver(channel, envelope)
+                self._deliver(channel, envelope, offset, epoch)
                 return
             if offset <= stream.offset:
                 return  # delivered already (from the history)
@@ -236,7 +277,9 @@ class Hub:
         stream.held = [payload]
         self._spawn(self._catch_up([channel]))
 
-    def _deliver(self, channel: str, payload: bytes) -> None:
+    def _deliver(self, channel: str, payload: bytes, offset: int = 0, epoch: bytes = b"") -> None:
+        """To every subscription of the channel; a durable event (`offset` > 0) goes to the
+        extended ones with its position."""
         subs = self.channels.get(channel)
         if not subs:
             return
@@ -245,11 +288,118 @@ class Hub:
         if outbox_id is not None and not self._first_delivery(channel, header.get("c"), outbox_id):
             return
         skip = header.get("s")
+        tail = None
         for sub in tuple(subs):
             if skip is not None and sub.token == skip:
                 continue
-            sub.conn.send(sub.prefix, message)
+            if sub.ext and offset:
+                if tail is None:
+                    tail = protocol.position_tail(channel, epoch, offset)
+                if sub.held is None:
+                    self._send_positioned(sub, channel, epoch, offset, message, tail)
+                else:
+                    self._hold(sub, (channel, epoch, offset, message, tail))
+            else:
+                sub.conn.send(sub.prefix, message)
         self.frames_sent += len(subs)
+
+    @staticmethod
+    def _send_positioned(
+        sub: Subscription, channel: str, epoch: bytes, offset: int, message: bytes, tail: bytes
+    ) -> None:
+        """Send a durable event to an extended subscription unless it was sent this event or
+        a later one of the stream already."""
+        last = sub.offsets.get(channel)
+        if last is not None and last[1] >= offset and last[0] == epoch:
+            return
+        sub.offsets[channel] = (epoch, offset)
+        sub.conn.send(sub.prefix, message, tail)
+
+    def _hold(self, sub: Subscription, item: Held) -> None:
+        held = sub.held
+        assert held is not None
+        conn = sub.conn
+        size = len(item[3]) + len(item[4])
+        if len(held) < conn.limit and sub.held_size + size <= conn.byte_limit:
+            held.append(item)
+            sub.held_size += size
+            return
+        # As much held as the socket may have queued: it cannot be caught up in order any
+        # more. It reconnects, and resumes from the position it has.
+        sub.held, sub.held_size = None, 0
+        sub.restoring = False
+        self.resynced += 1
+        log.warning(
+            "closing /cable socket from %s: more events arrived while its history was read "
+            "than its queue takes (SEND_QUEUE_SIZE=%d, SEND_QUEUE_BYTES=%d); it reconnects "
+            "and resumes",
+            conn.peer,
+            conn.limit,
+            conn.byte_limit,
+        )
+        self._spawn(conn.close(protocol.RESYNC, timeout=1.0))
+
+    def release(self, sub: Subscription) -> None:
+        """Stop holding: send the held live events it was not sent already, in order."""
+        held, sub.held, sub.held_size = sub.held, None, 0
+        sub.restoring = False
+        for channel, epoch, offset, message, tail in held or ():
+            self._send_positioned(sub, channel, epoch, offset, message, tail)
+
+    async def serve_history(self, sub: Subscription, request: HistoryRequest) -> bool:
+        """Send an extended subscription what it missed, from the bus history, in order and
+        once: per channel after the client's position where it sent one, else the events
+        since `request.since`. Live events wait meanwhile (and are sent after, those not in
+        the history). True: confirm_history; False: the history cannot cover it (another
+        epoch, trimmed, the bus down), reject_history, and the client catches up otherwise."""
+        sub.restoring = False
+        was_live = sub.held is None
+        if was_live:
+            sub.held = []
+        channels: list[str] = []
+        histories: list[History] = []
+        ok = True
+        try:
+            by_offset = [(c, request.streams[c]) for c in sub.channels if c in request.streams]
+            by_time = [c for c in sub.channels if c not in request.streams]
+            if by_offset:
+                histories += await self.bus.history(by_offset)
+                channels += [c for c, _ in by_offset]
+            if by_time and request.since:
+                histories += await self.bus.history_since(by_time, request.since)
+                channels += by_time
+            ok = all(h.complete for h in histories)
+        except BusUnavailable as exc:
+            log.warning(
+                "history for a /cable socket from %s: the bus does not answer (%s)",
+                sub.conn.peer,
+                exc,
+            )
+            ok = False
+        if ok and was_live:
+            # Already listening: it was sent every event after live_from. One at or before
+            # that it lacks cannot be put in its place any more.
+            ok = not any(
+                c in sub.offsets
+                and h.events
+                and h.events[0][0] <= sub.live_from.get(c, (b"", 0))[1]
+                for c, h in zip(channels, histories, strict=True)
+            )
+        attached = sub.conn.subscriptions.get(sub.identifier) is sub
+        if ok and attached and sub.held is not None and not sub.conn.closed:
+            for channel, history in zip(channels, histories, strict=True):
+                epoch = history.position.epoch.encode()
+                for offset, envelope in history.events:
+                    _, message = unpack(envelope)
+                    tail = protocol.position_tail(channel, epoch, offset)
+                    self._send_positioned(sub, channel, epoch, offset, message, tail)
+        if sub.held is not None:
+            self.release(sub)
+        if ok:
+            self.history_confirmed += 1
+        else:
+            self.history_rejected += 1
+        return ok
 
     def _first_delivery(self, channel: str, conversation_id: int | None, outbox_id: int) -> bool:
         key = (channel, conversation_id or 0)
@@ -318,9 +468,10 @@ class Hub:
             if self.streams.get(channel) is not stream:
                 continue  # nobody listens any more (or listens anew)
             if history.complete:
+                epoch = history.position.epoch.encode()
                 for offset, envelope in history.events:
                     stream.offset = offset
-                    self._deliver(channel, envelope)
+                    self._deliver(channel, envelope, offset, epoch)
                 delivered += len(history.events)
             else:
                 resynced += self._resync(channel)

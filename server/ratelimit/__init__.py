@@ -42,6 +42,7 @@ WHAT = {
     "typing_per_sender": "typing updates",
     "presence_per_socket": "presence updates and subscriptions on this socket",
     "failed_subscribes_per_socket": "refused subscriptions on this socket",
+    "history_per_socket": "history requests on this socket",
 }
 
 
@@ -129,7 +130,7 @@ class SocketLimited(Exception):
         self.name = name
 
 
-SOCKET_LIMITS = ("presence_per_socket", "failed_subscribes_per_socket")
+SOCKET_LIMITS = ("presence_per_socket", "failed_subscribes_per_socket", "history_per_socket")
 
 
 @functools.cache

@@ -46,6 +46,10 @@ class RateLimits:
     # and reads the account's users), and subscribes refused for an unknown token.
     presence_per_socket: Rate | None = Rate(20, 60)
     failed_subscribes_per_socket: Rate | None = Rate(10, 60)
+    # Extended protocol: history reads (a `history` command, a subscribe or restore that asks
+    # for history) per socket; each reads the streams' history from the bus. A reconnect
+    # spends one per subscription.
+    history_per_socket: Rate | None = Rate(30, 60)
 
     @classmethod
     def from_env(cls, env: dict[str, str]) -> RateLimits:

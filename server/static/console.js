@@ -9,8 +9,9 @@
 //   read state "Seen" once message.updated says status "read" or conversation.read moves
 //              contact_last_seen_at past the agent's last reply
 //   status     POST .../toggle_status {status: resolved|open}
-//   realtime   RoomChannel with the agent's pubsub_token + account_id + user_id; after a
-//              reconnect the list and the open conversation are fetched again (?after=)
+//   realtime   RoomChannel with the agent's pubsub_token + account_id + user_id, on the
+//              extended protocol: a reconnect resumes and gets what it missed; only when it
+//              cannot are the list and the open conversation fetched again (?after=)
 
 import { Cable } from "./cable.js";
 import { HttpError, MESSAGE, bubbleBody, byId, clockTime, h, isVoice, request } from "./dom.js";
@@ -119,7 +120,7 @@ class AgentConsole {
         user_id: this.profile.id,
       },
       {
-        connected: ({ reconnected }) => reconnected && this.catchUp(),
+        connected: ({ reconnected, resumed }) => reconnected && !resumed && this.catchUp(),
         rejected: () => this.showConnection("rejected"),
         received: (message) => this.onEvent(message.event, message.data),
       },

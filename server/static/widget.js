@@ -7,8 +7,10 @@
 //             ended, "Start a new conversation" + the next message POST /conversations
 //   typing    POST /conversations/toggle_typing on at the first keystroke, off after 2 s idle
 //   seen      POST /conversations/update_last_seen whenever agent messages are on screen
-//   realtime  RoomChannel on /cable with the contact's pubsub_token; after every
-//             (re)subscribe, GET /messages?after=<last id> fetches what was missed
+//   realtime  RoomChannel on /cable with the contact's pubsub_token (the extended protocol:
+//             a reconnect resumes the session and gets what it missed from the server);
+//             when it cannot resume (first connect, history gone), GET /messages?after=<last
+//             id> fetches what was missed
 //   end       GET /conversations/toggle_status, where enabled_features has end_conversation
 
 import { Cable } from "./cable.js";
@@ -60,7 +62,7 @@ class Widget {
     this.room = this.cable.subscribe(
       { channel: "RoomChannel", pubsub_token: this.pubsubToken },
       {
-        connected: () => this.catchUp(),
+        connected: ({ resumed }) => resumed || this.catchUp(),
         received: (message) => this.onEvent(message.event, message.data),
       },
     );
@@ -154,7 +156,7 @@ class Widget {
     }
   }
 
-  // After every (re)subscribe: fetch what arrived while the socket was away.
+  // After a (re)subscribe that could not resume: fetch what arrived while the socket was away.
   async catchUp() {
     const last = this.lastId();
     if (last === null) {

@@ -147,9 +147,15 @@ def test_widget_catches_up_after_a_reconnect(demo_server: DemoServer, pages: Pag
     agent_call(demo_server, "POST", f"/conversations/{cid}/messages", {"content": missed})
     expect(visitor.get_by_text(missed)).to_have_count(0)
 
+    fetched: list[str] = []
+    visitor.on("request", lambda r: "/messages?" in r.url and fetched.append(r.url))
     visitor.evaluate("() => { const c = window.chatWidget.cable; c.stopped = false; c.connect(); }")
     visitor.wait_for_selector(".cw-root[data-connection=connected]")
     expect(visitor.locator(".cw-theirs .text")).to_have_text([missed])
+    # It resumed (extended protocol: session restored, the missed message from the stream's
+    # history), so it fetched nothing over HTTP.
+    assert visitor.evaluate("() => window.chatWidget.cable.ext") is True
+    assert not [url for url in fetched if "after=" in url], fetched
 
 
 def test_voice_turns_are_styled_apart(demo_server: DemoServer, pages: Pages, agent: Any) -> None:

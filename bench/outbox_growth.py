@@ -22,7 +22,8 @@ conversations, messages and relay_state (when the table exists):
 inserted, updated (and HOT-updated), dead, and the autovacuum count.
 
 It prints one line per sample and a summary (growth of each table in MB, and MB per hour at
-that rate); `--json FILE` writes samples and summary. Exit status 1 when a request failed.
+that rate; CPU milliseconds per message of the web process, the worker and, on its own
+cluster, PostgreSQL); `--json FILE` writes samples and summary. Exit status 1 when a request failed.
 
     .venv/bin/python bench/outbox_growth.py --autovacuum off --seconds 600
     .venv/bin/python bench/outbox_growth.py --autovacuum on --seconds 600
@@ -72,6 +73,24 @@ def _wait_listening(proc: subprocess.Popen[bytes], port: int, log: Path, what: s
             if time.monotonic() > deadline:
                 raise SystemExit(f"{what} did not listen within 30 s") from None
             time.sleep(0.05)
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, from /proc (Linux); 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_process(stack: Stack, cluster: Any) -> dict[str, float]:
+    """CPU seconds so far of the web process, the worker, and (own cluster) PostgreSQL's
+    processes (backends that ended are not counted: the app's connections stay open)."""
+    out = {name: cpu_seconds(stack.procs[name].pid) for name in ("server", "worker")}
+    if cluster is not None:
+        out["postgres"] = sum(cpu_seconds(pid) for pid in cluster.pids())
+    return out
 
 
 class Stack:
@@ -247,7 +266,7 @@ async def open_visitors(url: str, website_token: str, n: int) -> list[str]:
 
 
 async def load(
-    stack: Stack, website_token: str, tokens: list[str], args: argparse.Namespace
+    stack: Stack, website_token: str, tokens: list[str], args: argparse.Namespace, cluster: Any
 ) -> dict[str, Any]:
     import aiohttp
 
@@ -259,6 +278,7 @@ async def load(
     total = int(args.rate * args.seconds)
     content = "m" * args.content_bytes
     start_sizes = await sample(stack.database_url)
+    cpu_start = cpu_by_process(stack, cluster)
     started = time.monotonic()
     samples.append({"t": 0.0, "sent": 0, "tables": start_sizes})
     print_sample(samples[-1], start_sizes)
@@ -315,6 +335,7 @@ async def load(
         finally:
             sampling.cancel()
     elapsed = time.monotonic() - started
+    cpu_end = cpu_by_process(stack, cluster)
     end_sizes = await sample(stack.database_url)
     samples.append({"t": round(elapsed, 1), "sent": sent, "tables": end_sizes})
     print_sample(samples[-1], start_sizes)
@@ -337,6 +358,10 @@ async def load(
     }
     return {
         "elapsed": round(elapsed, 1),
+        "cpu_ms_per_message": {
+            name: round((cpu_end[name] - cpu_start[name]) * 1000 / max(sent, 1), 3)
+            for name in cpu_end
+        },
         "sent": sent,
         "rate": round(sent / elapsed, 1),
         "statuses": statuses,
@@ -402,7 +427,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             f" {args.rate} msg/s for {args.seconds} s over {len(tokens)} conversations",
             flush=True,
         )
-        result = asyncio.run(load(stack, inbox["website_token"], tokens, args))
+        result = asyncio.run(load(stack, inbox["website_token"], tokens, args, cluster))
         result.update(
             {
                 "code": str(code),
@@ -443,11 +468,8 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= args.in_flight <= 1000 or args.sample <= 0:
         raise SystemExit("--in-flight 1-1000, --sample > 0")
     result = run(args)
-    print(
-        json.dumps(
-            {k: result[k] for k in ("elapsed", "sent", "rate", "statuses", "growth")}, indent=1
-        )
-    )
+    summary = ("elapsed", "sent", "rate", "statuses", "cpu_ms_per_message", "growth")
+    print(json.dumps({k: result[k] for k in summary}, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
     return 0 if set(result["statuses"]) <= {200} else 1

@@ -10,6 +10,8 @@ relays, a real Redis, real HTTP writes and a real /cable socket, on both databas
   last) is not covered by any position before it commits, and is published after;
 - PostgreSQL: through a backlog the position moves on a page of rows at a time, and lists
   the transactions whose rows it has not published as in flight;
+- PostgreSQL: a position from another cluster (a restored dump) neither prunes nor hides
+  new events: the relay starts over;
 - an existing database (rows marked with published_at) upgrades: the relay publishes what
   was not marked."""
 
@@ -175,6 +177,12 @@ async def crash(relay: Relay) -> None:
         await relay.listener.close()
     relay._stopping = True  # (Relays.close stops it again: nothing is left to record)
     relay._unmarked, relay._unrecorded = [], set()
+    # A write the cancelled task had handed over may still commit: let it, before counting.
+    await relay.db.write(_nothing)
+
+
+async def _nothing(conn: Any) -> None:
+    return None
 
 
 async def test_takeover_after_a_crash_repeats_only_what_was_not_recorded(
@@ -263,6 +271,36 @@ async def test_an_event_committed_after_a_later_one_is_published(
         assert contents == ["second id, committed first", "first id, committed last"]
     finally:
         await admin.close()
+    await cable.close()
+
+
+@on_postgresql
+async def test_a_position_from_another_cluster(
+    client: TestClient, visitor: Visitor, relays: Relays
+) -> None:
+    """A dump restored into another cluster keeps relay_state and the rows' xid values, not
+    the cluster's transaction ids: the recorded position is past them, and would take every
+    new event for published. Nothing is pruned on it, and the relay starts over (publishing
+    what the outbox holds once more) instead of publishing nothing."""
+    db = client.app[SERVICES].db
+
+    async def restore(conn: Any) -> None:
+        snapshot = (await conn.execute(text("SELECT pg_current_snapshot()::text"))).scalar_one()
+        ahead = Position.parse(snapshot).xmax + 10**9
+        await outbox_store.save_position(conn, Position(ahead, ahead))
+
+    await db.write(restore)
+    cable = await CableClient.connect(client)
+    await cable.subscribe(visitor_identifier(visitor.pubsub_token or ""))
+    sent = [(await visitor.send(f"after the restore {i}"))["content"] for i in range(3)]
+    assert await db.write(outbox_store.prune, time.time() + 60, 1000) == 0
+    assert len(await owed(db)) >= 3
+
+    relay = await relays.start()
+    await received_once_in_order(cable, sent, timeout=5)
+    await all_recorded(db)
+    assert (await db.read(outbox_store.load_position)).xmax < 10**9
+    assert relay.published >= 3
     await cable.close()
 
 

@@ -225,7 +225,7 @@ class Relay:
 
     async def _load_position(self) -> Position:
         if self.position is None:
-            self.position = await self.db.read(outbox.load_position)
+            self.position = await self.db.write(outbox.resume_position)
         return self.position
 
     async def _record(self) -> None:

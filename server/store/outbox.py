@@ -12,6 +12,7 @@ the column being in an index's condition) grew the table by ~800 MB an hour at 1
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator, Collection
 from contextlib import aclosing
@@ -44,6 +45,8 @@ from server.store import all_rows
 from server.store.db import OUTBOX_DIRTY
 from server.store.prepared import Prepared
 from server.store.tables import outbox, relay_state
+
+log = logging.getLogger(__name__)
 
 NOTIFY_CHANNEL = "outbox"
 # PostgreSQL refuses a notification payload of 8000 bytes or more: an event bigger than this
@@ -257,11 +260,70 @@ def _is_pg(conn: AsyncConnection) -> bool:
     return conn.dialect.name == "postgresql"
 
 
+_LOAD_POSITION = select(
+    select(relay_state.c.position).where(relay_state.c.name == RELAY).scalar_subquery()
+)
+_LOAD_POSITION_PG = select(
+    select(relay_state.c.position).where(relay_state.c.name == RELAY).scalar_subquery(),
+    literal_column("pg_current_snapshot()::text"),
+)
+
+
+async def _stored_position(conn: AsyncConnection) -> tuple[Position, Position | None]:
+    """(the position recorded last, or INITIAL; PostgreSQL: the current snapshot)."""
+    if not _is_pg(conn):
+        stored = (await conn.execute(_LOAD_POSITION)).scalar()
+        return (INITIAL if stored is None else _parse_stored(stored)), None
+    stored, snapshot = (await conn.execute(_LOAD_POSITION_PG)).one()
+    return (INITIAL if stored is None else _parse_stored(stored)), Position.parse(snapshot)
+
+
+def _parse_stored(value: str) -> Position:
+    try:
+        return Position.parse(value)
+    except ValueError as exc:
+        raise ValueError(
+            f"relay_state {RELAY!r}: {exc}; delete that row and the relay publishes again "
+            "every event the outbox holds"
+        ) from None
+
+
+def _foreign(position: Position, snapshot: Position | None) -> bool:
+    """PostgreSQL: a position past the database's own transaction ids comes from another
+    cluster (the database was restored from a dump: the rows keep their xid values, the
+    cluster does not): new transactions there would look published already."""
+    return snapshot is not None and position.xmax > snapshot.xmax
+
+
 async def load_position(conn: AsyncConnection) -> Position:
-    """The position the relay recorded last (INITIAL before it ever did)."""
-    result = await conn.execute(select(relay_state.c.position).where(relay_state.c.name == RELAY))
-    row = result.first()
-    return INITIAL if row is None else Position.parse(row[0])
+    """The position the relay recorded last (INITIAL before it ever did). One from another
+    cluster (see `_foreign`) counts as INITIAL until the relay rebases (`resume_position`):
+    pruning then keeps every row, and the backlog counts every row."""
+    position, snapshot = await _stored_position(conn)
+    return INITIAL if _foreign(position, snapshot) else position
+
+
+async def resume_position(conn: AsyncConnection) -> Position:
+    """The position a relay starts from (after it takes the lease): `load_position`, and
+    when the recorded one comes from another cluster, the outbox rebased: every row owed
+    again (xid 1) and the position INITIAL, so that nothing is taken for published wrongly;
+    the relay then publishes what the outbox holds once more (at least once)."""
+    position, snapshot = await _stored_position(conn)
+    if not _foreign(position, snapshot):
+        return position
+    assert snapshot is not None
+    result = await conn.execute(update(outbox).where(outbox.c.xid > 1).values(xid=1))
+    log.error(
+        "relay_state %r records a position past this database's transaction ids (%s > %s): "
+        "the database was restored from a dump or moved to another cluster. The relay "
+        "publishes again the %d events the outbox holds (clients may see recent events twice)",
+        RELAY,
+        position.xmax,
+        snapshot.xmax,
+        result.rowcount,
+    )
+    await save_position(conn, INITIAL)
+    return INITIAL
 
 
 async def save_position(conn: AsyncConnection, position: Position) -> None:

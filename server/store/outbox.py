@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Collection
-from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,10 +30,11 @@ from sqlalchemy import (
     func,
     insert,
     literal_column,
+    null,
     or_,
     select,
-    text,
     tuple_,
+    union_all,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -222,7 +222,6 @@ _SAVE_POSITION = Prepared(
     .where(relay_state.c.name == bindparam("name"))
     .values(position=bindparam("position"), updated_at=bindparam("now"))
 )
-_SNAPSHOT = text("SELECT pg_current_snapshot()::text")
 _XIP = bindparam("xip", type_=ARRAY(BigInteger))
 _has_xid = outbox.c.xid.is_not(None)
 _KEY = (outbox.c.id, outbox.c.xid, outbox.c.created_at)
@@ -237,6 +236,38 @@ _KEYS_AFTER = Prepared(
     .limit(bindparam("limit"))
 )
 _KEYS_IN = Prepared(select(*_KEY).where(_has_xid, outbox.c.xid == any_(_XIP)))
+
+
+def _part(n: int) -> Any:
+    """Which part of _RECORDING_READ a row comes from."""
+    return literal_column(str(n)).label("part")
+
+
+# A recording's one read: the current snapshot (part 0), and in that same snapshot the first
+# page of rows from the last position's xmax on (part 1) and the rows of its in-flight
+# transactions (part 2).
+_no_snapshot = cast(null(), Text).label("snapshot")
+_RECORDING_READ = Prepared(
+    union_all(
+        select(
+            _part(0),
+            cast(null(), BigInteger).label("id"),
+            cast(null(), BigInteger).label("xid"),
+            literal_column("pg_current_snapshot()::text").label("snapshot"),
+        ),
+        select(_part(1), outbox.c.id, outbox.c.xid, _no_snapshot)
+        .where(
+            _has_xid,
+            tuple_(outbox.c.xid, outbox.c.id)
+            > tuple_(bindparam("x", type_=BigInteger), bindparam("i", type_=BigInteger)),
+        )
+        .order_by(outbox.c.xid, outbox.c.id)
+        .limit(bindparam("limit")),
+        select(_part(2), outbox.c.id, outbox.c.xid, _no_snapshot).where(
+            _has_xid, outbox.c.xid == any_(_XIP)
+        ),
+    )
+)
 _ROW = (outbox.c.id, outbox.c.conversation_id, outbox.c.channels, outbox.c.payload)
 _UNCOVERED_PG = Prepared(
     select(*_ROW, outbox.c.created_at, outbox.c.xid)
@@ -367,23 +398,6 @@ async def lowest_uncovered(conn: AsyncConnection, position: Position) -> int | N
     return lowest
 
 
-async def _uncovered_keys(
-    conn: AsyncConnection, position: Position, enough: int
-) -> tuple[dict[int, int], int | None]:
-    """PostgreSQL: {id: xid} of the rows `position` does not cover, and where the reading
-    stopped: once `enough` are read it stops at the next transaction boundary past the
-    position's xmax, and returns the xid from which rows may be left unread (None: all read)."""
-    keys: dict[int, int] = {}
-    async with aclosing(_key_pages(conn, position)) as pages:
-        async for rows in pages:
-            for row in rows:
-                keys[row["id"]] = row["xid"]
-            last = rows[-1]["xid"] if len(rows) == KEY_PAGE else None
-            if last is not None and len(keys) >= enough and last > position.xmax:
-                return keys, last  # transaction `last` may have rows on the next page
-    return keys, None
-
-
 async def uncovered(
     conn: AsyncConnection, position: Position, after: int, limit: int
 ) -> list[dict[str, Any]]:
@@ -424,12 +438,25 @@ async def advance(
     the position recorded and the ids of `published` it covers.
 
     The new position is the database's current snapshot (every transaction it sees has
-    committed, so their rows are all there to check), with the transactions whose rows were
-    not published yet added to its in-flight list: their notifications are on the way (or
-    were lost; the relay's sweep publishes those). Reads only the rows `old` does not cover;
-    one UPDATE of relay_state's row, whatever the number of events."""
-    snapshot = Position.parse((await conn.execute(_SNAPSHOT)).scalar_one())
-    keys, cut = await _uncovered_keys(conn, old, KEY_PAGE)
+    committed, and the same statement reads their rows), with the transactions whose rows
+    were not published yet added to its in-flight list: their notifications are on the way
+    (or were lost; the relay's sweep publishes those). Reads only the rows `old` does not
+    cover (one statement, more only through a backlog); one UPDATE of relay_state's row,
+    whatever the number of events."""
+    params = {"x": old.xmax - 1, "i": _LAST, "limit": KEY_PAGE, "xip": sorted(old.xip)}
+    rows = await _RECORDING_READ.all(conn, params)
+    snapshot = Position.parse(next(row["snapshot"] for row in rows if row["part"] == 0))
+    keys = {row["id"]: row["xid"] for row in rows if row["part"] != 0}
+    page = [(row["xid"], row["id"]) for row in rows if row["part"] == 1]
+    cut: int | None = None
+    while len(page) == KEY_PAGE:  # a backlog: more rows past the position than one page
+        x, i = max(page)
+        if x > old.xmax:
+            cut = x  # stop before transaction x (its rows may go on); the next round goes on
+            break
+        more = await _KEYS_AFTER.all(conn, {"x": x, "i": i, "limit": KEY_PAGE})
+        keys.update((row["id"], row["xid"]) for row in more)
+        page = [(row["xid"], row["id"]) for row in more]
     xmax = snapshot.xmax if cut is None else min(snapshot.xmax, cut)
     truncated = cut is not None
     pending = {

@@ -149,6 +149,10 @@ CREATE INDEX IF NOT EXISTS messages_conversation ON messages (conversation_id, i
 CREATE UNIQUE INDEX IF NOT EXISTS messages_sender_echo ON messages (sender_type, sender_id, echo_id)
     WHERE echo_id IS NOT NULL;
 
+-- Durable events, written in the transaction of the data they describe; the relay publishes
+-- them and never writes to them (what it has published is its position in relay_state).
+-- xid: PostgreSQL, the id of the transaction that wrote the row (the loader drops the
+-- default on SQLite, where the column stays NULL: there the row id plays its part).
 CREATE TABLE IF NOT EXISTS outbox (
     id BIGSERIAL PRIMARY KEY,
     conversation_id BIGINT,
@@ -156,9 +160,18 @@ CREATE TABLE IF NOT EXISTS outbox (
     event TEXT NOT NULL,
     payload TEXT NOT NULL,
     created_at DOUBLE PRECISION NOT NULL,
-    published_at DOUBLE PRECISION
+    xid BIGINT DEFAULT (pg_current_xact_id()::text::bigint)
 );
 
-CREATE INDEX IF NOT EXISTS outbox_unpublished ON outbox (id) WHERE published_at IS NULL;
+-- The rows a position does not cover: those of transactions from its xmax on, or in its list.
+CREATE INDEX IF NOT EXISTS outbox_xid ON outbox (xid, id) WHERE xid IS NOT NULL;
 
 CREATE INDEX IF NOT EXISTS outbox_created ON outbox (created_at);
+
+-- How far the relay has published (server/store/outbox.py, Position): one row, rewritten by
+-- the relay a few times a second while it publishes, instead of every outbox row once.
+CREATE TABLE IF NOT EXISTS relay_state (
+    name TEXT PRIMARY KEY,
+    position TEXT NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL
+);

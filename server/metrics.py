@@ -26,10 +26,9 @@ from prometheus_client import CollectorRegistry, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
 
 from server.errors import not_found
-from server.store.tables import outbox
+from server.store import outbox
 
 log = logging.getLogger(__name__)
 
@@ -213,8 +212,8 @@ class Metrics:
 class WorkerMetrics:
     """GET /metrics on the worker's health port: what the relay published, whether this
     worker holds the lease, and the outbox backlog (unpublished rows, and the age of the
-    oldest: the relay's lag from commit to publish, read from the table at scrape time,
-    by the partial index of unpublished rows)."""
+    oldest: the relay's lag from commit to publish, read from the table at scrape time: the
+    rows the relay's recorded position does not cover)."""
 
     def __init__(self, db: Any, relay: Any, token: str | None, timeout: float) -> None:
         self.db = db
@@ -233,18 +232,8 @@ class WorkerMetrics:
         self.registry.register(_RelayCollector(relay))
 
     async def _read_backlog(self) -> None:
-        async def op(conn: Any) -> tuple[int, float | None]:
-            row = (
-                await conn.execute(
-                    select(func.count(), func.min(outbox.c.created_at)).where(
-                        outbox.c.published_at.is_(None)
-                    )
-                )
-            ).one()
-            return int(row[0]), row[1]
-
         async with asyncio.timeout(self.timeout):
-            count, oldest = await self.db.read(op)
+            count, oldest = await self.db.read(outbox.backlog)
         self.backlog.set(count)
         self.oldest.set(max(0.0, time.time() - oldest) if oldest is not None else 0.0)
 
@@ -268,6 +257,11 @@ class _RelayCollector(Collector):
             "chat_relay_events_published",
             "Outbox events this worker's relay published.",
             value=self.relay.published,
+        )
+        yield CounterMetricFamily(
+            "chat_relay_positions_recorded",
+            "Times this worker's relay recorded how far it has published (relay_state).",
+            value=self.relay.recorded,
         )
         yield GaugeMetricFamily(
             "chat_relay_lease_held",

@@ -121,7 +121,10 @@ class PgCluster:
 
     def thaw(self) -> None:
         for pid in self.pids():
-            os.kill(pid, signal.SIGCONT)
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:  # a backend that ended since pids() listed it
+                pass
 
     def stop(self) -> None:
         """Fast shutdown (SIGINT): clients are disconnected, the port closes."""

@@ -168,7 +168,12 @@ async def test_the_worker_reports_what_it_publishes_and_its_backlog(tmp_path: Pa
                 assert (await http.post(url, json=body, headers=auth)).status == 200
 
             await send("one")
-            m = await until(lambda m: m["chat_relay_events_published_total"] >= 1)
+            m = await until(
+                lambda m: (
+                    m["chat_relay_events_published_total"] >= 1
+                    and m["chat_relay_positions_recorded_total"] >= 1
+                )
+            )
             assert m["chat_outbox_backlog"] == 0
             assert m["chat_outbox_oldest_unpublished_age_seconds"] == 0
             redis.stop()

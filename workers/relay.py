@@ -1,18 +1,23 @@
-"""The outbox relay: publishes committed events in commit order, then marks them published.
+"""The outbox relay: publishes committed events in commit order, then records how far it got.
 
 Woken right after a commit (in-process signal, or a wake-up message on the bus), with a poll
-as the fallback. Publishing is at-least-once (a crash between publish and mark publishes a
-batch again); the hub drops the duplicates by outbox id.
+as the fallback. Publishing is at-least-once (a crash between publishing and recording
+publishes those events again); the hub drops the duplicates by outbox id.
+
+What the relay has published is one position (`server.store.outbox.Position`, a row of
+relay_state), never a mark on each outbox row: a relay that takes over reads it and publishes
+what it does not cover, and pruning deletes only what it covers.
 
 On PostgreSQL the relay LISTENs (see `workers.listener`): each commit's notifications carry
 its events, in commit order, and the relay publishes them as they come, with no query. It
 reads the table only for what committed while it was not listening (at start, after the
 listening connection dropped, after a failed publish) and, once a poll interval, for rows left
-behind. Published events are marked in the background, a batch every MARK_INTERVAL.
+behind. The position is recorded in the background, every MARK_INTERVAL while events are
+published: the database's snapshot, less the transactions whose events are not published yet.
 
-Elsewhere (SQLite) the relay reads the table when woken: a published batch is marked in the
-same transaction that reads the next one (one transaction per batch under load); the relay
-goes idle only once everything it published is marked."""
+Elsewhere (SQLite, where ids follow commit order) the relay reads the table when woken: the
+position past a published batch is recorded in the same transaction that reads the next one
+(one transaction per batch under load); the relay goes idle only once it is recorded."""
 
 from __future__ import annotations
 
@@ -27,19 +32,23 @@ from server.bus.envelope import pack
 from server.lifecycle import cancel
 from server.store import outbox
 from server.store.db import Database
+from server.store.outbox import Position
 from server.store.unavailable import DatabaseUnavailable, kind_of
 from workers.lease import Lease, MemoryLease, RedisLease
 from workers.listener import OutboxListener
 
 log = logging.getLogger(__name__)
 
-# Seconds between two marking transactions while events are being published (PostgreSQL).
+# Seconds between two recordings of the position while events are published (PostgreSQL).
 MARK_INTERVAL = 0.1
 # A row still unpublished this many seconds after it was written has lost its notification
 # (the periodic sweep publishes it); younger ones are left to their notification.
 SWEEP_AGE = 5.0
 # Notifications held before the relay gives up on them and reads the table instead.
 NOTIFICATION_LIMIT = 100_000
+# PostgreSQL: events published and not yet covered by a recorded position (recording
+# fails). Past this the relay stops publishing until recording catches up.
+UNRECORDED_LIMIT = 100_000
 
 
 class LeaseExpired(Exception):
@@ -71,12 +80,18 @@ class Relay:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.published = 0
-        self._unmarked: list[int] = []  # published, not yet marked
+        # How often a position was recorded.
+        self.recorded = 0
+        # The position recorded last (None: to be read again, after the lease changed hands).
+        self.position: Position | None = None
+        self._unmarked: list[int] = []  # SQLite: published, the position not yet past them
         self._stopping = False
         self.listener: OutboxListener | None = None
-        # PostgreSQL: published and not yet marked, or being marked (a table read skips
-        # these); the background marker; when the table was last swept.
-        self._marking: set[int] = set()
+        # PostgreSQL: published and not covered by the recorded position yet, and those the
+        # last recording covered (a table read and the notifications skip both); the
+        # background recorder; when the table was last swept.
+        self._unrecorded: set[int] = set()
+        self._recorded: set[int] = set()
         self._mark_task: asyncio.Task[None] | None = None
         self._swept = 0.0
         if db.is_postgresql:
@@ -106,14 +121,16 @@ class Relay:
             await cancel(self._mark_task)
             self._mark_task = None
             await self.listener.close()
-        if self._unmarked:
-            # Best effort: what stays unmarked is published again by the next relay.
+        if self.position is not None and (self._unmarked or self._unrecorded):
+            # Best effort: what stays unrecorded is published again by the next relay.
             try:
                 async with asyncio.timeout(self.lease_ttl):
-                    await self.db.write(outbox.mark_published, self._unmarked)
-                self._unmarked = []
+                    await self._record()
             except Exception:
-                log.warning("could not mark %d published events on stop", len(self._unmarked))
+                log.warning(
+                    "could not record the position past %d published events on stop",
+                    len(self._unmarked) + len(self._unrecorded),
+                )
         await self.lease.release()
 
     async def run(self) -> None:
@@ -124,6 +141,9 @@ class Relay:
                 if self.listener is not None:
                     await self.listener.close()  # a standby does not listen
                     self.listener.forget()
+                # Another relay may record positions meanwhile: read it again when back.
+                self.position = None
+                self._unmarked = []
                 if not paused:
                     paused = True
                     log.info("relay paused: it does not hold the lease")
@@ -203,15 +223,33 @@ class Relay:
             pass
         self._wake.clear()
 
-    async def relay_once(self) -> int:
-        """Mark the last batch published, then publish the next batch of unpublished rows;
-        returns how many were published."""
-        self._wake.clear()
-        if self._unmarked:
-            rows = await self.db.write(outbox.mark_and_fetch, self._unmarked, self.batch)
-            self._unmarked = []
+    async def _load_position(self) -> Position:
+        if self.position is None:
+            self.position = await self.db.write(outbox.resume_position)
+        return self.position
+
+    async def _record(self) -> None:
+        """Record the position past what was published (SQLite: the last batch)."""
+        if self.listener is None:
+            position = Position.past(max(self._unmarked))
+            await self.db.write(outbox.save_position, position)
+            self.position, self._unmarked = position, []
         else:
-            rows = await self.db.read(outbox.unpublished, self.batch)
+            await self._advance()
+        self.recorded += 1
+
+    async def relay_once(self) -> int:
+        """Record the position past the last batch, then publish the next batch of rows it
+        does not cover; returns how many were published."""
+        self._wake.clear()
+        position = await self._load_position()
+        if self._unmarked:
+            position = Position.past(max(self._unmarked))
+            rows = await self.db.write(outbox.mark_and_fetch, position, self.batch)
+            self.position, self._unmarked = position, []
+            self.recorded += 1
+        else:
+            rows = await self.db.read(outbox.uncovered, position, position.xmax - 1, self.batch)
         if not rows:
             return 0
         await self._publish(rows)
@@ -235,9 +273,10 @@ class Relay:
         except TimeoutError:
             raise LeaseExpired from None
         ids = [row["id"] for row in rows]
-        self._unmarked.extend(ids)
-        if self.listener is not None:
-            self._marking.update(ids)
+        if self.listener is None:
+            self._unmarked.extend(ids)
+        else:
+            self._unrecorded.update(ids)
         self.published += len(rows)
 
     # -- PostgreSQL: LISTEN ---------------------------------------------------------------
@@ -246,6 +285,10 @@ class Relay:
         """Publish what was notified, or what the table holds when notifications were lost;
         True when there was nothing to do."""
         self._wake.clear()
+        if len(self._unrecorded) >= UNRECORDED_LIMIT:
+            # Recording fails: publishing on would only pile up what a takeover repeats.
+            listener.forget()
+            return True
         if not listener.connected:
             await listener.connect()
         if listener.lost:
@@ -264,13 +307,26 @@ class Relay:
             await self._publish_table(min_age=SWEEP_AGE)
         return True
 
+    def _done(self, outbox_id: int) -> bool:
+        """Published by this relay and not forgotten yet (PostgreSQL)."""
+        return outbox_id in self._unrecorded or outbox_id in self._recorded
+
+    def _covered(self, row: dict[str, Any]) -> bool:
+        """Covered by the position recorded since the table read began (PostgreSQL)."""
+        position = self.position
+        return position is not None and position.covers(row["xid"])
+
     async def _publish_table(self, min_age: float | None) -> int:
-        """Publish the unpublished rows of the table, in id order, except those published and
-        not marked yet (and, with `min_age`, those younger than that)."""
+        """Publish the rows of the table the recorded position does not cover, in id order,
+        except those published already (and, with `min_age`, those younger than that)."""
+        position = await self._load_position()
+        lowest = await self.db.read(outbox.lowest_uncovered, position)
+        if lowest is None:
+            return 0
         published = 0
-        after = 0
+        after = lowest - 1
         while not self._stopping:
-            rows = await self.db.read(outbox.unpublished_after, after, self.batch)
+            rows = await self.db.read(outbox.uncovered, position, after, self.batch)
             if not rows:
                 break
             after = rows[-1]["id"]
@@ -278,7 +334,8 @@ class Relay:
             fresh = [
                 row
                 for row in rows
-                if row["id"] not in self._marking
+                if not self._done(row["id"])
+                and not self._covered(row)
                 and (oldest is None or row["created_at"] <= oldest)
             ]
             if fresh:
@@ -293,7 +350,7 @@ class Relay:
     async def _publish_notified(self, notifications: list[str]) -> None:
         parsed = [outbox.parse_notification(text) for text in notifications]
         # Skipped: what the table read got first.
-        parsed = [(outbox_id, row) for outbox_id, row in parsed if outbox_id not in self._marking]
+        parsed = [(outbox_id, row) for outbox_id, row in parsed if not self._done(outbox_id)]
         missing = [outbox_id for outbox_id, row in parsed if row is None]
         found = await self.db.read(outbox.by_ids, missing) if missing else {}
         # A row missing from the table too was pruned meanwhile: published already.
@@ -305,19 +362,33 @@ class Relay:
     async def _mark_loop(self) -> None:
         while True:
             await asyncio.sleep(MARK_INTERVAL)
-            if not self._unmarked:
+            if not self._unrecorded or self.position is None or not self.lease.held:
                 continue
-            ids, self._unmarked = self._unmarked, []
             try:
-                await self.db.write(outbox.mark_published, ids)
+                await self._record()
             except asyncio.CancelledError:
-                self._unmarked[:0] = ids  # stop() tries once more
                 raise
+            except DatabaseUnavailable as exc:  # the Database logs the outage once
+                log.debug("recording the relay position: %s", exc)
             except Exception as exc:
-                log.warning("marking %d events published failed (%s)", len(ids), exc)
-                self._unmarked[:0] = ids
-                continue
-            self._marking.difference_update(ids)
+                log.warning(
+                    "recording the relay position failed (%s); %d published events are not "
+                    "covered yet (a relay taking over would publish them again); retrying",
+                    exc,
+                    len(self._unrecorded),
+                )
+
+    async def _advance(self) -> None:
+        """PostgreSQL: record the position past the events published so far."""
+        old = self.position
+        if old is None:
+            return
+        new, covered = await self.db.write(outbox.advance, old, frozenset(self._unrecorded))
+        if self.position is old:  # not dropped meanwhile (the lease changed hands)
+            self.position = new
+        self._unrecorded -= covered
+        # Kept one round more: a notification can trail the table read that published it.
+        self._recorded = covered
 
 
 def lease_for(bus: Bus, ttl: float) -> Lease:

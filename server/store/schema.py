@@ -2,13 +2,15 @@
 
 Tables first, then the columns added to a table after it first shipped (CREATE TABLE IF NOT
 EXISTS does not add them to an existing database), then the rows a new unique index would
-refuse are made to fit (INDEX_CLEANUPS), then indexes, which may use those columns.
+refuse are made to fit (INDEX_CLEANUPS), then indexes, which may use those columns, then the
+indexes schema.sql no longer has are dropped (DROPPED_INDEXES).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import text
@@ -19,6 +21,10 @@ SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schema.sql"
 # Any constant works; it only has to be the same in every process applying the schema.
 _PG_SCHEMA_LOCK = 0x636861745F736368
 
+# The one PostgreSQL-only clause of schema.sql: outbox.xid, the writing transaction's id.
+# SQLite has no transaction ids (the loader drops the clause; the relay goes by row id there).
+PG_XID_DEFAULT = "DEFAULT (pg_current_xact_id()::text::bigint)"
+
 
 @dataclass(frozen=True)
 class AddedColumn:
@@ -28,6 +34,8 @@ class AddedColumn:
     column: str
     ddl: str
     backfill: str | None = None
+    # Statements run after the column is added, per dialect, where the engines differ.
+    backfill_by_dialect: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 ADDED_COLUMNS = (
@@ -51,6 +59,41 @@ ADDED_COLUMNS = (
                 GROUP BY c.account_id, c.identifier)
         """,
     ),
+    # Issue 14 item 6: the relay no longer marks each row published_at; it records a position
+    # (relay_state). An existing outbox keeps its published_at column, unused; its rows get
+    # the position that says what was published.
+    AddedColumn(
+        "outbox",
+        "xid",
+        "BIGINT",
+        backfill_by_dialect={
+            # Published rows get 0, which every position covers; the others 1, which the
+            # first position (server/store/outbox.py, INITIAL) leaves to publish. The default
+            # comes after, so that adding the column does not rewrite the table.
+            "postgresql": (
+                "UPDATE outbox SET xid = CASE WHEN published_at IS NULL THEN 1 ELSE 0 END",
+                f"ALTER TABLE outbox ALTER COLUMN xid SET {PG_XID_DEFAULT}",
+            ),
+            # SQLite's position is a row id (ids follow commit order there): the first row
+            # not published yet, or the one after the last.
+            "sqlite": (
+                """
+                INSERT INTO relay_state (name, position, updated_at)
+                SELECT 'outbox', n || ':' || n || ':', 0 FROM (
+                    SELECT COALESCE(
+                        (SELECT MIN(id) FROM outbox WHERE published_at IS NULL),
+                        (SELECT MAX(id) + 1 FROM outbox),
+                        1) AS n)
+                """,
+            ),
+        },
+    ),
+)
+
+# Indexes an existing database may still have and schema.sql no longer creates.
+DROPPED_INDEXES = (
+    # Rows the relay had not marked published: there is no such mark any more (outbox.xid).
+    "outbox_unpublished",
 )
 
 
@@ -84,6 +127,7 @@ def statements(dialect: str, source: str | None = None) -> list[str]:
     sql = "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
     if dialect == "sqlite":
         sql = sql.replace("BIGSERIAL PRIMARY KEY", "INTEGER PRIMARY KEY")
+        sql = sql.replace(f" {PG_XID_DEFAULT}", "")
     return [stmt.strip() for stmt in re.split(r";\s*(?:\n|$)", sql) if stmt.strip()]
 
 
@@ -110,6 +154,8 @@ async def _add_missing_columns(conn: AsyncConnection) -> None:
         )
         if added.backfill:
             await conn.exec_driver_sql(added.backfill)
+        for stmt in added.backfill_by_dialect.get(conn.dialect.name, ()):
+            await conn.exec_driver_sql(stmt)
 
 
 async def _has_index(conn: AsyncConnection, name: str) -> bool:
@@ -141,3 +187,6 @@ async def apply(conn: AsyncConnection) -> None:
     for stmt in ddl:
         if not stmt.upper().startswith("CREATE TABLE"):
             await conn.exec_driver_sql(stmt)
+    for index in DROPPED_INDEXES:
+        if await _has_index(conn, index):
+            await conn.exec_driver_sql(f"DROP INDEX IF EXISTS {index}")

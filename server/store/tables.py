@@ -187,5 +187,13 @@ outbox = Table(
     Column("event", Text, nullable=False),
     Column("payload", Text, nullable=False),
     Column("created_at", Float, nullable=False),
-    Column("published_at", Float),
+    Column("xid", BigInteger),
+)
+
+relay_state = Table(
+    "relay_state",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("position", Text, nullable=False),
+    Column("updated_at", Float, nullable=False),
 )

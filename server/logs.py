@@ -28,6 +28,8 @@ current_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 )
 _SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 access_log = logging.getLogger("server.access")
+# Where an entry point reports settings it cannot run with (server/settings.py).
+settings_log = logging.getLogger("server.settings")
 
 
 class RequestIdFilter(logging.Filter):

@@ -9,7 +9,7 @@ import sys
 from aiohttp import web
 
 from server import gc_tuning
-from server.__main__ import configure_logging
+from server.__main__ import configure_logging, load_settings
 from server.bus import create_bus
 from server.health import Health, standard_checks
 from server.lifecycle import describe, run_process, until_signalled
@@ -74,7 +74,9 @@ async def serve_health(health: Health, metrics: WorkerMetrics, settings: Setting
 
 
 def main() -> int:
-    settings = Settings.from_env()
+    settings = load_settings()
+    if settings is None:
+        return 2
     configure_logging(settings.log_level, settings.log_format)
     if not settings.redis_url:
         log.warning("REDIS_URL is unset: this worker's relay reaches no web process")

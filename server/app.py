@@ -73,7 +73,10 @@ def create_app(settings: Settings) -> web.Application:
         },
     )
     db = Database(
-        settings.database_url, pg_writers=settings.db_writers, timeout=settings.db_timeout
+        settings.database_url,
+        pg_writers=settings.db_writers,
+        timeout=settings.db_timeout,
+        auto_migrate=settings.auto_migrate,
     )
     bus = create_bus(
         settings.redis_url,

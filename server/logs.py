@@ -72,6 +72,9 @@ def configure(level: str, fmt: str = "plain") -> None:
     root.addHandler(handler)
     root.setLevel(level)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # Alembic says "Context impl ..." each time a revision is read; server/store/migrate.py
+    # logs what a migration does.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def request_id_middleware(trusted: tuple[Any, ...], access: bool) -> Any:

@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 
 from aiohttp import web
 
 from server import gc_tuning
-from server.__main__ import configure_logging, load_settings
+from server.__main__ import configure_logging, load_settings, migrate_database
 from server.bus import create_bus
 from server.health import Health, standard_checks
 from server.lifecycle import describe, run_process, until_signalled
@@ -24,7 +25,10 @@ log = logging.getLogger("workers")
 
 async def run(settings: Settings) -> None:
     db = Database(
-        settings.database_url, pg_writers=settings.db_writers, timeout=settings.db_timeout
+        settings.database_url,
+        pg_writers=settings.db_writers,
+        timeout=settings.db_timeout,
+        auto_migrate=settings.auto_migrate,
     )
     await db.start()
     bus = create_bus(
@@ -73,11 +77,18 @@ async def serve_health(health: Health, metrics: WorkerMetrics, settings: Setting
     return runner
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m workers")
+    sub = parser.add_subparsers(dest="mode")
+    sub.add_parser("run", help="run the relay and maintenance (the default)")
+    sub.add_parser("migrate", help="the same as `python -m server migrate`")
+    args = parser.parse_args(argv)
     settings = load_settings()
     if settings is None:
         return 2
     configure_logging(settings.log_level, settings.log_format)
+    if args.mode == "migrate":
+        return run_process(migrate_database(settings), settings)
     if not settings.redis_url:
         log.warning("REDIS_URL is unset: this worker's relay reaches no web process")
     return run_process(run(settings), settings)

@@ -37,7 +37,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from server.store import schema, sqlite_inline
+from server.store import migrate, sqlite_inline
 from server.store.unavailable import TIMEOUT, UNREACHABLE, DatabaseUnavailable, Outage, kind_of
 
 log = logging.getLogger(__name__)
@@ -123,9 +123,13 @@ class Database:
         batch_max: int = 128,
         pg_writers: int = PG_WRITERS,
         timeout: float = DB_TIMEOUT,
+        auto_migrate: bool | None = None,
     ) -> None:
         self.url = url
         self.dialect = make_url(url).get_dialect().name
+        # Migrate at start (AUTO_MIGRATE), else refuse a schema that is not the code's.
+        # Unset: SQLite migrates itself (embedded, one owner), PostgreSQL does not.
+        self.auto_migrate = self.dialect == "sqlite" if auto_migrate is None else auto_migrate
         self.batch_max = batch_max
         self.timeout = timeout
         self.outage = Outage()
@@ -172,21 +176,32 @@ class Database:
         return self.dialect == "postgresql"
 
     async def start(self) -> None:
-        if self.is_postgresql:
-            # Without deadlines: building an index on a large table may take longer.
-            migrator = _pg_engine(self.url, pool_size=1, timeout=None)
-            try:
-                async with migrator.begin() as conn:
-                    await schema.apply(conn)
-            finally:
-                await migrator.dispose()
+        """Migrate the schema or check it (see `auto_migrate`; raises SchemaNotCurrent),
+        then start the writers."""
+        if self.auto_migrate:
+            await self.migrate()
         else:
-            async with self.writer.begin() as conn:
-                await schema.apply(conn)
+            async with self.reader.connect() as conn:
+                await migrate.check(conn, safe_database_url(self.url))
         self._writer_tasks = [
             asyncio.create_task(self._write_loop(i), name=f"db-writer-{i}")
             for i in range(self._writers)
         ]
+
+    async def migrate(self, target: str = "heads") -> migrate.SchemaState:
+        """Bring the schema to the code's revision (`python -m server migrate`, AUTO_MIGRATE),
+        in one transaction under the migration lock. Returns the state before."""
+        where = safe_database_url(self.url)
+        if not self.is_postgresql:
+            async with self.writer.begin() as conn:  # BEGIN IMMEDIATE: the write lock
+                return await migrate.upgrade(conn, where, target)
+        # Without deadlines: building an index on a large table may take longer.
+        migrator = _pg_engine(self.url, pool_size=1, timeout=None)
+        try:
+            async with migrator.begin() as conn:
+                return await migrate.upgrade(conn, where, target)
+        finally:
+            await migrator.dispose()
 
     async def close(self) -> None:
         for task in getattr(self, "_writer_tasks", []):
@@ -549,6 +564,12 @@ def _with_kwargs(op: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]
         return await op(conn, *positional, **kwargs)
 
     return call
+
+
+def safe_database_url(url: str) -> str:
+    """The URL without credentials, for log lines and messages."""
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.split('@')[-1]}"
 
 
 def is_unique_violation(exc: BaseException) -> bool:

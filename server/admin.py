@@ -167,6 +167,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
         settings.database_url,
         timeout=settings.db_timeout,
         auto_migrate=settings.auto_migrate,
+        timed=False,
     )
     try:
         await db.start()

@@ -29,6 +29,7 @@ async def run(settings: Settings) -> None:
         pg_writers=settings.db_writers,
         timeout=settings.db_timeout,
         auto_migrate=settings.auto_migrate,
+        timed=settings.metrics_enabled,
     )
     await db.start()
     bus = create_bus(
@@ -49,7 +50,11 @@ async def run(settings: Settings) -> None:
     maintenance = Maintenance(db, retention=settings.outbox_retention, lease=relay.lease)
     maintenance.start()
     health = Health(standard_checks(db, bus), timeout=settings.health_timeout)
-    metrics = WorkerMetrics(db, relay, settings.metrics_token, settings.health_timeout)
+    metrics = (
+        WorkerMetrics(db, relay, settings.metrics_token, settings.health_timeout)
+        if settings.metrics_enabled
+        else None
+    )
     probe = await serve_health(health, metrics, settings) if settings.worker_health_port else None
     gc_tuning.tune_after_start(settings.gc_threshold)
     log.info("worker running (%s)", describe(settings))
@@ -65,11 +70,14 @@ async def run(settings: Settings) -> None:
     log.info("worker stopped")
 
 
-async def serve_health(health: Health, metrics: WorkerMetrics, settings: Settings) -> web.AppRunner:
+async def serve_health(
+    health: Health, metrics: WorkerMetrics | None, settings: Settings
+) -> web.AppRunner:
     """/livez, /readyz and /metrics on WORKER_HEALTH_PORT (the worker serves nothing else)."""
     app = web.Application()
     health.add_routes(app)
-    app.router.add_get("/metrics", metrics.handler)
+    if metrics is not None:
+        app.router.add_get("/metrics", metrics.handler)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, settings.host, settings.worker_health_port).start()

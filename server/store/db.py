@@ -27,6 +27,7 @@ import contextlib
 import logging
 import sqlite3
 import time
+from bisect import bisect_left
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -115,6 +116,35 @@ def _pg_engine(url: str, *, pool_size: int, timeout: float | None) -> AsyncEngin
     )
 
 
+# Upper bounds (seconds) of the call latency buckets: from a SQLite read (~0.1 ms) to the
+# longest DB_TIMEOUT worth telling apart.
+CALL_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
+)  # fmt: skip
+
+
+class CallTimes:
+    """How long one kind of database call took: counts per bucket (the last is past every
+    bound) and their sum. Plain integers, observed on the hot path without a lock or a
+    metrics library; server/metrics.py reads them at scrape time."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...] = CALL_BUCKETS) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(self.bounds, seconds)] += 1
+        self.sum += seconds
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+
 class Database:
     def __init__(
         self,
@@ -124,6 +154,7 @@ class Database:
         pg_writers: int = PG_WRITERS,
         timeout: float = DB_TIMEOUT,
         auto_migrate: bool | None = None,
+        timed: bool = True,
     ) -> None:
         self.url = url
         self.dialect = make_url(url).get_dialect().name
@@ -133,6 +164,13 @@ class Database:
         self.batch_max = batch_max
         self.timeout = timeout
         self.outage = Outage()
+        # Call latency per kind (chat_db_call_duration_seconds); None: not timed
+        # (METRICS_ENABLED=0).
+        self.call_times: dict[str, CallTimes] | None = (
+            {"read": CallTimes(), "write": CallTimes()} if timed else None
+        )
+        self._read_times = self.call_times["read"] if self.call_times else None
+        self._write_times = self.call_times["write"] if self.call_times else None
         if self.dialect == "sqlite":
             path = make_url(url).database
             if path and path != ":memory:":
@@ -227,6 +265,7 @@ class Database:
 
     async def read(self, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run `op` in a read transaction, within the deadline."""
+        started = time.perf_counter()
         conn: AsyncConnection | None = None
         try:
             async with asyncio.timeout(self.timeout):
@@ -242,6 +281,9 @@ class Database:
             if error is exc:
                 raise
             raise error from exc
+        finally:
+            if self._read_times is not None:
+                self._read_times.observe(time.perf_counter() - started)
         if self.outage.active:
             self.outage.recovered(write=False)
         return result
@@ -253,6 +295,7 @@ class Database:
             args = (*args, kwargs)  # type: ignore[assignment]
             op = _with_kwargs(op)  # type: ignore[assignment]
         loop = asyncio.get_running_loop()
+        started = time.perf_counter()
         fut: asyncio.Future[T] = loop.create_future()
         self._pending.append((op, args, fut, loop.time() + self.timeout))
         self._wake.set()
@@ -263,6 +306,9 @@ class Database:
             if error is exc:
                 raise
             raise error from exc
+        finally:
+            if self._write_times is not None:
+                self._write_times.observe(time.perf_counter() - started)
         if self.outage.active:
             self.outage.recovered(write=True)
         return result

@@ -1,13 +1,16 @@
--- The canonical DDL, applied idempotently at every start on SQLite and on PostgreSQL.
+-- The schema, as readable DDL: what migrating an empty database gives (the migrations under
+-- server/store/migrations/ make it; tests/test_migrations.py holds them, this file and
+-- server/store/tables.py to the same tables, columns, keys and indexes, on both engines).
+-- Nothing runs this file: a database is created and upgraded by `python -m server migrate`
+-- (docs/migrations.md). A change here comes with a new revision, never alone.
 --
 -- Written in the SQL both engines share. The one construct they spell differently, the
--- auto-increment primary key, is written `BIGSERIAL PRIMARY KEY`; the loader
--- (server/store/schema.py) rewrites it to `INTEGER PRIMARY KEY` for SQLite.
--- JSON documents are TEXT (the store encodes them with orjson). Times are epoch seconds
--- as DOUBLE PRECISION. server/store/tables.py mirrors these tables for query building and
--- tests/test_schema.py fails if the two drift apart.
+-- auto-increment primary key, is written `BIGSERIAL PRIMARY KEY`; on SQLite it is
+-- `INTEGER NOT NULL PRIMARY KEY` (the rowid); and outbox.xid's default, a PostgreSQL
+-- transaction id, is left out on SQLite. JSON documents are TEXT (the store encodes
+-- them with orjson). Times are epoch seconds as DOUBLE PRECISION.
 
-CREATE TABLE IF NOT EXISTS accounts (
+CREATE TABLE accounts (
     id BIGSERIAL PRIMARY KEY,
     name TEXT NOT NULL,
     status TEXT NOT NULL DEFAULT 'active',
@@ -15,7 +18,7 @@ CREATE TABLE IF NOT EXISTS accounts (
     created_at DOUBLE PRECISION NOT NULL
 );
 
-CREATE TABLE IF NOT EXISTS users (
+CREATE TABLE users (
     id BIGSERIAL PRIMARY KEY,
     name TEXT NOT NULL,
     email TEXT NOT NULL UNIQUE,
@@ -26,14 +29,14 @@ CREATE TABLE IF NOT EXISTS users (
     created_at DOUBLE PRECISION NOT NULL
 );
 
-CREATE TABLE IF NOT EXISTS account_users (
+CREATE TABLE account_users (
     account_id BIGINT NOT NULL REFERENCES accounts (id),
     user_id BIGINT NOT NULL REFERENCES users (id),
     role TEXT NOT NULL DEFAULT 'agent',
     PRIMARY KEY (account_id, user_id)
 );
 
-CREATE TABLE IF NOT EXISTS inboxes (
+CREATE TABLE inboxes (
     id BIGSERIAL PRIMARY KEY,
     account_id BIGINT NOT NULL REFERENCES accounts (id),
     name TEXT NOT NULL,
@@ -50,15 +53,15 @@ CREATE TABLE IF NOT EXISTS inboxes (
     created_at DOUBLE PRECISION NOT NULL
 );
 
-CREATE INDEX IF NOT EXISTS inboxes_account ON inboxes (account_id);
+CREATE INDEX inboxes_account ON inboxes (account_id);
 
-CREATE TABLE IF NOT EXISTS inbox_members (
+CREATE TABLE inbox_members (
     inbox_id BIGINT NOT NULL REFERENCES inboxes (id),
     user_id BIGINT NOT NULL REFERENCES users (id),
     PRIMARY KEY (inbox_id, user_id)
 );
 
-CREATE TABLE IF NOT EXISTS contacts (
+CREATE TABLE contacts (
     id BIGSERIAL PRIMARY KEY,
     account_id BIGINT NOT NULL REFERENCES accounts (id),
     name TEXT NOT NULL DEFAULT '',
@@ -75,14 +78,14 @@ CREATE TABLE IF NOT EXISTS contacts (
     updated_at DOUBLE PRECISION NOT NULL
 );
 
-CREATE INDEX IF NOT EXISTS contacts_account_identifier ON contacts (account_id, identifier);
+CREATE INDEX contacts_account_identifier ON contacts (account_id, identifier);
 
 -- One verified contact per identifier and account: two visitors proving the same identifier at
 -- once cannot make two (the second write fails and retries onto the first).
-CREATE UNIQUE INDEX IF NOT EXISTS contacts_verified_identifier ON contacts (account_id, identifier)
+CREATE UNIQUE INDEX contacts_verified_identifier ON contacts (account_id, identifier)
     WHERE identifier_verified;
 
-CREATE TABLE IF NOT EXISTS contact_inboxes (
+CREATE TABLE contact_inboxes (
     id BIGSERIAL PRIMARY KEY,
     contact_id BIGINT NOT NULL REFERENCES contacts (id),
     inbox_id BIGINT NOT NULL REFERENCES inboxes (id),
@@ -94,9 +97,9 @@ CREATE TABLE IF NOT EXISTS contact_inboxes (
     UNIQUE (inbox_id, source_id)
 );
 
-CREATE INDEX IF NOT EXISTS contact_inboxes_contact ON contact_inboxes (contact_id);
+CREATE INDEX contact_inboxes_contact ON contact_inboxes (contact_id);
 
-CREATE TABLE IF NOT EXISTS conversations (
+CREATE TABLE conversations (
     id BIGSERIAL PRIMARY KEY,
     account_id BIGINT NOT NULL REFERENCES accounts (id),
     inbox_id BIGINT NOT NULL REFERENCES inboxes (id),
@@ -116,11 +119,11 @@ CREATE TABLE IF NOT EXISTS conversations (
     UNIQUE (account_id, display_id)
 );
 
-CREATE INDEX IF NOT EXISTS conversations_contact_inbox ON conversations (contact_inbox_id, id);
+CREATE INDEX conversations_contact_inbox ON conversations (contact_inbox_id, id);
 
-CREATE INDEX IF NOT EXISTS conversations_inbox_activity ON conversations (inbox_id, last_activity_at);
+CREATE INDEX conversations_inbox_activity ON conversations (inbox_id, last_activity_at);
 
-CREATE TABLE IF NOT EXISTS messages (
+CREATE TABLE messages (
     id BIGSERIAL PRIMARY KEY,
     account_id BIGINT NOT NULL REFERENCES accounts (id),
     inbox_id BIGINT NOT NULL REFERENCES inboxes (id),
@@ -142,18 +145,18 @@ CREATE TABLE IF NOT EXISTS messages (
     UNIQUE (conversation_id, external_event_id)
 );
 
-CREATE INDEX IF NOT EXISTS messages_conversation ON messages (conversation_id, id);
+CREATE INDEX messages_conversation ON messages (conversation_id, id);
 
 -- A retried message (the same echo_id from the same sender) is written once: the database
 -- refuses the second, even when both arrive at once (server/store/messages.py).
-CREATE UNIQUE INDEX IF NOT EXISTS messages_sender_echo ON messages (sender_type, sender_id, echo_id)
+CREATE UNIQUE INDEX messages_sender_echo ON messages (sender_type, sender_id, echo_id)
     WHERE echo_id IS NOT NULL;
 
 -- Durable events, written in the transaction of the data they describe; the relay publishes
 -- them and never writes to them (what it has published is its position in relay_state).
--- xid: PostgreSQL, the id of the transaction that wrote the row (the loader drops the
--- default on SQLite, where the column stays NULL: there the row id plays its part).
-CREATE TABLE IF NOT EXISTS outbox (
+-- xid: PostgreSQL, the id of the transaction that wrote the row; on SQLite the column has no
+-- default and stays NULL (there the row id plays its part).
+CREATE TABLE outbox (
     id BIGSERIAL PRIMARY KEY,
     conversation_id BIGINT,
     channels TEXT NOT NULL,
@@ -164,14 +167,14 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 
 -- The rows a position does not cover: those of transactions from its xmax on, or in its list.
-CREATE INDEX IF NOT EXISTS outbox_xid ON outbox (xid, id) WHERE xid IS NOT NULL;
+CREATE INDEX outbox_xid ON outbox (xid, id) WHERE xid IS NOT NULL;
 
-CREATE INDEX IF NOT EXISTS outbox_created ON outbox (created_at);
+CREATE INDEX outbox_created ON outbox (created_at);
 
 -- How far the relay has published (server/store/outbox.py, Position): one row, rewritten by
 -- the relay a few times a second while it publishes, instead of every outbox row once.
-CREATE TABLE IF NOT EXISTS relay_state (
-    name TEXT PRIMARY KEY,
+CREATE TABLE relay_state (
+    name TEXT NOT NULL PRIMARY KEY,
     position TEXT NOT NULL,
     updated_at DOUBLE PRECISION NOT NULL
 );

@@ -15,6 +15,7 @@ from server.jsonutil import dumps
 from server.settings import Settings
 from server.store import accounts as accounts_store
 from server.store.db import Database, is_unique_violation
+from server.store.migrate import SchemaNotCurrent
 
 log = logging.getLogger(__name__)
 
@@ -162,8 +163,18 @@ MAINTENANCE = {
 
 
 async def run(settings: Settings, args: argparse.Namespace) -> int:
-    db = Database(settings.database_url, timeout=settings.db_timeout)
-    await db.start()
+    db = Database(
+        settings.database_url,
+        timeout=settings.db_timeout,
+        auto_migrate=settings.auto_migrate,
+        timed=False,
+    )
+    try:
+        await db.start()
+    except SchemaNotCurrent as exc:
+        await db.close()
+        print(dumps({"error": str(exc)}).decode(), file=sys.stderr)
+        return 2
     try:
         result = await db.write(_command, args)
     except AdminError as exc:

@@ -15,7 +15,7 @@ from server.health import Health, standard_checks
 from server.hub.endpoint import cable
 from server.hub.hub import Hub
 from server.hub.sessions import create_sessions
-from server.logs import add_request_id_header, request_id_middleware
+from server.logs import add_request_id_header, request_middleware
 from server.metrics import Metrics
 from server.presence import MemoryPresence, RedisPresence
 from server.ratelimit import create_limiter
@@ -74,7 +74,11 @@ def create_app(settings: Settings) -> web.Application:
         },
     )
     db = Database(
-        settings.database_url, pg_writers=settings.db_writers, timeout=settings.db_timeout
+        settings.database_url,
+        pg_writers=settings.db_writers,
+        timeout=settings.db_timeout,
+        auto_migrate=settings.auto_migrate,
+        timed=settings.metrics_enabled,
     )
     bus = create_bus(
         settings.redis_url,
@@ -103,11 +107,19 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/cable", cable)
     svc.health = Health(standard_checks(db, bus), timeout=settings.health_timeout)
     svc.health.add_routes(app)
-    metrics = Metrics(svc, settings.metrics_token)
-    app.middlewares.insert(0, metrics.middleware)  # outside the error middleware: final status
-    app.middlewares.insert(0, request_id_middleware(settings.trusted_proxies, settings.access_log))
+    metrics = Metrics(svc, settings.metrics_token) if settings.metrics_enabled else None
+    # Outside the error middleware: it sees the final status.
+    app.middlewares.insert(
+        0,
+        request_middleware(
+            settings.trusted_proxies,
+            settings.access_log,
+            observe=metrics.observe if metrics is not None else None,
+        ),
+    )
     app.on_response_prepare.append(add_request_id_header)
-    app.router.add_get("/metrics", metrics.handler)
+    if metrics is not None:
+        app.router.add_get("/metrics", metrics.handler)
     app.on_response_prepare.append(security_headers.add_headers)
     app.cleanup_ctx.append(_lifecycle)
     app.on_shutdown.append(_close_sockets)

@@ -18,8 +18,9 @@ CLIENT_ADDRESS = web.RequestKey("client_address", str)
 
 
 def parse_networks(raw: str | None) -> tuple[Network, ...]:
-    """`TRUSTED_PROXIES`: comma-separated addresses or CIDR ranges. A bad entry stops the
-    process at start (SystemExit) rather than silently trusting nobody, or everybody."""
+    """`TRUSTED_PROXIES`: comma-separated addresses or CIDR ranges. A bad entry is a
+    ValueError, which stops the process at start (server/settings.py) rather than silently
+    trusting nobody, or everybody."""
     if not raw or not raw.strip():
         return ()
     out: list[Network] = []
@@ -30,9 +31,7 @@ def parse_networks(raw: str | None) -> tuple[Network, ...]:
         try:
             out.append(ipaddress.ip_network(part, strict=False))
         except ValueError:
-            raise SystemExit(
-                f"TRUSTED_PROXIES: {part!r} is not an IP address or CIDR range"
-            ) from None
+            raise ValueError(f"must be IP addresses or CIDR ranges: {part!r} is neither") from None
     return tuple(out)
 
 

@@ -25,17 +25,18 @@ log = logging.getLogger(__name__)
 
 
 def parse_threshold(raw: str | None) -> tuple[int, ...] | None:
-    """GC_THRESHOLD: "10000" or "10000,20,20"; "default" keeps Python's own (700,10,10)."""
+    """GC_THRESHOLD: "10000" or "10000,20,20"; "default" keeps Python's own (700,10,10).
+    Anything else is a ValueError (server/settings.py names the variable)."""
     if raw is None or raw.strip() == "":
         return (10_000, 20, 20)
     if raw.strip().lower() == "default":
         return None
     try:
         values = tuple(int(part) for part in raw.split(","))
-    except ValueError as exc:
-        raise SystemExit(f"GC_THRESHOLD must be 1 to 3 integers or 'default', got {raw!r}") from exc
+    except ValueError:
+        raise ValueError(f"must be 1 to 3 integers or 'default', got {raw!r}") from None
     if not 1 <= len(values) <= 3 or any(v < 0 for v in values):
-        raise SystemExit(f"GC_THRESHOLD must be 1 to 3 integers >= 0, got {raw!r}")
+        raise ValueError(f"must be 1 to 3 integers >= 0, got {raw!r}")
     return values
 
 

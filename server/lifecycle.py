@@ -11,6 +11,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from server.settings import Settings
+from server.store.db import safe_database_url
 
 log = logging.getLogger(__name__)
 
@@ -28,15 +29,26 @@ def run_loop(main: Coroutine[Any, Any, None]) -> None:
         uvloop.run(main)
 
 
-def run_process(main: Coroutine[Any, Any, None], settings: Settings) -> int:
-    """`run_loop`, with a database that cannot be reached at start told in one line (and
-    exit status 2) instead of a traceback: a wrong URL or a server that is down is the
-    operator's to fix, and the line says which URL, without its password."""
+def run_process(main: Coroutine[Any, Any, int | None], settings: Settings) -> int:
+    """`run_loop`, with what stops a process at start told in one line and exit status 2
+    instead of a traceback: a database that cannot be reached (the line says which URL,
+    without its password) or whose schema is not this version's (the line says what to
+    run). Both are the operator's to fix. Returns `main`'s exit status (0 for None)."""
     import asyncpg
     from sqlalchemy.exc import SQLAlchemyError
 
+    from server.store.migrate import SchemaNotCurrent
+
+    result: list[int | None] = []
+
+    async def keep() -> None:
+        result.append(await main)
+
     try:
-        run_loop(main)
+        run_loop(keep())
+    except SchemaNotCurrent as exc:
+        log.error("%s", exc)
+        return 2
     except (OSError, SQLAlchemyError, asyncpg.PostgresError) as exc:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
         log.error(
@@ -47,13 +59,7 @@ def run_process(main: Coroutine[Any, Any, None], settings: Settings) -> int:
             type(getattr(exc, "orig", None) or exc).__name__,
         )
         return 2
-    return 0
-
-
-def safe_database_url(url: str) -> str:
-    """The URL without credentials."""
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://{rest.split('@')[-1]}"
+    return (result[0] if result else None) or 0
 
 
 def describe(settings: Settings) -> str:

@@ -1,6 +1,9 @@
 """Log lines: plain text or one JSON object per line (`LOG_FORMAT`), each carrying the id of
 the HTTP request that wrote it, and one access line per request (`ACCESS_LOG`).
 
+`request_middleware` is the one place a request is timed and its final status taken: the
+access line and the HTTP latency metric (server/metrics.py) both get them from it.
+
 The request id is taken from the client's `X-Request-ID` when it is a sane token (a proxy or
 a load balancer usually sets one), else made here, and sent back in `X-Request-ID` on every
 response, so a user's report, the proxy's log and ours meet on one id. A context variable
@@ -15,6 +18,7 @@ import re
 import secrets
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -28,6 +32,11 @@ current_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 )
 _SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 access_log = logging.getLogger("server.access")
+# Where an entry point reports settings it cannot run with (server/settings.py).
+settings_log = logging.getLogger("server.settings")
+
+# Told of every answered request: (request, final status, seconds it took).
+Observer = Callable[[web.Request, int, float], None]
 
 
 class RequestIdFilter(logging.Filter):
@@ -70,10 +79,17 @@ def configure(level: str, fmt: str = "plain") -> None:
     root.addHandler(handler)
     root.setLevel(level)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # Alembic says "Context impl ..." each time a revision is read; server/store/migrate.py
+    # logs what a migration does.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
-def request_id_middleware(trusted: tuple[Any, ...], access: bool) -> Any:
-    """Outermost middleware: the request's id, and its access line once it is answered."""
+def request_middleware(
+    trusted: tuple[Any, ...], access: bool, observe: Observer | None = None
+) -> Any:
+    """Outermost middleware: the request's id, then once it is answered (the final status,
+    after the error middleware made its response) its access line and `observe` (the
+    latency metric), from one clock reading."""
 
     @web.middleware
     async def with_request_id(request: web.Request, handler: Any) -> web.StreamResponse:
@@ -91,16 +107,19 @@ def request_id_middleware(trusted: tuple[Any, ...], access: bool) -> Any:
             status = exc.status
             raise
         finally:
+            elapsed = time.perf_counter() - started
             if access:
                 access_log.info(
                     "%s %s %d %.1f ms %s",
                     request.method,
                     request.path,
                     status,
-                    (time.perf_counter() - started) * 1000,
+                    elapsed * 1000,
                     client_address(request, trusted),
                     extra={"method": request.method, "path": request.path, "status": status},
                 )
+            if observe is not None:
+                observe(request, status, elapsed)
             current_request_id.reset(token)
 
     return with_request_id

@@ -2,8 +2,12 @@
 
 The hot path never calls into a metrics library: what it counts stays a plain integer
 attribute of the object that counts it (`Hub.frames_sent`, `Limiter.refused`, ...), and a
-collector reads those at scrape time. HTTP requests are observed once each, by a middleware,
-labelled by route template (bounded: unmatched paths share one label), method and status.
+collector reads those at scrape time. Database calls are timed by the Database itself, into
+plain bucket counts per kind of call (`CallTimes`: read, write), read the same way. HTTP
+requests are observed once each, by the request middleware of server/logs.py (which also
+writes the access line), labelled by route template (bounded: unmatched paths share one
+label), method and status. METRICS_ENABLED=0 turns off the HTTP and database timing and the
+/metrics endpoint.
 
 Who may scrape: with `METRICS_TOKEN` set, a request bearing `Authorization: Bearer <token>`;
 without it, only clients on the loopback interface that came straight to us, not through a
@@ -23,12 +27,14 @@ from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from server.errors import not_found
 from server.store import outbox
+from server.store.db import CallTimes
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +54,34 @@ def allowed(request: web.Request, token: str | None) -> bool:
         return ipaddress.ip_address(request.remote or "").is_loopback
     except ValueError:
         return False
+
+
+def db_call_durations(times: dict[str, CallTimes]) -> HistogramMetricFamily:
+    """chat_db_call_duration_seconds{kind}: a Database's CallTimes, per kind of call."""
+    family = HistogramMetricFamily(
+        "chat_db_call_duration_seconds",
+        "Database calls by kind (read: a read transaction; write: a write, its wait for a "
+        "writer included), and how long they took (failed and timed-out calls too).",
+        labels=["kind"],
+    )
+    for kind, t in times.items():
+        cumulative, buckets = 0, []
+        for le, count in zip((*t.bounds, float("inf")), t.counts, strict=True):
+            cumulative += count
+            buckets.append((floatToGoString(le), cumulative))
+        family.add_metric([kind], buckets, sum_value=t.sum)
+    return family
+
+
+class DatabaseCollector(Collector):
+    """The call latency of one Database, read when scraped."""
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
+
+    def collect(self) -> Iterator[Any]:
+        if self.db.call_times is not None:
+            yield db_call_durations(self.db.call_times)
 
 
 class ServiceCollector(Collector):
@@ -169,6 +203,7 @@ class Metrics:
     def __init__(self, services: Any, token: str | None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(ServiceCollector(services))
+        self.registry.register(DatabaseCollector(services.db))
         self.token = token
         self.http = Histogram(
             "chat_http_request_duration_seconds",
@@ -179,28 +214,15 @@ class Metrics:
         )
         self._children: dict[tuple[str, str, int], Any] = {}
 
-    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
-        key = (route, method, status)
+    def observe(self, request: web.Request, status: int, seconds: float) -> None:
+        """An answered request (server/logs.py's middleware calls this): one child lookup
+        in a dict, one observation."""
+        resource = request.match_info.route.resource
+        key = (resource.canonical if resource is not None else "unmatched", request.method, status)
         child = self._children.get(key)
         if child is None:
-            child = self._children[key] = self.http.labels(route, method, str(status))
+            child = self._children[key] = self.http.labels(key[0], key[1], str(status))
         child.observe(seconds)
-
-    @web.middleware
-    async def middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        started = time.perf_counter()
-        status = 500
-        try:
-            response = await handler(request)
-            status = response.status
-            return response
-        except web.HTTPException as exc:
-            status = exc.status
-            raise
-        finally:
-            resource = request.match_info.route.resource
-            route = resource.canonical if resource is not None else "unmatched"
-            self.observe(route, request.method, status, time.perf_counter() - started)
 
     async def handler(self, request: web.Request) -> web.Response:
         if not allowed(request, self.token):
@@ -230,6 +252,7 @@ class WorkerMetrics:
             registry=self.registry,
         )
         self.registry.register(_RelayCollector(relay))
+        self.registry.register(DatabaseCollector(db))
 
     async def _read_backlog(self) -> None:
         async with asyncio.timeout(self.timeout):

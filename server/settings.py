@@ -1,106 +1,110 @@
-"""Every setting the server reads, taken from the environment once, at start.
+"""Every setting the server reads, taken from the environment once, at start, and validated
+in one place: one pydantic-settings model, a field per variable with its constraint.
 
 The defaults make `python -m server` run with no services at all: a SQLite file under
 `./data/`, the in-process bus and the in-process outbox relay.
+
+Every bad value is reported at once, in one line naming each variable, what it must be and
+what it got (never a secret's value, never a URL's credentials): `SettingsError`, which the
+entry points turn into one ERROR line and exit status 2. A process that starts has settings
+it can run with.
 """
 
 from __future__ import annotations
 
-import math
+import contextvars
 import os
 import secrets
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from server import gc_tuning
 from server.client_address import Network, parse_networks
-from server.ratelimit.rules import RateLimits
-
-
-def _int(env: dict[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError as exc:
-        raise SystemExit(f"{name} must be an integer, got {raw!r}") from exc
-
-
-def _float(env: dict[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError as exc:
-        raise SystemExit(f"{name} must be a number, got {raw!r}") from exc
-
-
-def _positive(value: float, name: str) -> float:
-    if not 0 < value < math.inf:  # also refuses nan
-        raise SystemExit(f"{name} must be greater than 0 (and finite), got {value}")
-    return value
-
-
-def _seconds(env: dict[str, str], name: str, default: float) -> float:
-    """A deadline: more than 0 and at most an hour (a typo like 100000 is not a deadline)."""
-    value = _float(env, name, default)
-    if not 0 < value <= 3600:  # also refuses nan and inf
-        raise SystemExit(f"{name} must be more than 0 and at most 3600 seconds, got {value}")
-    return value
-
-
-def _at_least(value: int, minimum: int, name: str) -> int:
-    if value < minimum:
-        raise SystemExit(f"{name} must be at least {minimum}, got {value}")
-    return value
-
-
-def _between(value: int, name: str, low: int, high: int) -> int:
-    if not low <= value <= high:
-        raise SystemExit(f"{name} must be between {low} and {high}, got {value}")
-    return value
-
-
-def _drain(env: dict[str, str]) -> float:
-    value = _float(env, "SHUTDOWN_DRAIN", 0.0)
-    if not 0 <= value <= 300:  # also refuses nan and inf
-        raise SystemExit(f"SHUTDOWN_DRAIN must be between 0 and 300 seconds, got {value}")
-    return value
-
-
-def _port(env: dict[str, str], name: str) -> int | None:
-    if not (env.get(name) or "").strip():
-        return None
-    value = _int(env, name, 0)
-    if not 1 <= value <= 65535:
-        raise SystemExit(f"{name} must be a TCP port (1 to 65535), got {value}")
-    return value
-
-
-def _metrics_token(env: dict[str, str]) -> str | None:
-    token = (env.get("METRICS_TOKEN") or "").strip()
-    if token and (len(token) < 16 or not token.isascii() or not token.isprintable()):
-        raise SystemExit("METRICS_TOKEN must be at least 16 printable ASCII characters")
-    return token or None
-
-
-def _choice(env: dict[str, str], name: str, choices: tuple[str, ...]) -> str:
-    value = (env.get(name) or choices[0]).strip().lower()
-    if value not in choices:
-        raise SystemExit(f"{name} must be one of {', '.join(choices)}, got {value!r}")
-    return value
-
+from server.ratelimit.rules import Rate, RateLimits, env_name, parse_rate
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
+# Fields that are fixed values, not settings: never read from the environment (tests may
+# still pass them to `from_env`).
+FIXED = frozenset({"max_message_length", "max_subscriptions_per_socket"})
 
-def _log_level(env: dict[str, str]) -> str:
-    value = (env.get("LOG_LEVEL") or "INFO").strip().upper()
-    if value not in LOG_LEVELS:
-        raise SystemExit(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {value!r}")
-    return value
+# Never echoed back in an error message.
+SECRETS = frozenset({"secret_key_base", "metrics_token"})
+
+_DEFAULT_LIMITS = RateLimits()
+
+
+class SettingsError(SystemExit):
+    """Settings a process cannot run with: `str()` is one line naming every bad variable.
+    A SystemExit, so a script that does not catch it still ends with the message and no
+    traceback; `python -m server` and `python -m workers` log it and exit with status 2."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__(
+            f"invalid settings ({len(problems)}), fix and start again: " + "; ".join(problems)
+        )
+
+    def __str__(self) -> str:
+        return str(self.code)
+
+
+# --- constraints, each said once: the description is what an error message says it "must be"
+
+
+def deadline(default: float) -> Any:
+    """Seconds to wait for something: more than 0 and at most an hour (a typo like 100000
+    is not a deadline; also refuses nan and inf)."""
+    return Field(default, gt=0, le=3600, description="more than 0 and at most 3600 seconds")
+
+
+def positive(default: float) -> Any:
+    return Field(default, gt=0, allow_inf_nan=False, description="greater than 0 (and finite)")
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def between(default: Any, low: float, high: float, unit: str = "") -> Any:
+    return Field(
+        default, ge=low, le=high, description=f"between {_number(low)} and {_number(high)}{unit}"
+    )
+
+
+def at_least(default: int, low: int) -> Any:
+    return Field(default, ge=low, description=f"at least {low}")
+
+
+def tcp_port(default: int | None) -> Any:
+    return Field(default, ge=1, le=65535, description="a TCP port (1 to 65535)")
+
+
+def flag(default: bool | None) -> Any:
+    return Field(default, description="1 or 0 (or true/false, yes/no, on/off)")
+
+
+# --- parsers of the values that are not a plain number, flag or word
+
+
+def _upper(raw: Any) -> Any:
+    return raw.strip().upper() if isinstance(raw, str) else raw
+
+
+def _lower(raw: Any) -> Any:
+    return raw.strip().lower() if isinstance(raw, str) else raw
 
 
 def _scheme(url: str) -> str:
@@ -108,29 +112,330 @@ def _scheme(url: str) -> str:
     return repr(url.split("://", 1)[0] + "://...") if "://" in url else "a value without a scheme"
 
 
-def _db_timeout(env: dict[str, str]) -> float:
-    """DB_TIMEOUT: at least 0.1 s (less fails healthy calls) and at most 600 s (a client
-    gives up long before; a deadline that long is no deadline)."""
-    value = _float(env, "DB_TIMEOUT", 5.0)
-    if not 0.1 <= value <= 600:  # also refuses nan and inf
-        raise SystemExit(f"DB_TIMEOUT must be between 0.1 and 600 seconds, got {value}")
-    return value
+def normalize_database_url(url: str) -> str:
+    """Accept the URLs people paste (postgres://, sqlite:///) and pick the async drivers."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    if url.startswith("postgresql://"):
+        url = "postgresql+asyncpg://" + url[len("postgresql://") :]
+    if url.startswith("sqlite:///"):
+        url = "sqlite+aiosqlite:///" + url[len("sqlite:///") :]
+    return url
 
 
-def _session_ttl(env: dict[str, str]) -> float:
-    """SESSION_TTL: 0 (no sessions) to a day; a restore after longer would bring back a
-    socket whose history is long gone (HISTORY_TTL) anyway."""
-    value = _float(env, "SESSION_TTL", 300.0)
-    if not 0 <= value <= 86400:  # also refuses nan and inf
-        raise SystemExit(f"SESSION_TTL must be between 0 and 86400 seconds, got {value}")
-    return value
+def _database_url(raw: str) -> str:
+    url = normalize_database_url(raw.strip())
+    if not url.startswith(("sqlite+aiosqlite:///", "postgresql+asyncpg://")):
+        raise ValueError(f"must be sqlite:///PATH or postgresql://USER@HOST/DB, got {_scheme(raw)}")
+    return url
 
 
-def _bool(env: dict[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    return raw.strip().lower() in {"1", "true", "yes", "on"}
+def _redis_url(raw: str | None) -> str | None:
+    if raw and not raw.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError(f"must be redis://, rediss:// or unix://, got {_scheme(raw)}")
+    return raw or None
+
+
+def _http_url(raw: str) -> str:
+    if not raw.startswith(("https://", "http://")) or len(raw) <= len("https://"):
+        raise ValueError(f"must be an http:// or https:// URL, got {_scheme(raw)}")
+    return raw.rstrip("/")
+
+
+def _metrics_token(raw: str | None) -> str | None:
+    token = (raw or "").strip()
+    if token and (len(token) < 16 or not token.isascii() or not token.isprintable()):
+        raise ValueError("must be at least 16 printable ASCII characters")
+    return token or None
+
+
+def _threshold(raw: Any) -> Any:
+    return gc_tuning.parse_threshold(raw) if isinstance(raw, str) else raw
+
+
+def _networks(raw: Any) -> Any:
+    return parse_networks(raw) if isinstance(raw, str) else raw
+
+
+def _rate(raw: Any) -> Any:
+    return parse_rate(raw) if isinstance(raw, str) else raw
+
+
+RateSetting = Annotated[
+    Rate | None,
+    NoDecode,
+    BeforeValidator(_rate),
+    Field(description="COUNT/SECONDS (e.g. 30/60, 30/1m, 10/h) or off"),
+]
+
+
+class _Environ(EnvSettingsSource):
+    """The environment `Settings.from_env` was given (os.environ by default), without the
+    fixed values."""
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        environ = _ENVIRON.get()
+        # Names are matched case-insensitively (lower-cased, as pydantic-settings does);
+        # VAR= counts as unset.
+        return {
+            name.lower(): value
+            for name, value in (os.environ if environ is None else environ).items()
+            if value != ""
+        }
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        if field_name in FIXED:
+            return None, field_name, False
+        return super().get_field_value(field, field_name)
+
+
+_ENVIRON: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar(
+    "settings_environ", default=None
+)
+
+
+class Settings(BaseSettings):
+    """One field per environment variable (its name upper-cased, or its alias)."""
+
+    model_config = SettingsConfigDict(
+        frozen=True,
+        extra="ignore",
+        env_ignore_empty=True,  # VAR= is VAR unset, as it always was
+        validate_by_name=True,
+        validate_by_alias=True,
+    )
+
+    # Unset: sqlite:///DATA_DIR/chat.db, the embedded default.
+    database_url: Annotated[str, AfterValidator(_database_url)] = Field(
+        description="sqlite:///PATH or postgresql://USER@HOST/DB"
+    )
+    redis_url: Annotated[str | None, AfterValidator(_redis_url)] = Field(
+        None, description="redis://, rediss:// or unix://"
+    )
+    # Unset: generated once and kept in DATA_DIR/secret_key_base (see from_env).
+    secret_key_base: str | None = Field(None, min_length=1, description="a secret")
+    host: str = Field("127.0.0.1", min_length=1, description="an address to listen on")
+    port: int = tcp_port(3000)
+    log_level: Annotated[Literal[LOG_LEVELS], BeforeValidator(_upper)] = Field(  # type: ignore[valid-type]
+        "INFO", description=f"one of {', '.join(LOG_LEVELS)}"
+    )
+    # "json": one object per line (server/logs.py).
+    log_format: Annotated[Literal["plain", "json"], BeforeValidator(_lower)] = Field(
+        "plain", description="one of plain, json"
+    )
+    access_log: bool = flag(True)
+    # /metrics, the HTTP and database latency histograms; 0 turns them all off.
+    metrics_enabled: bool = flag(True)
+    data_dir: Path = Field(Path("data"), description="a directory path")
+    elevenlabs_base_url: Annotated[str, AfterValidator(_http_url)] = Field(
+        "https://api.elevenlabs.io", description="an http:// or https:// URL"
+    )
+    elevenlabs_timeout: float = positive(10.0)
+    widget_token_expiry_days: int = Field(
+        180,
+        ge=1,
+        le=3650,
+        validation_alias="WIDGET_TOKEN_EXPIRY",
+        description="between 1 and 3650 days",
+    )
+    max_body_bytes: int = between(1024 * 1024, 1024, 1 << 30)
+    max_message_length: int = Field(150_000, ge=1, description="at least 1")  # fixed
+    messages_per_minute: int = at_least(200, 1)
+    # Serialized size of one merged attribute map (server/attributes.py): every event and
+    # listing about a contact or conversation carries its maps.
+    max_attributes_bytes: int = between(16 * 1024, 1024, 1 << 20)
+    # The demo account (and its logged admin token) only where nobody else is: unset, on
+    # with SQLite (the embedded default), off with PostgreSQL (make accounts with `admin`).
+    seed_demo: bool = flag(None)  # type: ignore[assignment]
+    # Migrate the schema at start; unset: on with SQLite (one process owns the file), off
+    # with PostgreSQL, where `python -m server migrate` runs before the processes start
+    # and a process finding the schema behind refuses to start (server/store/migrate.py).
+    auto_migrate: bool = flag(None)  # type: ignore[assignment]
+    # With Redis the relay normally runs in `python -m workers`; RUN_RELAY=1 forces it into
+    # the web process as well (safe: a lease keeps one relay active). Unset: on without
+    # Redis.
+    run_relay: bool = flag(None)  # type: ignore[assignment]
+    # Realtime
+    ping_interval: float = deadline(3.0)
+    send_queue_size: int = between(256, 1, 1_000_000)
+    # Bytes of frames one socket may have queued (server/hub/connection.py); past this or
+    # send_queue_size frames, it is a slow consumer and is closed.
+    send_queue_bytes: int = between(4 << 20, 64 << 10, 1 << 30)
+    max_subscriptions_per_socket: int = Field(32, ge=1, description="at least 1")  # fixed
+    shutdown_grace: float = deadline(5.0)
+    # Seconds a stopping web process answers /readyz 503 while still serving, before its
+    # sockets are told to reconnect elsewhere (server/health.py); and each probe's deadline.
+    shutdown_drain: float = between(0.0, 0, 300, " seconds")
+    health_timeout: float = deadline(2.0)
+    # Where `python -m workers` serves /livez and /readyz (None: it does not).
+    worker_health_port: int | None = tcp_port(None)
+    # Bearer token for GET /metrics; None: loopback clients only (server/metrics.py).
+    metrics_token: Annotated[str | None, AfterValidator(_metrics_token)] = Field(
+        None, description="at least 16 printable ASCII characters"
+    )
+    relay_poll_interval: float = deadline(1.0)
+    relay_lease_ttl: float = deadline(5.0)
+    # A relay whose round of work (database, publish) takes longer than this gives its lease
+    # up for another to take (workers/relay.py).
+    relay_stall_timeout: float = deadline(30.0)
+    # Dead connections (server/bus/health.py): seconds to wait for any Redis answer (a
+    # command, a connect, the pub/sub connection's PING), and seconds between two health
+    # checks of a connection (PING on the pub/sub connection; before reusing an idle pooled
+    # one; TCP keepalive's idle time).
+    redis_timeout: float = deadline(3.0)
+    redis_health_interval: float = deadline(3.0)
+    # Each bus channel's stream history (server/bus/streams.py): events and bytes kept per
+    # stream, and seconds a stream's history lives after its last event. A web process (or a
+    # resuming client) that misses more than this resyncs its sockets instead of catching up.
+    history_limit: int = between(1000, 1, 100_000)
+    history_bytes: int = between(1 << 20, 64 << 10, 1 << 30, " bytes")
+    history_ttl: float = deadline(300.0)
+    # Seconds an extended-protocol session (server/hub/sessions.py) is kept after its last
+    # change or its socket's close, for a reconnect to restore it; 0: no sessions. At most a
+    # day: a restore after longer would find the history long gone (HISTORY_TTL) anyway.
+    session_ttl: float = between(300.0, 0, 86400, " seconds")
+    # Seconds a published outbox event is kept before it is pruned (workers/maintenance.py).
+    outbox_retention: float = positive(3600.0)
+    # Concurrent write transactions per process on PostgreSQL (server/store/db.py).
+    db_writers: int = between(6, 1, 256)
+    # Seconds a database call may take, waiting for its turn included; past it the API
+    # answers 503 with Retry-After and nothing of the call commits (server/store/db.py).
+    # At least 0.1 s (less fails healthy calls), at most 600 (a client gives up long before).
+    db_timeout: float = between(5.0, 0.1, 600, " seconds")
+    # None: Python's own garbage collector settings (see server/gc_tuning.py).
+    gc_threshold: Annotated[tuple[int, ...] | None, NoDecode, BeforeValidator(_threshold)] = Field(
+        (10_000, 20, 20), description="1 to 3 integers >= 0, or default"
+    )
+    # Peers whose X-Forwarded-For is believed (server/client_address.py).
+    trusted_proxies: Annotated[tuple[Network, ...], NoDecode, BeforeValidator(_networks)] = Field(
+        (), description="comma-separated IP addresses or CIDR ranges"
+    )
+    # What one connection may hold (server/connections.py): seconds to send the first request
+    # head after connecting, to send a request body, to send the next request on an idle
+    # keep-alive connection, and for a /cable socket to confirm a subscription.
+    header_timeout: float = deadline(10.0)
+    body_timeout: float = deadline(30.0)
+    keepalive_timeout: float = deadline(15.0)
+    cable_subscribe_timeout: float = deadline(10.0)
+    # Open connections per client address, and descriptors kept back from client connections
+    # for the database, Redis, logs and outgoing requests.
+    max_connections_per_address: int = at_least(256, 1)
+    fd_reserve: int = at_least(128, 16)
+    # LIMIT_*: what visitors and sockets may create or cost (server/ratelimit/rules.py); the
+    # `rate_limits` property gathers them.
+    limit_contacts_per_address: RateSetting = _DEFAULT_LIMITS.contacts_per_address
+    limit_conversations_per_contact: RateSetting = _DEFAULT_LIMITS.conversations_per_contact
+    limit_voice_urls_per_visitor: RateSetting = _DEFAULT_LIMITS.voice_urls_per_visitor
+    limit_voice_urls_per_inbox: RateSetting = _DEFAULT_LIMITS.voice_urls_per_inbox
+    limit_typing_per_sender: RateSetting = _DEFAULT_LIMITS.typing_per_sender
+    limit_presence_per_socket: RateSetting = _DEFAULT_LIMITS.presence_per_socket
+    limit_failed_subscribes_per_socket: RateSetting = _DEFAULT_LIMITS.failed_subscribes_per_socket
+    limit_history_per_socket: RateSetting = _DEFAULT_LIMITS.history_per_socket
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults_from_other_settings(cls, data: Any) -> Any:
+        """The defaults that depend on another setting, from what was given."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if data.get("database_url") is None:
+            data_dir = Path(data.get("data_dir") or "data")
+            data["database_url"] = f"sqlite+aiosqlite:///{data_dir / 'chat.db'}"
+        sqlite = isinstance(data["database_url"], str) and data["database_url"].startswith("sqlite")
+        for name in ("seed_demo", "auto_migrate"):
+            if data.get(name) is None:
+                data[name] = sqlite
+        if data.get("run_relay") is None:
+            data["run_relay"] = not data.get("redis_url")
+        return data
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Values passed in code (tests) over the environment; no .env file or secrets
+        # directory is read behind the operator's back.
+        return init_settings, _Environ(settings_cls)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def rate_limits(self) -> RateLimits:
+        return RateLimits(
+            **{f.name: getattr(self, f"limit_{f.name}") for f in dataclass_fields(RateLimits)}
+        )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """The settings of `env` (os.environ by default), with `overrides` (field names and
+        Python values: tests) on top, every one validated. Raises SettingsError naming every
+        problem at once."""
+        limits = overrides.pop("rate_limits", None)
+        if limits is not None:
+            for f in dataclass_fields(RateLimits):
+                overrides[f"limit_{f.name}"] = getattr(limits, f.name)
+        token = _ENVIRON.set(dict(os.environ if env is None else env))
+        try:
+            settings = cls(**overrides)
+        except ValidationError as exc:
+            raise SettingsError(describe(exc)) from None
+        finally:
+            _ENVIRON.reset(token)
+        if settings.secret_key_base is None:
+            # After validation: nothing is written for settings that cannot run.
+            secret = _secret_key_base(settings.data_dir)
+            settings = settings.model_copy(update={"secret_key_base": secret})
+        return settings
+
+
+def variable(field: str) -> str:
+    """The environment variable of a field (or of a validation alias)."""
+    info = Settings.model_fields.get(field)
+    if info is not None and isinstance(info.validation_alias, str):
+        return info.validation_alias
+    return field.upper()
+
+
+def describe(exc: ValidationError) -> list[str]:
+    """One clause per bad setting: `NAME must be ..., got '...'`."""
+    by_alias = {
+        info.validation_alias: name
+        for name, info in Settings.model_fields.items()
+        if isinstance(info.validation_alias, str)
+    }
+    problems = []
+    seen = set()
+    for error in exc.errors(include_url=False):
+        loc = str(error["loc"][0]) if error["loc"] else ""
+        field = by_alias.get(loc, loc)
+        if field in seen:  # a union type reports each of its branches: one is enough
+            continue
+        seen.add(field)
+        info = Settings.model_fields.get(field)
+        name = variable(field)
+        if error["type"] == "value_error":  # our own parsers say what they need
+            message = str(error["ctx"]["error"]) if "ctx" in error else error["msg"]
+            problems.append(f"{name} {message}")
+            continue
+        rule = info.description if info is not None and info.description else error["msg"]
+        if field in SECRETS:
+            problems.append(f"{name} must be {rule}")
+        else:
+            problems.append(f"{name} must be {rule}, got {_shown(error.get('input'))}")
+    return problems
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _secret_key_base(data_dir: Path) -> str:
@@ -147,189 +452,4 @@ def _secret_key_base(data_dir: Path) -> str:
     return secret
 
 
-@dataclass(frozen=True)
-class Settings:
-    database_url: str
-    redis_url: str | None
-    secret_key_base: str
-    host: str = "127.0.0.1"
-    port: int = 3000
-    log_level: str = "INFO"
-    log_format: str = "plain"  # or "json": one object per line (server/logs.py)
-    access_log: bool = True
-    data_dir: Path = field(default_factory=lambda: Path("data"))
-    elevenlabs_base_url: str = "https://api.elevenlabs.io"
-    elevenlabs_timeout: float = 10.0
-    widget_token_expiry_days: int = 180
-    max_body_bytes: int = 1024 * 1024
-    max_message_length: int = 150_000
-    messages_per_minute: int = 200
-    # Serialized size of one merged attribute map (server/attributes.py): every event and
-    # listing about a contact or conversation carries its maps.
-    max_attributes_bytes: int = 16 * 1024
-    seed_demo: bool = True
-    # Realtime
-    run_relay: bool = True
-    ping_interval: float = 3.0
-    send_queue_size: int = 256
-    # Bytes of frames one socket may have queued (server/hub/connection.py); past this or
-    # send_queue_size frames, it is a slow consumer and is closed.
-    send_queue_bytes: int = 4 * 1024 * 1024
-    max_subscriptions_per_socket: int = 32
-    shutdown_grace: float = 5.0
-    # Seconds a stopping web process answers /readyz 503 while still serving, before its
-    # sockets are told to reconnect elsewhere (server/health.py); and each probe's deadline.
-    shutdown_drain: float = 0.0
-    health_timeout: float = 2.0
-    # Where `python -m workers` serves /livez and /readyz (None: it does not).
-    worker_health_port: int | None = None
-    # Bearer token for GET /metrics; None: loopback clients only (server/metrics.py).
-    metrics_token: str | None = None
-    relay_poll_interval: float = 1.0
-    relay_lease_ttl: float = 5.0
-    # A relay whose round of work (database, publish) takes longer than this gives its lease
-    # up for another to take (workers/relay.py).
-    relay_stall_timeout: float = 30.0
-    # Dead connections (server/bus/health.py): seconds to wait for any Redis answer (a
-    # command, a connect, the pub/sub connection's PING), and seconds between two health
-    # checks of a connection (PING on the pub/sub connection; before reusing an idle pooled
-    # one; TCP keepalive's idle time).
-    redis_timeout: float = 3.0
-    redis_health_interval: float = 3.0
-    # Each bus channel's stream history (server/bus/streams.py): events kept per stream, and
-    # seconds a stream's history lives after its last event. A web process (or a resuming
-    # client) that misses more than this resyncs its sockets instead of catching up.
-    history_limit: int = 1000
-    history_bytes: int = 1 << 20
-    history_ttl: float = 300.0
-    # Seconds an extended-protocol session (server/hub/sessions.py) is kept after its last
-    # change or its socket's close, for a reconnect to restore it; 0: no sessions.
-    session_ttl: float = 300.0
-    # Seconds a published outbox event is kept before it is pruned (workers/maintenance.py).
-    outbox_retention: float = 3600.0
-    # Concurrent write transactions per process on PostgreSQL (server/store/db.py).
-    db_writers: int = 6
-    # Seconds a database call may take, waiting for its turn included; past it the API
-    # answers 503 with Retry-After and nothing of the call commits (server/store/db.py).
-    db_timeout: float = 5.0
-    # None: Python's own garbage collector settings (see server/gc_tuning.py).
-    gc_threshold: tuple[int, ...] | None = (10_000, 20, 20)
-    # Peers whose X-Forwarded-For is believed (server/client_address.py).
-    trusted_proxies: tuple[Network, ...] = ()
-    # What one connection may hold (server/connections.py): seconds to send the first request
-    # head after connecting, to send a request body, to send the next request on an idle
-    # keep-alive connection, and for a /cable socket to confirm a subscription.
-    header_timeout: float = 10.0
-    body_timeout: float = 30.0
-    keepalive_timeout: float = 15.0
-    cable_subscribe_timeout: float = 10.0
-    # Open connections per client address, and descriptors kept back from client connections
-    # for the database, Redis, logs and outgoing requests.
-    max_connections_per_address: int = 256
-    fd_reserve: int = 128
-    # LIMIT_*: what visitors and sockets may create or cost (server/ratelimit/rules.py).
-    rate_limits: RateLimits = field(default_factory=RateLimits)
-
-    @property
-    def is_sqlite(self) -> bool:
-        return self.database_url.startswith("sqlite")
-
-    @classmethod
-    def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Settings:
-        env = dict(os.environ if env is None else env)
-        data_dir = Path(env.get("DATA_DIR") or "data")
-        database_url = env.get("DATABASE_URL") or f"sqlite+aiosqlite:///{data_dir / 'chat.db'}"
-        database_url = normalize_database_url(database_url)
-        if not database_url.startswith(("sqlite+aiosqlite:///", "postgresql+asyncpg://")):
-            raise SystemExit(
-                "DATABASE_URL must be sqlite:///PATH or postgresql://USER@HOST/DB, got "
-                f"{_scheme(database_url)}"
-            )
-        redis_url = env.get("REDIS_URL") or None
-        if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise SystemExit(
-                f"REDIS_URL must be redis://, rediss:// or unix://, got {_scheme(redis_url)}"
-            )
-        values: dict[str, object] = dict(
-            database_url=database_url,
-            redis_url=redis_url,
-            secret_key_base=env.get("SECRET_KEY_BASE") or _secret_key_base(data_dir),
-            host=env.get("HOST") or "127.0.0.1",
-            port=_between(_int(env, "PORT", 3000), "PORT", 1, 65535),
-            log_level=_log_level(env),
-            log_format=_choice(env, "LOG_FORMAT", ("plain", "json")),
-            access_log=_bool(env, "ACCESS_LOG", True),
-            data_dir=data_dir,
-            elevenlabs_base_url=(env.get("ELEVENLABS_BASE_URL") or "https://api.elevenlabs.io"),
-            elevenlabs_timeout=_positive(
-                _float(env, "ELEVENLABS_TIMEOUT", 10.0), "ELEVENLABS_TIMEOUT"
-            ),
-            widget_token_expiry_days=_between(
-                _int(env, "WIDGET_TOKEN_EXPIRY", 180), "WIDGET_TOKEN_EXPIRY", 1, 3650
-            ),
-            max_body_bytes=_between(
-                _int(env, "MAX_BODY_BYTES", 1024 * 1024), "MAX_BODY_BYTES", 1024, 1 << 30
-            ),
-            messages_per_minute=_at_least(
-                _int(env, "MESSAGES_PER_MINUTE", 200), 1, "MESSAGES_PER_MINUTE"
-            ),
-            max_attributes_bytes=_between(
-                _int(env, "MAX_ATTRIBUTES_BYTES", 16 * 1024), "MAX_ATTRIBUTES_BYTES", 1024, 1 << 20
-            ),
-            # The demo account (and its logged admin token) only where nobody else is: on
-            # the embedded default. A PostgreSQL deploy makes its accounts with `admin`.
-            seed_demo=_bool(env, "SEED_DEMO", database_url.startswith("sqlite")),
-            # With Redis the relay normally runs in `python -m workers`; RUN_RELAY=1 forces it
-            # into the web process as well (safe: a lease keeps one relay active).
-            run_relay=_bool(env, "RUN_RELAY", redis_url is None),
-            ping_interval=_seconds(env, "PING_INTERVAL", 3.0),
-            send_queue_size=_between(
-                _int(env, "SEND_QUEUE_SIZE", 256), "SEND_QUEUE_SIZE", 1, 1_000_000
-            ),
-            send_queue_bytes=_between(
-                _int(env, "SEND_QUEUE_BYTES", 4 << 20), "SEND_QUEUE_BYTES", 64 << 10, 1 << 30
-            ),
-            shutdown_grace=_seconds(env, "SHUTDOWN_GRACE", 5.0),
-            shutdown_drain=_drain(env),
-            health_timeout=_seconds(env, "HEALTH_TIMEOUT", 2.0),
-            worker_health_port=_port(env, "WORKER_HEALTH_PORT"),
-            metrics_token=_metrics_token(env),
-            relay_poll_interval=_seconds(env, "RELAY_POLL_INTERVAL", 1.0),
-            relay_lease_ttl=_seconds(env, "RELAY_LEASE_TTL", 5.0),
-            relay_stall_timeout=_seconds(env, "RELAY_STALL_TIMEOUT", 30.0),
-            redis_timeout=_seconds(env, "REDIS_TIMEOUT", 3.0),
-            redis_health_interval=_seconds(env, "REDIS_HEALTH_INTERVAL", 3.0),
-            history_limit=_between(_int(env, "HISTORY_LIMIT", 1000), "HISTORY_LIMIT", 1, 100_000),
-            history_bytes=_between(
-                _int(env, "HISTORY_BYTES", 1 << 20), "HISTORY_BYTES", 64 << 10, 1 << 30
-            ),
-            history_ttl=_seconds(env, "HISTORY_TTL", 300.0),
-            session_ttl=_session_ttl(env),
-            outbox_retention=_positive(_float(env, "OUTBOX_RETENTION", 3600.0), "OUTBOX_RETENTION"),
-            db_writers=_between(_int(env, "DB_WRITERS", 6), "DB_WRITERS", 1, 256),
-            db_timeout=_db_timeout(env),
-            gc_threshold=gc_tuning.parse_threshold(env.get("GC_THRESHOLD")),
-            trusted_proxies=parse_networks(env.get("TRUSTED_PROXIES")),
-            header_timeout=_seconds(env, "HEADER_TIMEOUT", 10.0),
-            body_timeout=_seconds(env, "BODY_TIMEOUT", 30.0),
-            keepalive_timeout=_seconds(env, "KEEPALIVE_TIMEOUT", 15.0),
-            cable_subscribe_timeout=_seconds(env, "CABLE_SUBSCRIBE_TIMEOUT", 10.0),
-            max_connections_per_address=_at_least(
-                _int(env, "MAX_CONNECTIONS_PER_ADDRESS", 256), 1, "MAX_CONNECTIONS_PER_ADDRESS"
-            ),
-            fd_reserve=_at_least(_int(env, "FD_RESERVE", 128), 16, "FD_RESERVE"),
-            rate_limits=RateLimits.from_env(env),
-        )
-        values.update(overrides)
-        return cls(**values)  # type: ignore[arg-type]
-
-
-def normalize_database_url(url: str) -> str:
-    """Accept the URLs people paste (postgres://, sqlite:///) and pick the async drivers."""
-    if url.startswith("postgres://"):
-        url = "postgresql://" + url[len("postgres://") :]
-    if url.startswith("postgresql://"):
-        url = "postgresql+asyncpg://" + url[len("postgresql://") :]
-    if url.startswith("sqlite:///"):
-        url = "sqlite+aiosqlite:///" + url[len("sqlite:///") :]
-    return url
+__all__ = ["FIXED", "LOG_LEVELS", "Settings", "SettingsError", "env_name", "variable"]

@@ -39,11 +39,23 @@ async def db_url(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator
         yield url
 
 
-class temp_pg_database:
-    """async with temp_pg_database() as url: a fresh PostgreSQL database, dropped after."""
+async def migrate(url: str) -> None:
+    """What an operator runs before starting processes on PostgreSQL (`python -m server
+    migrate`), which do not migrate it themselves."""
+    db = Database(url)
+    try:
+        await db.migrate()
+    finally:
+        await db.close()
 
-    def __init__(self) -> None:
+
+class temp_pg_database:
+    """async with temp_pg_database() as url: a fresh PostgreSQL database, dropped after.
+    Migrated to the code's schema unless `migrated=False` (then empty)."""
+
+    def __init__(self, migrated: bool = True) -> None:
         self.name = f"chat_test_{uuid.uuid4().hex[:12]}"
+        self.migrated = migrated
 
     async def __aenter__(self) -> str:
         conn = await asyncpg.connect(PG_DSN)
@@ -51,7 +63,10 @@ class temp_pg_database:
             await conn.execute(f'CREATE DATABASE "{self.name}"')
         finally:
             await conn.close()
-        return f"postgresql+asyncpg://{_pg_base().split('://', 1)[1]}/{self.name}"
+        url = f"postgresql+asyncpg://{_pg_base().split('://', 1)[1]}/{self.name}"
+        if self.migrated:
+            await migrate(url)
+        return url
 
     async def __aexit__(self, *exc: object) -> None:
         conn = await asyncpg.connect(PG_DSN)

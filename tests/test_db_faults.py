@@ -27,7 +27,7 @@ from server.services import SERVICES
 from server.settings import Settings
 from server.store.tables import messages
 from tests.cable import CableClient, visitor_identifier
-from tests.conftest import Visitor, World, build_world, make_settings
+from tests.conftest import Visitor, World, build_world, make_settings, migrate
 from tests.pgcluster import PgCluster
 
 DB_TIMEOUT = 1.0
@@ -48,6 +48,7 @@ def cluster() -> Iterator[PgCluster]:
 
 @pytest.fixture
 async def pg_client(cluster: PgCluster, tmp_path: Any, aiohttp_client: Any) -> TestClient:
+    await migrate(cluster.url())
     settings = make_settings(cluster.url(), tmp_path, db_timeout=DB_TIMEOUT)
     return await aiohttp_client(create_app(settings))
 

@@ -26,9 +26,11 @@ def test_parse(raw: str | None, expected: tuple[int, ...] | None) -> None:
 
 
 @pytest.mark.parametrize("raw", ["lots", "1,2,3,4", "-5", "10,x"])
-def test_parse_refuses(raw: str) -> None:
-    with pytest.raises(SystemExit, match="GC_THRESHOLD"):
+def test_parse_refuses(raw: str, tmp_path: object) -> None:
+    with pytest.raises(ValueError, match="integers"):
         parse_threshold(raw)
+    with pytest.raises(SystemExit, match="GC_THRESHOLD must be 1 to 3 integers"):
+        Settings.from_env({"DATA_DIR": str(tmp_path), "GC_THRESHOLD": raw})
 
 
 def test_settings_read_it(tmp_path: object) -> None:

@@ -57,6 +57,41 @@ async def test_counters_follow_what_clients_do(
     assert m[("chat_http_request_duration_seconds_count", unmatched)] == 1
 
 
+async def test_database_call_latency_moves(client: TestClient, visitor: Visitor) -> None:
+    """chat_db_call_duration_seconds{kind}: one histogram per kind of call, observed where
+    the Database runs it; a visitor's message is writes, listing messages is reads."""
+
+    def calls(m: dict[tuple[str, tuple[Any, ...]], float], kind: str) -> float:
+        return m[("chat_db_call_duration_seconds_count", (("kind", kind),))]
+
+    before = await scrape(client)
+    await visitor.send("timed")
+    assert (await visitor.get("messages")).status == 200
+    after = await scrape(client)
+    for kind in ("read", "write"):
+        assert calls(after, kind) > calls(before, kind), kind
+        total = after[("chat_db_call_duration_seconds_sum", (("kind", kind),))]
+        assert 0 < total < 60 * calls(after, kind)
+        inf = (("kind", kind), ("le", "+Inf"))
+        assert after[("chat_db_call_duration_seconds_bucket", inf)] == calls(after, kind)
+    db = client.app[SERVICES].db
+    assert db.call_times is not None
+    assert calls(after, "write") == db.call_times["write"].count
+
+
+async def test_metrics_can_be_turned_off(db_url: str, tmp_path: Path, aiohttp_client: Any) -> None:
+    """METRICS_ENABLED=0: no /metrics, no request or database timing (the figures of
+    docs/benchmarks.md compare the two)."""
+    settings = make_settings(db_url, tmp_path, metrics_enabled=False)
+    client = await aiohttp_client(create_app(settings))
+    world = await build_world(client.app[SERVICES].db)
+    visitor = await Visitor(client, world.inbox["website_token"]).start()
+    await visitor.send("untimed")
+    assert (await client.get("/metrics")).status == 404
+    assert client.app[SERVICES].db.call_times is None
+    assert (await client.get("/livez")).headers["X-Request-ID"]  # the request id stays
+
+
 async def test_rate_limit_refusals_are_counted(
     db_url: str, tmp_path: Path, aiohttp_client: Any
 ) -> None:
@@ -174,6 +209,7 @@ async def test_the_worker_reports_what_it_publishes_and_its_backlog(tmp_path: Pa
                     and m["chat_relay_positions_recorded_total"] >= 1
                 )
             )
+            assert m["chat_db_call_duration_seconds_count"] >= 1  # the relay's calls
             assert m["chat_outbox_backlog"] == 0
             assert m["chat_outbox_oldest_unpublished_age_seconds"] == 0
             redis.stop()

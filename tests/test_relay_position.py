@@ -32,8 +32,8 @@ from server import events
 from server.lifecycle import cancel
 from server.services import SERVICES
 from server.settings import Settings
+from server.store import migrate
 from server.store import outbox as outbox_store
-from server.store import schema
 from server.store.db import Database
 from server.store.outbox import INITIAL, Position
 from server.store.tables import outbox
@@ -385,9 +385,7 @@ CREATE TABLE outbox (
     payload TEXT NOT NULL,
     created_at DOUBLE PRECISION NOT NULL,
     published_at DOUBLE PRECISION
-);
-CREATE INDEX outbox_unpublished ON outbox (id) WHERE published_at IS NULL;
-CREATE INDEX outbox_created ON outbox (created_at);
+)
 """
 
 
@@ -395,10 +393,16 @@ async def test_an_existing_database_upgrades(db: Database, db_url: str) -> None:
     published = [True, False, True, False, True]
 
     async def make_legacy(conn: Any) -> list[int]:
-        await conn.exec_driver_sql("DROP TABLE relay_state")
-        await conn.exec_driver_sql("DROP TABLE outbox")
-        for stmt in schema.statements(conn.dialect.name, LEGACY_OUTBOX):
-            await conn.exec_driver_sql(stmt)
+        # The database as revision 0001 left it: outbox rows marked published_at, or not.
+        for table in ("relay_state", "outbox", "alembic_version"):
+            await conn.exec_driver_sql(f"DROP TABLE {table}")
+        await conn.exec_driver_sql(LEGACY_OUTBOX.replace("BIGSERIAL PRIMARY KEY", ID))
+        await conn.exec_driver_sql(
+            "CREATE INDEX outbox_unpublished ON outbox (id) WHERE published_at IS NULL"
+        )
+        await conn.exec_driver_sql("CREATE INDEX outbox_created ON outbox (created_at)")
+        await conn.exec_driver_sql("CREATE TABLE alembic_version (version_num VARCHAR(32))")
+        await conn.exec_driver_sql("INSERT INTO alembic_version VALUES ('0001')")
         ids = []
         for done in published:
             result = await conn.execute(
@@ -411,10 +415,11 @@ async def test_an_existing_database_upgrades(db: Database, db_url: str) -> None:
             ids.append(result.scalar_one())
         return ids
 
+    ID = "INTEGER PRIMARY KEY" if db_url.startswith("sqlite") else "BIGSERIAL PRIMARY KEY"
     ids = await db.write(make_legacy)
     for _ in range(2):  # the second time changes nothing
         async with db.writer.begin() as conn:
-            await schema.apply(conn)
+            await migrate.upgrade(conn, "test")
 
     not_marked = [i for i, done in zip(ids, published, strict=True) if not done]
     if db_url.startswith("postgresql"):

@@ -1,7 +1,8 @@
-"""Settings an operator gets wrong (issue 16 item 5): each bad value stops the process at
-start with one line naming the variable; a database that cannot be reached is one line
-naming the URL without its password, exit status 2, no traceback; the demo account is made
-on the embedded default only."""
+"""Settings an operator gets wrong (issue 16 item 5): bad values stop the process at start
+with one line naming every bad variable (all at once) and exit status 2, never a traceback;
+a database that cannot be reached is one line naming the URL without its password, exit
+status 2, no traceback; the demo account is made (and the schema migrated at start) on the
+embedded default only."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from server.settings import Settings
+from server.settings import Settings, SettingsError
 from tests.conftest import PG_DSN
 from tests.procs import ROOT
 
@@ -54,11 +55,61 @@ def test_session_ttl_zero_turns_sessions_off() -> None:
 
 
 def test_the_demo_account_is_made_on_the_embedded_default_only(tmp_path: Path) -> None:
-    assert Settings.from_env({**BASE, "DATA_DIR": str(tmp_path)}).seed_demo is True
+    embedded = Settings.from_env({**BASE, "DATA_DIR": str(tmp_path)})
+    assert embedded.seed_demo is True and embedded.auto_migrate is True
     pg = Settings.from_env({**BASE, "DATABASE_URL": "postgresql://u@h/d"})
-    assert pg.seed_demo is False
-    forced = {**BASE, "DATABASE_URL": "postgresql://u@h/d", "SEED_DEMO": "1"}
+    assert pg.seed_demo is False and pg.auto_migrate is False
+    forced = {**BASE, "DATABASE_URL": "postgresql://u@h/d", "SEED_DEMO": "1", "AUTO_MIGRATE": "on"}
     assert Settings.from_env(forced).seed_demo is True
+    assert Settings.from_env(forced).auto_migrate is True
+
+
+BAD = {
+    "PORT": "99999",
+    "LOG_LEVEL": "LOUD",
+    "DATABASE_URL": "mysql://root:pw@db/chat",
+    "PING_INTERVAL": "0",
+    "ACCESS_LOG": "maybe",
+    "LIMIT_TYPING_PER_SENDER": "lots",
+    "METRICS_TOKEN": "short-s3cret",
+}
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError) as exc:
+        Settings.from_env({**BAD, "DATA_DIR": str(tmp_path)})
+    assert len(exc.value.problems) == len(BAD)
+    for name, problem in zip(BAD, sorted(exc.value.problems, key=order), strict=True):
+        assert problem.startswith(f"{name} must be"), problem
+    message = str(exc.value)
+    assert "\n" not in message and message.startswith("invalid settings (7)")
+    assert "pw" not in message and "s3cret" not in message
+    # Nothing is written for settings that cannot run (the generated SECRET_KEY_BASE).
+    assert not (tmp_path / "secret_key_base").exists()
+
+
+def order(problem: str) -> int:
+    return list(BAD).index(problem.split(" ", 1)[0])
+
+
+@pytest.mark.parametrize("module", ["server", "workers"])
+def test_bad_settings_stop_the_process_with_one_line_and_status_2(
+    tmp_path: Path, module: str
+) -> None:
+    env = {"PATH": "/usr/bin:/bin", "DATA_DIR": str(tmp_path), **BAD}
+    proc = subprocess.run(
+        [sys.executable, "-m", module],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and " ERROR server.settings: invalid settings (7)" in lines[0], lines
+    assert all(name in lines[0] for name in BAD)
+    assert "pw" not in proc.stderr and "s3cret" not in proc.stderr
 
 
 @pytest.mark.parametrize(

@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 
 from aiohttp import web
 
 from server import gc_tuning
-from server.__main__ import configure_logging
+from server.__main__ import configure_logging, load_settings, migrate_database
 from server.bus import create_bus
 from server.health import Health, standard_checks
 from server.lifecycle import describe, run_process, until_signalled
@@ -24,7 +25,11 @@ log = logging.getLogger("workers")
 
 async def run(settings: Settings) -> None:
     db = Database(
-        settings.database_url, pg_writers=settings.db_writers, timeout=settings.db_timeout
+        settings.database_url,
+        pg_writers=settings.db_writers,
+        timeout=settings.db_timeout,
+        auto_migrate=settings.auto_migrate,
+        timed=settings.metrics_enabled,
     )
     await db.start()
     bus = create_bus(
@@ -48,7 +53,11 @@ async def run(settings: Settings) -> None:
     maintenance = Maintenance(db, retention=settings.outbox_retention, lease=relay.lease)
     maintenance.start()
     health = Health(standard_checks(db, bus), timeout=settings.health_timeout)
-    metrics = WorkerMetrics(db, relay, settings.metrics_token, settings.health_timeout)
+    metrics = (
+        WorkerMetrics(db, relay, settings.metrics_token, settings.health_timeout)
+        if settings.metrics_enabled
+        else None
+    )
     probe = await serve_health(health, metrics, settings) if settings.worker_health_port else None
     gc_tuning.tune_after_start(settings.gc_threshold)
     log.info("worker running (%s)", describe(settings))
@@ -64,11 +73,14 @@ async def run(settings: Settings) -> None:
     log.info("worker stopped")
 
 
-async def serve_health(health: Health, metrics: WorkerMetrics, settings: Settings) -> web.AppRunner:
+async def serve_health(
+    health: Health, metrics: WorkerMetrics | None, settings: Settings
+) -> web.AppRunner:
     """/livez, /readyz and /metrics on WORKER_HEALTH_PORT (the worker serves nothing else)."""
     app = web.Application()
     health.add_routes(app)
-    app.router.add_get("/metrics", metrics.handler)
+    if metrics is not None:
+        app.router.add_get("/metrics", metrics.handler)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, settings.host, settings.worker_health_port).start()
@@ -76,9 +88,18 @@ async def serve_health(health: Health, metrics: WorkerMetrics, settings: Setting
     return runner
 
 
-def main() -> int:
-    settings = Settings.from_env()
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m workers")
+    sub = parser.add_subparsers(dest="mode")
+    sub.add_parser("run", help="run the relay and maintenance (the default)")
+    sub.add_parser("migrate", help="the same as `python -m server migrate`")
+    args = parser.parse_args(argv)
+    settings = load_settings()
+    if settings is None:
+        return 2
     configure_logging(settings.log_level, settings.log_format)
+    if args.mode == "migrate":
+        return run_process(migrate_database(settings), settings)
     if not settings.redis_url:
         log.warning("REDIS_URL is unset: this worker's relay reaches no web process")
     return run_process(run(settings), settings)

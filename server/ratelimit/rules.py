@@ -8,7 +8,7 @@ presence every 20 s) and stop the floods of issue 13. `off` disables a limit."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -51,15 +51,6 @@ class RateLimits:
     # spends one per subscription.
     history_per_socket: Rate | None = Rate(30, 60)
 
-    @classmethod
-    def from_env(cls, env: dict[str, str]) -> RateLimits:
-        values = {}
-        for f in fields(cls):
-            raw = env.get(env_name(f.name))
-            if raw is not None and raw.strip() != "":
-                values[f.name] = parse_rate(env_name(f.name), raw)
-        return cls(**values)
-
 
 def env_name(field_name: str) -> str:
     return "LIMIT_" + field_name.upper()
@@ -69,18 +60,17 @@ _UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)?\s*([smh]?)\s*$")
 
 
-def parse_rate(name: str, raw: str) -> Rate | None:
-    """`30/60` (30 per 60 s), `30/1m`, `10/h`, or `off`. Anything else stops the process
-    with a message naming the variable: a typo must not silently remove a limit."""
+def parse_rate(raw: str) -> Rate | None:
+    """`30/60` (30 per 60 s), `30/1m`, `10/h`, or `off`. Anything else is a ValueError
+    (server/settings.py names the variable and stops the process): a typo must not silently
+    remove a limit."""
     if raw.strip().lower() == "off":
         return None
     match = _RATE.match(raw)
     if match is None or (match.group(2) is None and not match.group(3)):
-        raise SystemExit(
-            f"{name} must be COUNT/SECONDS (e.g. 30/60, 30/1m, 10/h) or off, got {raw!r}"
-        )
+        raise ValueError(f"must be COUNT/SECONDS (e.g. 30/60, 30/1m, 10/h) or off, got {raw!r}")
     count = int(match.group(1))
     period = float(match.group(2) or 1) * _UNITS[match.group(3)]
     if count < 1 or period <= 0:
-        raise SystemExit(f"{name} needs a count of at least 1 and a period above 0, got {raw!r}")
+        raise ValueError(f"needs a count of at least 1 and a period above 0, got {raw!r}")
     return Rate(count, period)

@@ -27,6 +27,7 @@ import contextlib
 import logging
 import sqlite3
 import time
+from bisect import bisect_left
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -37,7 +38,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from server.store import schema, sqlite_inline
+from server.store import migrate, sqlite_inline
 from server.store.unavailable import TIMEOUT, UNREACHABLE, DatabaseUnavailable, Outage, kind_of
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,35 @@ def _pg_engine(url: str, *, pool_size: int, timeout: float | None) -> AsyncEngin
     )
 
 
+# Upper bounds (seconds) of the call latency buckets: from a SQLite read (~0.1 ms) to the
+# longest DB_TIMEOUT worth telling apart.
+CALL_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
+)  # fmt: skip
+
+
+class CallTimes:
+    """How long one kind of database call took: counts per bucket (the last is past every
+    bound) and their sum. Plain integers, observed on the hot path without a lock or a
+    metrics library; server/metrics.py reads them at scrape time."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...] = CALL_BUCKETS) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(self.bounds, seconds)] += 1
+        self.sum += seconds
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+
 class Database:
     def __init__(
         self,
@@ -123,12 +153,24 @@ class Database:
         batch_max: int = 128,
         pg_writers: int = PG_WRITERS,
         timeout: float = DB_TIMEOUT,
+        auto_migrate: bool | None = None,
+        timed: bool = True,
     ) -> None:
         self.url = url
         self.dialect = make_url(url).get_dialect().name
+        # Migrate at start (AUTO_MIGRATE), else refuse a schema that is not the code's.
+        # Unset: SQLite migrates itself (embedded, one owner), PostgreSQL does not.
+        self.auto_migrate = self.dialect == "sqlite" if auto_migrate is None else auto_migrate
         self.batch_max = batch_max
         self.timeout = timeout
         self.outage = Outage()
+        # Call latency per kind (chat_db_call_duration_seconds); None: not timed
+        # (METRICS_ENABLED=0).
+        self.call_times: dict[str, CallTimes] | None = (
+            {"read": CallTimes(), "write": CallTimes()} if timed else None
+        )
+        self._read_times = self.call_times["read"] if self.call_times else None
+        self._write_times = self.call_times["write"] if self.call_times else None
         if self.dialect == "sqlite":
             path = make_url(url).database
             if path and path != ":memory:":
@@ -172,21 +214,32 @@ class Database:
         return self.dialect == "postgresql"
 
     async def start(self) -> None:
-        if self.is_postgresql:
-            # Without deadlines: building an index on a large table may take longer.
-            migrator = _pg_engine(self.url, pool_size=1, timeout=None)
-            try:
-                async with migrator.begin() as conn:
-                    await schema.apply(conn)
-            finally:
-                await migrator.dispose()
+        """Migrate the schema or check it (see `auto_migrate`; raises SchemaNotCurrent),
+        then start the writers."""
+        if self.auto_migrate:
+            await self.migrate()
         else:
-            async with self.writer.begin() as conn:
-                await schema.apply(conn)
+            async with self.reader.connect() as conn:
+                await migrate.check(conn, safe_database_url(self.url))
         self._writer_tasks = [
             asyncio.create_task(self._write_loop(i), name=f"db-writer-{i}")
             for i in range(self._writers)
         ]
+
+    async def migrate(self, target: str = "heads") -> migrate.SchemaState:
+        """Bring the schema to the code's revision (`python -m server migrate`, AUTO_MIGRATE),
+        in one transaction under the migration lock. Returns the state before."""
+        where = safe_database_url(self.url)
+        if not self.is_postgresql:
+            async with self.writer.begin() as conn:  # BEGIN IMMEDIATE: the write lock
+                return await migrate.upgrade(conn, where, target)
+        # Without deadlines: building an index on a large table may take longer.
+        migrator = _pg_engine(self.url, pool_size=1, timeout=None)
+        try:
+            async with migrator.begin() as conn:
+                return await migrate.upgrade(conn, where, target)
+        finally:
+            await migrator.dispose()
 
     async def close(self) -> None:
         for task in getattr(self, "_writer_tasks", []):
@@ -212,6 +265,7 @@ class Database:
 
     async def read(self, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run `op` in a read transaction, within the deadline."""
+        started = time.perf_counter()
         conn: AsyncConnection | None = None
         try:
             async with asyncio.timeout(self.timeout):
@@ -227,6 +281,9 @@ class Database:
             if error is exc:
                 raise
             raise error from exc
+        finally:
+            if self._read_times is not None:
+                self._read_times.observe(time.perf_counter() - started)
         if self.outage.active:
             self.outage.recovered(write=False)
         return result
@@ -238,6 +295,7 @@ class Database:
             args = (*args, kwargs)  # type: ignore[assignment]
             op = _with_kwargs(op)  # type: ignore[assignment]
         loop = asyncio.get_running_loop()
+        started = time.perf_counter()
         fut: asyncio.Future[T] = loop.create_future()
         self._pending.append((op, args, fut, loop.time() + self.timeout))
         self._wake.set()
@@ -248,6 +306,9 @@ class Database:
             if error is exc:
                 raise
             raise error from exc
+        finally:
+            if self._write_times is not None:
+                self._write_times.observe(time.perf_counter() - started)
         if self.outage.active:
             self.outage.recovered(write=True)
         return result
@@ -549,6 +610,12 @@ def _with_kwargs(op: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]
         return await op(conn, *positional, **kwargs)
 
     return call
+
+
+def safe_database_url(url: str) -> str:
+    """The URL without credentials, for log lines and messages."""
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.split('@')[-1]}"
 
 
 def is_unique_violation(exc: BaseException) -> bool:

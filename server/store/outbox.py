@@ -205,7 +205,7 @@ class Position:
 
 
 # Nothing published yet: covers only the rows an upgraded database had published
-# (server/store/schema.py gives them xid 0).
+# (migration 0002 gives them xid 0).
 INITIAL = Position(1, 1)
 # relay_state's row for the outbox relay.
 RELAY = "outbox"

@@ -1,7 +1,11 @@
-"""SQLAlchemy Core mirrors of the tables in schema.sql, for building queries.
+"""The tables, as SQLAlchemy Core metadata: what queries are built from, and what Alembic
+compares a database with (server/store/migrations/).
 
-schema.sql stays the one source of the DDL; tests/test_schema.py checks these mirrors
-against the tables the DDL actually creates, on both engines.
+Complete on purpose (keys, foreign keys, unique constraints, indexes with their WHERE,
+server defaults): `python -m server new-migration` writes the next revision from the
+difference between this metadata and the schema the migrations make, and
+tests/test_migrations.py fails when the three (this file, the migrations, schema.sql, the
+readable DDL) disagree, on both engines.
 """
 
 from __future__ import annotations
@@ -13,12 +17,16 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
-    Float,
+    Double,
+    ForeignKey,
+    Index,
     Integer,
     MetaData,
     Table,
     Text,
     TypeDecorator,
+    UniqueConstraint,
+    text,
 )
 
 
@@ -43,7 +51,27 @@ metadata = MetaData()
 
 
 def _id() -> Column[int]:
+    """BIGSERIAL PRIMARY KEY on PostgreSQL; INTEGER PRIMARY KEY (the rowid) on SQLite."""
     return Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+
+
+def _default(sql: str) -> Any:
+    return text(sql)
+
+
+def _partial(name: str, *columns: str, where: str, unique: bool = False) -> Index:
+    """An index over the rows matching `where`, on both engines."""
+    return Index(
+        name,
+        *columns,
+        unique=unique,
+        sqlite_where=text(where),
+        postgresql_where=text(where),
+    )
+
+
+def _json() -> Any:
+    return _default("'{}'")
 
 
 accounts = Table(
@@ -51,9 +79,9 @@ accounts = Table(
     metadata,
     _id(),
     Column("name", Text, nullable=False),
-    Column("status", Text, nullable=False),
-    Column("conversation_seq", BigInteger, nullable=False),
-    Column("created_at", Float, nullable=False),
+    Column("status", Text, nullable=False, server_default=_default("'active'")),
+    Column("conversation_seq", BigInteger, nullable=False, server_default=_default("0")),
+    Column("created_at", Double, nullable=False),
 )
 
 users = Table(
@@ -61,121 +89,148 @@ users = Table(
     metadata,
     _id(),
     Column("name", Text, nullable=False),
-    Column("email", Text, nullable=False),
-    Column("access_token", Text, nullable=False),
-    Column("pubsub_token", Text, nullable=False),
-    Column("availability", Text, nullable=False),
-    Column("avatar_url", Text, nullable=False),
-    Column("created_at", Float, nullable=False),
+    Column("email", Text, nullable=False, unique=True),
+    Column("access_token", Text, nullable=False, unique=True),
+    Column("pubsub_token", Text, nullable=False, unique=True),
+    Column("availability", Text, nullable=False, server_default=_default("'online'")),
+    Column("avatar_url", Text, nullable=False, server_default=_default("''")),
+    Column("created_at", Double, nullable=False),
 )
 
 account_users = Table(
     "account_users",
     metadata,
-    Column("account_id", BigInteger, primary_key=True),
-    Column("user_id", BigInteger, primary_key=True),
-    Column("role", Text, nullable=False),
+    Column("account_id", BigInteger, ForeignKey("accounts.id"), primary_key=True),
+    Column("user_id", BigInteger, ForeignKey("users.id"), primary_key=True),
+    Column("role", Text, nullable=False, server_default=_default("'agent'")),
 )
 
 inboxes = Table(
     "inboxes",
     metadata,
     _id(),
-    Column("account_id", BigInteger, nullable=False),
+    Column("account_id", BigInteger, ForeignKey("accounts.id"), nullable=False),
     Column("name", Text, nullable=False),
     Column("website_url", Text),
-    Column("website_token", Text, nullable=False),
+    Column("website_token", Text, nullable=False, unique=True),
     Column("hmac_token", Text, nullable=False),
-    Column("hmac_mandatory", Boolean, nullable=False),
-    Column("end_conversation", Boolean, nullable=False),
-    Column("welcome_title", Text, nullable=False),
-    Column("welcome_tagline", Text, nullable=False),
-    Column("widget_color", Text, nullable=False),
+    Column("hmac_mandatory", Boolean, nullable=False, server_default=_default("FALSE")),
+    Column("end_conversation", Boolean, nullable=False, server_default=_default("FALSE")),
+    Column("welcome_title", Text, nullable=False, server_default=_default("''")),
+    Column("welcome_tagline", Text, nullable=False, server_default=_default("''")),
+    Column("widget_color", Text, nullable=False, server_default=_default("'#1f93ff'")),
     Column("elevenlabs_agent_id", Text),
     Column("elevenlabs_api_key", Text),
-    Column("created_at", Float, nullable=False),
+    Column("created_at", Double, nullable=False),
+    Index("inboxes_account", "account_id"),
 )
 
 inbox_members = Table(
     "inbox_members",
     metadata,
-    Column("inbox_id", BigInteger, primary_key=True),
-    Column("user_id", BigInteger, primary_key=True),
+    Column("inbox_id", BigInteger, ForeignKey("inboxes.id"), primary_key=True),
+    Column("user_id", BigInteger, ForeignKey("users.id"), primary_key=True),
 )
 
 contacts = Table(
     "contacts",
     metadata,
     _id(),
-    Column("account_id", BigInteger, nullable=False),
-    Column("name", Text, nullable=False),
+    Column("account_id", BigInteger, ForeignKey("accounts.id"), nullable=False),
+    Column("name", Text, nullable=False, server_default=_default("''")),
     Column("email", Text),
     Column("phone_number", Text),
     Column("identifier", Text),
-    Column("identifier_verified", Boolean, nullable=False),
-    Column("avatar_url", Text, nullable=False),
-    Column("blocked", Boolean, nullable=False),
-    Column("additional_attributes", JSONText, nullable=False),
-    Column("custom_attributes", JSONText, nullable=False),
-    Column("created_at", Float, nullable=False),
-    Column("updated_at", Float, nullable=False),
+    # TRUE once a valid identifier_hash proved the identifier (server/widget/identity.py).
+    Column("identifier_verified", Boolean, nullable=False, server_default=_default("FALSE")),
+    Column("avatar_url", Text, nullable=False, server_default=_default("''")),
+    Column("blocked", Boolean, nullable=False, server_default=_default("FALSE")),
+    Column("additional_attributes", JSONText, nullable=False, server_default=_json()),
+    Column("custom_attributes", JSONText, nullable=False, server_default=_json()),
+    Column("created_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+    Index("contacts_account_identifier", "account_id", "identifier"),
+    # One verified contact per identifier and account.
+    _partial(
+        "contacts_verified_identifier",
+        "account_id",
+        "identifier",
+        where="identifier_verified",
+        unique=True,
+    ),
 )
 
 contact_inboxes = Table(
     "contact_inboxes",
     metadata,
     _id(),
-    Column("contact_id", BigInteger, nullable=False),
-    Column("inbox_id", BigInteger, nullable=False),
+    Column("contact_id", BigInteger, ForeignKey("contacts.id"), nullable=False),
+    Column("inbox_id", BigInteger, ForeignKey("inboxes.id"), nullable=False),
     Column("source_id", Text, nullable=False),
-    Column("pubsub_token", Text, nullable=False),
-    Column("hmac_verified", Boolean, nullable=False),
-    Column("created_at", Float, nullable=False),
-    Column("updated_at", Float, nullable=False),
+    Column("pubsub_token", Text, nullable=False, unique=True),
+    Column("hmac_verified", Boolean, nullable=False, server_default=_default("FALSE")),
+    Column("created_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+    UniqueConstraint("inbox_id", "source_id"),
+    Index("contact_inboxes_contact", "contact_id"),
 )
 
 conversations = Table(
     "conversations",
     metadata,
     _id(),
-    Column("account_id", BigInteger, nullable=False),
-    Column("inbox_id", BigInteger, nullable=False),
+    Column("account_id", BigInteger, ForeignKey("accounts.id"), nullable=False),
+    Column("inbox_id", BigInteger, ForeignKey("inboxes.id"), nullable=False),
     Column("display_id", BigInteger, nullable=False),
-    Column("contact_id", BigInteger, nullable=False),
-    Column("contact_inbox_id", BigInteger, nullable=False),
-    Column("status", Text, nullable=False),
-    Column("assignee_id", BigInteger),
-    Column("additional_attributes", JSONText, nullable=False),
-    Column("custom_attributes", JSONText, nullable=False),
-    Column("contact_last_seen_at", Float),
-    Column("agent_last_seen_at", Float),
-    Column("unread_count", Integer, nullable=False),
-    Column("last_activity_at", Float, nullable=False),
-    Column("created_at", Float, nullable=False),
-    Column("updated_at", Float, nullable=False),
+    Column("contact_id", BigInteger, ForeignKey("contacts.id"), nullable=False),
+    Column("contact_inbox_id", BigInteger, ForeignKey("contact_inboxes.id"), nullable=False),
+    Column("status", Text, nullable=False, server_default=_default("'open'")),
+    Column("assignee_id", BigInteger, ForeignKey("users.id")),
+    Column("additional_attributes", JSONText, nullable=False, server_default=_json()),
+    Column("custom_attributes", JSONText, nullable=False, server_default=_json()),
+    Column("contact_last_seen_at", Double),
+    Column("agent_last_seen_at", Double),
+    Column("unread_count", Integer, nullable=False, server_default=_default("0")),
+    Column("last_activity_at", Double, nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+    UniqueConstraint("account_id", "display_id"),
+    Index("conversations_contact_inbox", "contact_inbox_id", "id"),
+    Index("conversations_inbox_activity", "inbox_id", "last_activity_at"),
 )
 
 messages = Table(
     "messages",
     metadata,
     _id(),
-    Column("account_id", BigInteger, nullable=False),
-    Column("inbox_id", BigInteger, nullable=False),
-    Column("conversation_id", BigInteger, nullable=False),
+    Column("account_id", BigInteger, ForeignKey("accounts.id"), nullable=False),
+    Column("inbox_id", BigInteger, ForeignKey("inboxes.id"), nullable=False),
+    Column("conversation_id", BigInteger, ForeignKey("conversations.id"), nullable=False),
     Column("message_type", Integer, nullable=False),
-    Column("content_type", Text, nullable=False),
+    Column("content_type", Text, nullable=False, server_default=_default("'text'")),
     Column("content", Text),
-    Column("private", Boolean, nullable=False),
-    Column("status", Text, nullable=False),
+    Column("private", Boolean, nullable=False, server_default=_default("FALSE")),
+    Column("status", Text, nullable=False, server_default=_default("'sent'")),
     Column("sender_type", Text),
     Column("sender_id", BigInteger),
     Column("source_id", Text),
     Column("echo_id", Text),
     Column("external_event_id", Text),
-    Column("content_attributes", JSONText, nullable=False),
-    Column("additional_attributes", JSONText, nullable=False),
-    Column("created_at", Float, nullable=False),
-    Column("updated_at", Float, nullable=False),
+    Column("content_attributes", JSONText, nullable=False, server_default=_json()),
+    Column("additional_attributes", JSONText, nullable=False, server_default=_json()),
+    Column("created_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+    UniqueConstraint("conversation_id", "external_event_id"),
+    Index("messages_conversation", "conversation_id", "id"),
+    # A retried message (the same echo_id from the same sender) is written once.
+    _partial(
+        "messages_sender_echo",
+        "sender_type",
+        "sender_id",
+        "echo_id",
+        where="echo_id IS NOT NULL",
+        unique=True,
+    ),
 )
 
 outbox = Table(
@@ -186,8 +241,11 @@ outbox = Table(
     Column("channels", JSONText, nullable=False),
     Column("event", Text, nullable=False),
     Column("payload", Text, nullable=False),
-    Column("created_at", Float, nullable=False),
-    Column("xid", BigInteger),
+    Column("created_at", Double, nullable=False),
+    # PostgreSQL: the writing transaction's id, its server default (schema.sql, revision 0002).
+    Column("xid", BigInteger, server_default=text("(pg_current_xact_id())::text::bigint")),
+    _partial("outbox_xid", "xid", "id", where="xid IS NOT NULL"),
+    Index("outbox_created", "created_at"),
 )
 
 relay_state = Table(
@@ -195,5 +253,5 @@ relay_state = Table(
     metadata,
     Column("name", Text, primary_key=True),
     Column("position", Text, nullable=False),
-    Column("updated_at", Float, nullable=False),
+    Column("updated_at", Double, nullable=False),
 )

@@ -42,7 +42,8 @@ def _top_level(sql: str) -> str:
 def shape(sql: str) -> str | None:
     """A statement in a few words: its writes in order ("UPDATE conversations + INSERT
     messages + INSERT outbox + NOTIFY" for one statement that does all that), else "SELECT"
-    and the table it reads from; None for what is no part of a request (PRAGMA)."""
+    and the table it reads from (and FOR UPDATE: a row lock); None for what is no part of a
+    request (PRAGMA)."""
     text = " ".join(sql.split()).rstrip(";")
     upper = text.upper()
     if upper.startswith("PRAGMA"):
@@ -56,7 +57,8 @@ def shape(sql: str) -> str | None:
     if parts:
         return " + ".join(parts)
     found = _FROM.search(_top_level(text))
-    return f"SELECT {found.group(1) if found else '-'}"
+    lock = " FOR UPDATE" if upper.endswith("FOR UPDATE") else ""
+    return f"SELECT {found.group(1) if found else '-'}{lock}"
 
 
 class StatementLog:

@@ -12,8 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.store import accounts as accounts_store
 from server.store import contacts as contacts_store
-from server.store import conversations as conversations_store
-from server.store import schema
+from server.store import conversation_writes, schema
 from server.store.db import Database
 from server.store.tables import metadata
 
@@ -141,9 +140,7 @@ async def test_the_echo_index_arrives_on_a_database_holding_retries(db: Database
         contact, ci = await contacts_store.create_identity(
             conn, account_id=account["id"], inbox_id=inbox["id"]
         )
-        conv = await conversations_store.create(
-            conn, inbox=inbox, contact=contact, contact_inbox=ci
-        )
+        conv = await conversation_writes.open_new(conn, inbox, contact, ci)
         conv_id = conv["id"]
         for echo_id in ("e1", "e1", "e1", "e2", None, None):
             await conn.execute(

@@ -51,10 +51,6 @@ def broadcast_prefix(identifier_json: bytes) -> bytes:
     return b'{"identifier":' + identifier_json + b',"message":'
 
 
-def broadcast(prefix: bytes, message: bytes) -> bytes:
-    return prefix + message + b"}"
-
-
 class ProtocolError(ValueError):
     """A client frame we cannot act on."""
 

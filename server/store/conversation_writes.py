@@ -105,12 +105,14 @@ async def open_unless_current(
     *,
     additional: Row | None,
     reuse_resolved: bool = True,
+    lock: bool = False,
 ) -> tuple[dict[str, Any], bool]:
     """(conversation, opened): the visitor's current conversation, or a new one when they
     have none (or, without `reuse_resolved`, when it is resolved), decided under the
-    contact_inbox's row lock: two first messages at once open one conversation."""
+    contact_inbox's row lock: two first messages at once open one conversation. With `lock`,
+    a conversation found is read under its row lock (a new one is the caller's already)."""
     await contacts_store.lock_contact_inbox(conn, v.contact_inbox["id"])
-    conv = await conversations_store.current_for(conn, v.contact_inbox["id"])
+    conv = await conversations_store.current_for(conn, v.contact_inbox["id"], lock=lock)
     if conv is not None and (reuse_resolved or conv["status"] != "resolved"):
         return conv, False
     return await open_new(conn, v.inbox, v.contact, v.contact_inbox, additional=additional), True
@@ -125,8 +127,9 @@ async def current_or_open(
     may_open: bool,
     lock: bool,
 ) -> tuple[dict[str, Any], bool]:
-    """`open_unless_current`, after a first look without locking anything (the usual case:
-    the visitor has a usable conversation; with `lock` it is read under its row lock). With
+    """`open_unless_current`, after a first look without locking the contact_inbox (the
+    usual case: the visitor has a usable conversation; with `lock`, whichever conversation
+    this returns was read under its row lock, or opened by this transaction). With
     `may_open` False it raises WouldOpen instead of opening one, so the caller can spend the
     contact's budget of new conversations (never inside a write) and try again."""
     conv = await conversations_store.current_for(conn, v.contact_inbox["id"], lock=lock)

@@ -43,10 +43,11 @@ Conversation = Visitor | AgentsConversation
 # -- messages ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class NewMessage:
     """A message as its writer chose it; the store adds its conversation, id, status and
-    times (message_writes.message_row)."""
+    times (message_writes.message_row). Built by the store from each kind's value, on the
+    hot path: not frozen (a frozen dataclass costs about 1 µs more to build), never changed."""
 
     message_type: int
     content: str

@@ -171,6 +171,12 @@ def prefixed(table: Table, prefix: str) -> list[Label[Any]]:
     return [c.label(f"{prefix}{c.name}") for c in table.c]
 
 
+_KEYS: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {}
+
+
 def take_prefixed(row: dict[str, Any], table: Table, prefix: str) -> dict[str, Any]:
     """The `prefixed` columns of `table`, taken out of `row` and named as in the table."""
-    return {c.name: row.pop(f"{prefix}{c.name}") for c in table.c}
+    keys = _KEYS.get((table.name, prefix))
+    if keys is None:  # once per table and prefix: this runs for every visitor's message
+        keys = _KEYS[(table.name, prefix)] = tuple((c.name, f"{prefix}{c.name}") for c in table.c)
+    return {name: row.pop(key) for name, key in keys}

@@ -139,7 +139,7 @@ _WRITE_IF_UNCHANGED = _insert_message_with_event(
 _SEED_LOCK = 0x636861745F736564
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Snapshot:
     """A visitor and their current conversation as read without a transaction (nothing
     locked): the conversation (BUMPED_COLUMNS) with its row version, and an id drawn for the

@@ -8,7 +8,7 @@ and the visitor's message whole)."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -50,40 +50,42 @@ class Writing:
     flood: Flood
     now: float
     author: Row | None = None  # the agent who writes it
+    sender: dict[str, Any] | None = field(init=False)  # its payloads' (payloads.sender)
+
+    def __post_init__(self) -> None:
+        users = {self.author["id"]: self.author} if self.author is not None else {}
+        self.sender = payloads.sender_by(
+            self.new.sender_type, self.new.sender_id, self.contact, users
+        )
 
     @property
     def unread(self) -> int:
         return unread_increment(self.new.message_type)
 
-    def sender(self, msg: Row) -> dict[str, Any] | None:
-        users = {self.author["id"]: self.author} if self.author is not None else {}
-        return payloads.sender(msg, self.contact, users)
-
 
 def message_row(conv: Row, new: NewMessage, now: float, message_id: int | None = None) -> dict:
     """The new message's columns (all but its id when `message_id` is None): the row as a
     read would return it (JSON and floats read back equal), so nothing is read back."""
-    row: dict[str, Any] = {} if message_id is None else {"id": message_id}
-    row.update(
-        account_id=conv["account_id"],
-        inbox_id=conv["inbox_id"],
-        conversation_id=conv["id"],
-        message_type=new.message_type,
-        content_type=new.content_type,
-        content=new.content,
-        private=new.private,
-        status="sent",
-        sender_type=new.sender_type,
-        sender_id=new.sender_id,
-        source_id=None,
-        echo_id=new.echo_id,
-        external_event_id=new.external_event_id,
-        content_attributes=dict(new.content_attributes),
-        additional_attributes={},
-        created_at=now,
-        updated_at=now,
-    )
-    return row
+    row: dict[str, Any] = {
+        "account_id": conv["account_id"],
+        "inbox_id": conv["inbox_id"],
+        "conversation_id": conv["id"],
+        "message_type": new.message_type,
+        "content_type": new.content_type,
+        "content": new.content,
+        "private": new.private,
+        "status": "sent",
+        "sender_type": new.sender_type,
+        "sender_id": new.sender_id,
+        "source_id": None,
+        "echo_id": new.echo_id,
+        "external_event_id": new.external_event_id,
+        "content_attributes": dict(new.content_attributes),
+        "additional_attributes": {},
+        "created_at": now,
+        "updated_at": now,
+    }
+    return row if message_id is None else {"id": message_id, **row}
 
 
 def bind(row: Row) -> dict[str, Any]:
@@ -94,7 +96,7 @@ def bind(row: Row) -> dict[str, Any]:
 def created_event(msg: Row, conv: Row, w: Writing) -> tuple[dict[str, Any], list[str]]:
     """(data, channels) of the message's message.created."""
     ci = w.contact_inbox
-    data = events.message_for_sockets(msg, conv, ci["source_id"], w.sender(msg))
+    data = events.message_for_sockets(msg, conv, ci["source_id"], w.sender)
     return data, events.message_channels(conv, ci["pubsub_token"], msg)
 
 
@@ -137,7 +139,7 @@ async def agent_message(
     )
     w = Writing(new, contact, contact_inbox, Flood(m.flood_limit), time.time(), m.author)
     msg, conv = await engine.write_message(conn, conv["id"], w)
-    return SentMessage(msg, conv["display_id"], w.sender(msg))
+    return SentMessage(msg, conv["display_id"], w.sender)
 
 
 async def transcript_turn(conn: AsyncConnection, engine: Engine, t: TranscriptTurn) -> WrittenTurn:
@@ -199,4 +201,4 @@ async def open_with_message(
     # The row as the bump left it (rules.bump: updated_at is the message's time too), and
     # what the visitor sees of a new conversation: its one message.
     conv = {**conv, **bumped, "updated_at": w.now}
-    return OpenedConversation(conv, [(msg, w.sender(msg))], contact)
+    return OpenedConversation(conv, [(msg, w.sender)], contact)

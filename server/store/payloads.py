@@ -35,10 +35,17 @@ def sender(msg: Row, contact: Row, users: Mapping[int, Row]) -> dict[str, Any] |
     """The `sender` of a message's payloads: the conversation's contact for the visitor's
     messages, the agent for an agent's (from `users`, by id); None for a message nobody
     sent (the voice agent's turns, activity)."""
-    if msg["sender_type"] == "Contact":
+    return sender_by(msg["sender_type"], msg["sender_id"], contact, users)
+
+
+def sender_by(
+    sender_type: str | None, sender_id: int | None, contact: Row, users: Mapping[int, Row]
+) -> dict[str, Any] | None:
+    """`sender`, by the message's sender columns."""
+    if sender_type == "Contact":
         return events.contact_push(contact)
-    if msg["sender_type"] == "User" and msg["sender_id"] in users:
-        return events.user_push(users[msg["sender_id"]])
+    if sender_type == "User" and sender_id in users:
+        return events.user_push(users[sender_id])
     return None
 
 

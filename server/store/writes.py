@@ -5,7 +5,7 @@ and render what it returns.
 
 A write with an `echo_id` the writer already used (a retry) writes nothing and returns what
 the first attempt wrote: the unique index refuses the second write, and only then is the
-original read (`_or_original`)."""
+original read (`_original`)."""
 
 from __future__ import annotations
 
@@ -49,32 +49,41 @@ class Store:
 
     async def visitor_message(self, m: VisitorMessage) -> SentMessage | None:
         """None: no such visitor."""
-        return await _or_original(
-            self.engine.visitor_message(self.db, m),
-            m.echo_id,
-            lambda echo_id: self.db.read(
-                messages_store.visitor_original, m.inbox["id"], m.source_id, echo_id
-            ),
-        )
+        try:
+            return await self.engine.visitor_message(self.db, m)
+        except Exception as exc:
+            return await _original(
+                exc,
+                m.echo_id,
+                lambda echo_id: self.db.read(
+                    messages_store.visitor_original, m.inbox["id"], m.source_id, echo_id
+                ),
+            )
 
     async def agent_message(self, m: AgentMessage) -> SentMessage | None:
         """None: the agent sees no such conversation."""
-        return await _or_original(
-            self.db.write(message_writes.agent_message, self.engine, m),
-            m.echo_id,
-            lambda echo_id: self.db.read(messages_store.agent_original, m.author, echo_id),
-        )
+        try:
+            return await self.db.write(message_writes.agent_message, self.engine, m)
+        except Exception as exc:
+            return await _original(
+                exc,
+                m.echo_id,
+                lambda echo_id: self.db.read(messages_store.agent_original, m.author, echo_id),
+            )
 
     async def transcript_turn(self, t: TranscriptTurn) -> WrittenTurn:
         """Raises WouldOpen when the turn needs a new conversation and `t.may_open` is False."""
         return await self.db.write(message_writes.transcript_turn, self.engine, t)
 
     async def open_conversation(self, n: NewConversation) -> OpenedConversation:
-        return await _or_original(
-            self.db.write(message_writes.open_with_message, self.engine, n),
-            n.echo_id,
-            lambda echo_id: self.db.read(messages_store.opened_by, n.visitor, echo_id),
-        )
+        try:
+            return await self.db.write(message_writes.open_with_message, self.engine, n)
+        except Exception as exc:
+            return await _original(
+                exc,
+                n.echo_id,
+                lambda echo_id: self.db.read(messages_store.opened_by, n.visitor, echo_id),
+            )
 
     async def change_status(self, s: StatusChange) -> Row | None:
         """The conversation as it is now; None: no such conversation."""
@@ -89,17 +98,15 @@ class Store:
         return await self.db.write(conversation_writes.mark_read, r)
 
 
-async def _or_original(
-    write: Awaitable[T], echo_id: str | None, original: Callable[[str], Awaitable[T | None]]
+async def _original(
+    exc: Exception, echo_id: str | None, original: Callable[[str], Awaitable[T | None]]
 ) -> T:
-    """What `write` returns, or, when it failed because its echo_id was used before (or the
-    flood check refused what may be its own first attempt), what that first attempt wrote."""
-    try:
-        return await write
-    except Exception as exc:
-        if echo_id is None or not messages_store.is_retry(exc, echo_id):
-            raise
-        found = await original(echo_id)
-        if found is None:
-            raise
-        return found
+    """For a write that raised `exc`: what its first attempt wrote when `exc` says the
+    echo_id was used before (or the flood check refused what may be its own first attempt,
+    see messages.is_retry); otherwise `exc` again. Only this error path pays for the read."""
+    if echo_id is None or not messages_store.is_retry(exc, echo_id):
+        raise exc
+    found = await original(echo_id)
+    if found is None:
+        raise exc
+    return found

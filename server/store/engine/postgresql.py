@@ -193,7 +193,7 @@ async def write_if_unchanged(
     if not await _WRITE_IF_UNCHANGED.run_autocommit(conn, params):
         return None
     conn.info[OUTBOX_DIRTY] = True
-    return SentMessage(msg, conv["display_id"], w.sender(msg))
+    return SentMessage(msg, conv["display_id"], w.sender)
 
 
 class PostgreSQL:
@@ -234,7 +234,7 @@ class PostgreSQL:
                 contact, contact_inbox = _visitor(row)
                 w = Writing(m.message(contact["id"]), contact, contact_inbox, flood, now)
                 msg, conv = await self._write_bumped(conn, row, message_id, w)
-                return SentMessage(msg, conv["display_id"], w.sender(msg))
+                return SentMessage(msg, conv["display_id"], w.sender)
         found = await contacts_store.find_sender(conn, m.inbox["id"], m.source_id)
         if found is None:
             return None
@@ -246,7 +246,7 @@ class PostgreSQL:
             current_id = opened["id"]
         w = Writing(m.message(contact["id"]), contact, contact_inbox, flood, now)
         msg, conv = await self.write_message(conn, current_id, w)
-        return SentMessage(msg, conv["display_id"], w.sender(msg))
+        return SentMessage(msg, conv["display_id"], w.sender)
 
     async def write_message(
         self, conn: AsyncConnection, conversation_id: int, w: Writing

@@ -75,7 +75,7 @@ class SQLite:
             m.message(contact["id"]), contact, contact_inbox, Flood(m.flood_limit), time.time()
         )
         msg, conv = await self.write_message(conn, current_id, w)
-        return SentMessage(msg, conv["display_id"], w.sender(msg))
+        return SentMessage(msg, conv["display_id"], w.sender)
 
     async def write_message(
         self, conn: AsyncConnection, conversation_id: int, w: Writing

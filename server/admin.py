@@ -15,11 +15,10 @@ from server.jsonutil import dumps
 from server.settings import Settings
 from server.store import accounts as accounts_store
 from server.store.db import Database, is_unique_violation
+from server.store.engine import engine_for
 from server.store.migrate import SchemaNotCurrent
 
 log = logging.getLogger(__name__)
-
-_PG_SEED_LOCK = 0x636861745F736564
 
 
 def inbox_json(inbox: dict[str, Any]) -> dict[str, Any]:
@@ -52,9 +51,10 @@ def agent_json(user: dict[str, Any]) -> dict[str, Any]:
 async def seed_demo(db: Database) -> dict[str, Any] | None:
     """On an empty database: a demo account, website inbox and administrator agent."""
 
+    engine = engine_for(db)
+
     async def op(conn: AsyncConnection) -> dict[str, Any] | None:
-        if conn.dialect.name == "postgresql":
-            await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_SEED_LOCK})")
+        await engine.serialize_seeding(conn)
         if not await accounts_store.is_empty(conn):
             return None
         account = await accounts_store.create_account(conn, "Demo")

@@ -22,6 +22,7 @@ from server.ratelimit import create_limiter
 from server.services import SERVICES, InboxCache, Services
 from server.settings import Settings
 from server.store.db import Database
+from server.store.writes import Store
 from server.voice import handlers as voice
 from server.voice.elevenlabs import ElevenLabs
 from server.widget import config, contact
@@ -89,15 +90,16 @@ def create_app(settings: Settings) -> web.Application:
         history_bytes=settings.history_bytes,
     )
     presence = RedisPresence(bus.redis) if settings.redis_url else MemoryPresence()  # type: ignore[attr-defined]
-    svc = Services(settings=settings, db=db, bus=bus, inboxes=InboxCache(db), presence=presence)
+    store = Store(db)
+    svc = Services(
+        settings=settings, db=db, bus=bus, inboxes=InboxCache(db), store=store, presence=presence
+    )
     svc.connections = counts
     redis = bus.redis if settings.redis_url else None  # type: ignore[attr-defined]
     svc.limiter = create_limiter(settings.rate_limits, redis)
     svc.hub = Hub(bus, ping_interval=settings.ping_interval)
     svc.sessions = create_sessions(settings.session_ttl, redis)
-    if not db.is_postgresql:
-        # On PostgreSQL the outbox insert NOTIFYs the relay itself (workers/listener.py).
-        db.on_commit.append(bus.wake_relay)
+    store.wake_relay_after_commits(bus.wake_relay)
     app[SERVICES] = svc
     app[voice.VOICE_AGENT] = ElevenLabs(settings.elevenlabs_base_url, settings.elevenlabs_timeout)
     widget_routes(app)

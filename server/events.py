@@ -1,4 +1,5 @@
-"""Event names, who hears them (bus channels), and their payloads (Chatwoot push shapes).
+"""Event names, who hears them (bus channels), and their payloads (Chatwoot push shapes):
+what sockets receive. What the HTTP API answers is in server/views.py.
 
 Every rule of "who receives what" lives here, and the store calls it from each write that
 emits an event, so the rule is applied the same way on every path.
@@ -47,9 +48,15 @@ def conversation_channels(conv: dict[str, Any], contact_token: str) -> list[str]
     return [inbox_channel(conv["inbox_id"]), contact_channel(contact_token)]
 
 
+def visible_to_visitor(msg: dict[str, Any]) -> bool:
+    """Private notes and activity messages never reach the visitor (in SQL:
+    store/rules.visible_to_visitor)."""
+    return not msg["private"] and msg["message_type"] != ACTIVITY
+
+
 def message_channels(conv: dict[str, Any], contact_token: str, msg: dict[str, Any]) -> list[str]:
-    """agents + contact_for_message: private notes and activity never reach the visitor."""
-    if msg["private"] or msg["message_type"] == ACTIVITY:
+    """agents + contact_for_message (`visible_to_visitor`)."""
+    if not visible_to_visitor(msg):
         return [inbox_channel(conv["inbox_id"])]
     return conversation_channels(conv, contact_token)
 
@@ -62,7 +69,8 @@ def agent_channels(conv: dict[str, Any]) -> list[str]:
 # -- small push shapes (contract §5.4) ---------------------------------------------------
 
 
-def epoch(ts: float | None) -> int:
+def unix_seconds(ts: float | None) -> int:
+    """A time as whole Unix seconds (Chatwoot's integer timestamps); 0 for none."""
     return int(ts) if ts else 0
 
 
@@ -97,33 +105,17 @@ def user_push(user: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def contact_record(contact: dict[str, Any]) -> dict[str, Any]:
-    """The full Contact record (create conversation, destroy_custom_attributes responses)."""
-    return {
-        "id": contact["id"],
-        "name": contact["name"],
-        "email": contact["email"],
-        "phone_number": contact["phone_number"],
-        "identifier": contact["identifier"],
-        "thumbnail": contact["avatar_url"] or "",
-        "blocked": bool(contact["blocked"]),
-        "additional_attributes": contact["additional_attributes"],
-        "custom_attributes": contact["custom_attributes"],
-        "account_id": contact["account_id"],
-        "created_at": iso(contact["created_at"]),
-        "updated_at": iso(contact["updated_at"]),
-    }
-
-
 # -- messages (contract §5.2) ------------------------------------------------------------
 
 
-def message_push(
+def message_for_sockets(
     msg: dict[str, Any],
     conv: dict[str, Any],
     source_id: str,
     sender: dict[str, Any] | None,
 ) -> dict[str, Any]:
+    """A message as sockets receive it (message.created, message.updated, a conversation's
+    last message): the agents' and the visitor's (contract §5.2)."""
     data: dict[str, Any] = {
         "id": msg["id"],
         "content": msg["content"],
@@ -131,7 +123,7 @@ def message_push(
         "inbox_id": msg["inbox_id"],
         "conversation_id": conv["display_id"],
         "message_type": msg["message_type"],
-        "created_at": epoch(msg["created_at"]),
+        "created_at": unix_seconds(msg["created_at"]),
         "updated_at": iso(msg["updated_at"]),
         "private": bool(msg["private"]),
         "status": msg["status"],
@@ -147,52 +139,9 @@ def message_push(
         "conversation": {
             "assignee_id": conv["assignee_id"],
             "unread_count": conv["unread_count"],
-            "last_activity_at": epoch(conv["last_activity_at"]),
+            "last_activity_at": unix_seconds(conv["last_activity_at"]),
             "contact_inbox": {"source_id": source_id},
         },
-    }
-    if msg["echo_id"]:
-        data["echo_id"] = msg["echo_id"]
-    if sender is not None:
-        data["sender"] = sender
-    return data
-
-
-def widget_message(
-    msg: dict[str, Any], display_id: int, sender: dict[str, Any] | None
-) -> dict[str, Any]:
-    """A message as GET /api/v1/widget/messages lists it (contract §2.3)."""
-    data: dict[str, Any] = {
-        "id": msg["id"],
-        "content": msg["content"],
-        "message_type": msg["message_type"],
-        "content_type": msg["content_type"],
-        "content_attributes": msg["content_attributes"],
-        "created_at": epoch(msg["created_at"]),
-        "conversation_id": display_id,
-        "status": msg["status"],
-    }
-    if sender is not None:
-        data["sender"] = sender
-    return data
-
-
-def message_record(
-    msg: dict[str, Any], display_id: int, sender: dict[str, Any] | None
-) -> dict[str, Any]:
-    """POST /api/v1/widget/messages and the agent message views (contract §2.4, §6)."""
-    data: dict[str, Any] = {
-        "id": msg["id"],
-        "content": msg["content"],
-        "inbox_id": msg["inbox_id"],
-        "conversation_id": display_id,
-        "message_type": msg["message_type"],
-        "content_type": msg["content_type"],
-        "status": msg["status"],
-        "created_at": epoch(msg["created_at"]),
-        "private": bool(msg["private"]),
-        "source_id": msg["source_id"],
-        "content_attributes": msg["content_attributes"],
     }
     if msg["echo_id"]:
         data["echo_id"] = msg["echo_id"]
@@ -247,43 +196,14 @@ def conversation_push(
         "unread_count": conv["unread_count"],
         "first_reply_created_at": None,
         "priority": None,
-        "waiting_since": epoch(conv["created_at"]),
-        "agent_last_seen_at": epoch(conv["agent_last_seen_at"]),
-        "contact_last_seen_at": epoch(conv["contact_last_seen_at"]),
-        "last_activity_at": epoch(conv["last_activity_at"]),
-        "timestamp": epoch(conv["last_activity_at"]),
-        "created_at": epoch(conv["created_at"]),
+        "waiting_since": unix_seconds(conv["created_at"]),
+        "agent_last_seen_at": unix_seconds(conv["agent_last_seen_at"]),
+        "contact_last_seen_at": unix_seconds(conv["contact_last_seen_at"]),
+        "last_activity_at": unix_seconds(conv["last_activity_at"]),
+        "timestamp": unix_seconds(conv["last_activity_at"]),
+        "created_at": unix_seconds(conv["created_at"]),
         "updated_at": conv["updated_at"],
         "account_id": conv["account_id"],
-    }
-
-
-def widget_conversation(conv: dict[str, Any]) -> dict[str, Any]:
-    """GET /api/v1/widget/conversations (contract §2.1)."""
-    return {
-        "id": conv["display_id"],
-        "inbox_id": conv["inbox_id"],
-        "contact_last_seen_at": epoch(conv["contact_last_seen_at"]),
-        "status": conv["status"],
-    }
-
-
-def conversation_record(conv: dict[str, Any]) -> dict[str, Any]:
-    """The plain Conversation record (destroy_custom_attributes)."""
-    return {
-        "id": conv["display_id"],
-        "account_id": conv["account_id"],
-        "inbox_id": conv["inbox_id"],
-        "status": conv["status"],
-        "assignee_id": conv["assignee_id"],
-        "contact_id": conv["contact_id"],
-        "additional_attributes": conv["additional_attributes"],
-        "custom_attributes": conv["custom_attributes"],
-        "contact_last_seen_at": epoch(conv["contact_last_seen_at"]),
-        "agent_last_seen_at": epoch(conv["agent_last_seen_at"]),
-        "last_activity_at": epoch(conv["last_activity_at"]),
-        "created_at": iso(conv["created_at"]),
-        "updated_at": iso(conv["updated_at"]),
     }
 
 

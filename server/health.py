@@ -19,13 +19,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from aiohttp import web
-from sqlalchemy import text
 
 from server.bus import Bus
 from server.errors import json_response
+from server.store import ping
 from server.store.db import Database
 
 log = logging.getLogger(__name__)
@@ -97,10 +96,7 @@ def standard_checks(db: Database, bus: Bus) -> dict[str, Check]:
     """What both the web process and the worker depend on: the database and the bus."""
 
     async def database() -> None:
-        async def select_one(conn: Any) -> None:
-            await conn.execute(text("SELECT 1"))
-
-        await db.read(select_one)
+        await db.read(ping)
 
     async def bus_check() -> None:
         await bus.check()

@@ -10,22 +10,13 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.services import services
-from server.store import one
-from server.store.tables import inboxes
+from server.store import accounts as accounts_store
 
 STATIC_DIR = Path(__file__).parent / "static"
-
-
-async def _first_inbox_token(conn: AsyncConnection) -> dict[str, Any] | None:
-    """The demo inbox: the first inbox created (the one `SEED_DEMO` makes)."""
-    return one(await conn.execute(select(inboxes.c.website_token).order_by(inboxes.c.id).limit(1)))
 
 
 async def host_page(request: web.Request) -> web.Response:
@@ -40,10 +31,10 @@ async def host_page(request: web.Request) -> web.Response:
                 "Unknown inbox", _NO_INBOX.format(reason="No inbox has this website token."), 404
             )
     else:
-        row = await svc.db.read(_first_inbox_token)
-        if row is None:
+        first = await svc.db.read(accounts_store.first_inbox_token)
+        if first is None:
             return _page("No inbox yet", _NO_INBOX.format(reason="The database has no inbox."), 404)
-        token = row["website_token"]
+        token = first
     body = _HOST_BODY.format(token=html.escape(token, quote=True))
     return _page("Acme Coffee Roasters", body, css=("demo.css", "widget.css"), script="demo.js")
 

@@ -14,6 +14,7 @@ from server.ratelimit import Limiter, MemoryEngine, RateLimits
 from server.settings import Settings
 from server.store import accounts as accounts_store
 from server.store.db import Database
+from server.store.writes import Store
 
 if TYPE_CHECKING:
     from server.connections import AddressCounts, ConnectionGuard
@@ -49,6 +50,7 @@ class Services:
     db: Database
     bus: Bus
     inboxes: InboxCache
+    store: Store  # the one call per kind of write (server/store/writes.py)
     presence: Any = None
     limiter: Limiter = field(default_factory=lambda: Limiter(RateLimits(), MemoryEngine()))
     hub: Hub | None = None

@@ -16,9 +16,9 @@ from server import events
 from server.bus.envelope import unpack
 from server.services import SERVICES
 from server.store import accounts as accounts_store
-from server.store import contacts as contacts_store
+from server.store import conversation_writes
 from server.store import conversations as conversations_store
-from server.store import messages as messages_store
+from server.store.inputs import AgentMessage, AgentsConversation
 from server.store.tables import accounts, conversations, messages, outbox
 from tests.conftest import Visitor, World
 
@@ -71,30 +71,23 @@ def display_id(visitor: Visitor) -> int:
 async def agent_messages(
     client: TestClient, world: World, did: int, items: list[tuple[str, bool]]
 ) -> None:
-    """Many agent messages (content, private) in one transaction, through the store: the
+    """Many agent messages (content, private), one after the other, through the store: the
     reply endpoint itself is tested one message at a time."""
-
-    async def op(conn: Any) -> None:
-        conv = await conversations_store.by_display_id(conn, world.account["id"], did)
-        assert conv is not None
-        contact = await contacts_store.get_contact(conn, conv["contact_id"])
-        ci = await contacts_store.get_contact_inbox(conn, conv["contact_inbox_id"])
-        assert contact is not None and ci is not None
-        for content, private in items:
-            _, conv = await messages_store.create(
-                conn,
-                conv,
-                contact=contact,
-                contact_inbox=ci,
+    svc = client.app[SERVICES]
+    for content, private in items:
+        await svc.store.agent_message(
+            AgentMessage(
+                conversation=AgentsConversation(world.account["id"], (world.inbox["id"],), did),
+                author=world.agent,
                 message_type=events.OUTGOING,
                 content=content,
-                sender_type="User",
-                sender_id=world.agent["id"],
-                sender=events.user_push(world.agent),
+                content_type="text",
+                content_attributes={},
                 private=private,
+                echo_id=None,
+                flood_limit=svc.settings.messages_per_minute,
             )
-
-    await client.app[SERVICES].db.write(op)
+        )
 
 
 async def outbox_rows(client: TestClient) -> list[dict[str, Any]]:
@@ -359,7 +352,7 @@ async def test_mine_count_counts_assigned_conversations(client: TestClient, worl
     row = await conversation_row(client, world, display_id(visitors[0]))
 
     async def assign(conn: Any) -> None:
-        await conversations_store.lock(conn, row["id"], assignee_id=world.agent["id"])
+        await conversation_writes.change(conn, row["id"], assignee_id=world.agent["id"])
 
     await client.app[SERVICES].db.write(assign)
     meta = (await get_ok(client, conv_url(world), world.agent))["data"]["meta"]

@@ -7,13 +7,13 @@ import asyncio
 from typing import Any
 
 from aiohttp.test_utils import TestClient
+from sqlalchemy import select
 
 from server import events
 from server.services import SERVICES
-from server.store import accounts as accounts_store
-from server.store import contacts as contacts_store
-from server.store import conversations as conversations_store
-from server.store import messages as messages_store
+from server.store.inputs import AgentMessage, AgentsConversation
+from server.store.tables import conversations
+from tests.cable import CableClient, agent_identifier
 from tests.conftest import Visitor, World
 
 
@@ -26,30 +26,25 @@ async def agent_message(
     private: bool = False,
     message_type: int = events.OUTGOING,
 ) -> dict[str, Any]:
-    """Write a message the way the agent side does, through the store."""
-
-    async def op(conn: Any) -> dict[str, Any]:
-        conv = await conversations_store.by_display_id(conn, world.account["id"], display_id)
-        assert conv is not None
-        contact = await contacts_store.get_contact(conn, conv["contact_id"])
-        ci = await contacts_store.get_contact_inbox(conn, conv["contact_inbox_id"])
-        user = await accounts_store.get_user(conn, world.agent["id"])
-        assert contact is not None and ci is not None and user is not None
-        msg, _ = await messages_store.create(
-            conn,
-            conv,
-            contact=contact,
-            contact_inbox=ci,
+    """Write a message the way the agent side does, through the store (which, unlike the
+    endpoint, takes any message type: an activity message too)."""
+    svc = client.app[SERVICES]
+    inbox_ids = (world.inbox["id"], world.other_inbox["id"])
+    sent = await svc.store.agent_message(
+        AgentMessage(
+            conversation=AgentsConversation(world.account["id"], inbox_ids, display_id),
+            author=world.agent,
             message_type=message_type,
             content=content,
-            sender_type="User",
-            sender_id=user["id"],
-            sender=events.user_push(user),
+            content_type="text",
+            content_attributes={},
             private=private,
+            echo_id=None,
+            flood_limit=svc.settings.messages_per_minute,
         )
-        return msg
-
-    return await client.app[SERVICES].db.write(op)
+    )
+    assert sent is not None
+    return dict(sent.message)
 
 
 async def listed(visitor: Visitor, query: str = "") -> list[dict[str, Any]]:
@@ -228,3 +223,58 @@ async def test_bad_paging_parameters_are_400(visitor: Visitor) -> None:
         )
         assert resp.status == 400, (query, resp.status, await resp.text())
         assert "error" in await resp.json()
+
+
+BURST = 30
+
+
+async def test_concurrent_messages_of_one_visitor_keep_counts_and_order(
+    client: TestClient, world: World, visitor: Visitor
+) -> None:
+    """Exact unread counts in every event and ids in commit order, whichever path each
+    message takes (on PostgreSQL most go without a transaction: engine/postgresql.py)."""
+    first = await visitor.send("first")
+    cable = await CableClient.connect(client)
+    agent = world.agent
+    await cable.subscribe(agent_identifier(agent["pubsub_token"], world.account["id"], agent["id"]))
+
+    sent = await asyncio.gather(*(visitor.send(f"burst {i}") for i in range(BURST)))
+
+    ids = [m["id"] for m in sent]
+    assert len(set(ids)) == BURST and min(ids) > first["id"]
+    created = await _created(cable, set(ids))
+    assert sorted(d["id"] for d in created) == sorted(ids)
+    # Published in commit order: ids increase, and each event's unread count is the one its
+    # own commit left (the first message left 1).
+    assert [d["id"] for d in created] == sorted(ids)
+    assert [d["conversation"]["unread_count"] for d in created] == list(range(2, BURST + 2))
+
+    db = client.app[SERVICES].db
+    conv = await db.read(_conversation_of, first["conversation_id"], world.account["id"])
+    assert conv["unread_count"] == BURST + 1
+    listed = await visitor.client.get(
+        visitor._url("messages", f"&after={first['id']}"), headers=visitor._headers()
+    )
+    assert [m["id"] for m in (await listed.json())["payload"]] == sorted(ids)
+    await cable.close()
+
+
+async def _created(cable: CableClient, ids: set[int]) -> list[dict[str, Any]]:
+    """The message.created data of `ids`, in the order they arrived, once all have."""
+    for _ in range(1000):
+        created = [
+            e["data"] for e in cable.events(events.MESSAGE_CREATED) if e["data"]["id"] in ids
+        ]
+        if len(created) >= len(ids):
+            return created
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{len(created)} of {len(ids)} message.created events in 10 s")
+
+
+async def _conversation_of(conn: Any, display_id: int, account_id: int) -> dict[str, Any]:
+    result = await conn.execute(
+        select(conversations).where(
+            conversations.c.display_id == display_id, conversations.c.account_id == account_id
+        )
+    )
+    return dict(result.one()._mapping)

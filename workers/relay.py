@@ -32,6 +32,7 @@ from server.bus.envelope import pack
 from server.lifecycle import cancel
 from server.store import outbox
 from server.store.db import Database
+from server.store.engine import engine_for
 from server.store.outbox import Position
 from server.store.unavailable import DatabaseUnavailable, kind_of
 from workers.lease import Lease, MemoryLease, RedisLease
@@ -94,7 +95,7 @@ class Relay:
         self._recorded: set[int] = set()
         self._mark_task: asyncio.Task[None] | None = None
         self._swept = 0.0
-        if db.is_postgresql:
+        if engine_for(db).relay_listens:
             self.listener = OutboxListener(db.url, self.wake, limit=NOTIFICATION_LIMIT)
         else:
             bus.on_wake.append(self.wake)

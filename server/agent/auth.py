@@ -30,6 +30,7 @@ from server.errors import ApiError, not_found, unauthorized
 from server.services import services
 from server.store import accounts as accounts_store
 from server.store import conversations as conversations_store
+from server.store.inputs import AgentsConversation
 
 TOKEN = "api_access_token"
 MAX_TOKEN_LENGTH = 256
@@ -52,8 +53,9 @@ class Agent:
     def is_admin(self) -> bool:
         return self.role == "administrator"
 
-    def sees(self, conv: dict[str, Any]) -> bool:
-        return conv["account_id"] == self.account_id and conv["inbox_id"] in self.inbox_ids
+    def names(self, display_id: int) -> AgentsConversation:
+        """The conversation `display_id`, as this agent may reach it."""
+        return AgentsConversation(self.account_id, tuple(self.inbox_ids), display_id)
 
 
 def access_token(request: web.Request) -> str | None:
@@ -122,10 +124,9 @@ async def find_conversation(
     conn: AsyncConnection, who: Agent, display_id: int
 ) -> dict[str, Any] | None:
     """The conversation, if it is in the caller's account and visible inboxes."""
-    conv = await conversations_store.by_display_id(conn, who.account_id, display_id)
-    if conv is None or not who.sees(conv):
-        return None
-    return conv
+    return await conversations_store.visible_to_agent(
+        conn, who.account_id, who.inbox_ids, display_id
+    )
 
 
 async def conversation(request: web.Request, who: Agent) -> dict[str, Any]:

@@ -5,11 +5,9 @@ conversations of the caller's account and visible inboxes."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server import events, typing
 from server.agent import auth
@@ -17,6 +15,8 @@ from server.errors import bad_request, json_response, not_found
 from server.params import json_body, opt_int
 from server.services import services
 from server.store import conversations as conversations_store
+from server.store import payloads
+from server.store.inputs import MarkRead, StatusChange
 
 PER_PAGE = 25
 MAX_PAGE = 100_000
@@ -40,24 +40,23 @@ async def index(request: web.Request) -> web.Response:
     if not 1 <= page <= MAX_PAGE:
         raise bad_request(f"page must be between 1 and {MAX_PAGE}")
 
-    async def op(conn: AsyncConnection) -> dict[str, Any]:
-        rows, _ = await conversations_store.list_for_inboxes(
-            conn, who.account_id, who.inbox_ids, status=status, page=page, per_page=PER_PAGE
-        )
-        meta = await conversations_store.assignment_counts(
-            conn, who.account_id, who.inbox_ids, status=status, user_id=who.user["id"]
-        )
-        payload = await conversations_store.push_data_many(conn, rows)
-        return {"data": {"meta": meta, "payload": payload}}
-
-    return json_response(await svc.db.read(op))
+    meta, payload = await svc.db.read(
+        payloads.agent_list,
+        who.account_id,
+        who.inbox_ids,
+        user_id=who.user["id"],
+        status=status,
+        page=page,
+        per_page=PER_PAGE,
+    )
+    return json_response({"data": {"meta": meta, "payload": payload}})
 
 
 async def show(request: web.Request) -> web.Response:
     svc = services(request)
     who = await auth.agent(request)
     conv = await auth.conversation(request, who)
-    return json_response(await svc.db.read(conversations_store.push_data, conv))
+    return json_response(await svc.db.read(payloads.conversation, conv))
 
 
 def _status_input(body: dict[str, Any]) -> str | None:
@@ -76,16 +75,7 @@ async def toggle_status(request: web.Request) -> web.Response:
     who = await auth.agent(request)
     display_id = auth.path_id(request, "display_id")
     wanted = _status_input(await json_body(request))
-
-    async def op(conn: AsyncConnection) -> dict[str, Any] | None:
-        conv = await auth.find_conversation(conn, who, display_id)
-        if conv is None:
-            return None
-        locked = await conversations_store.lock(conn, conv["id"])
-        target = wanted or ("resolved" if locked["status"] == "open" else "open")
-        return await conversations_store.set_status(conn, locked, target)
-
-    conv = await svc.db.write(op)
+    conv = await svc.store.change_status(StatusChange(who.names(display_id), wanted))
     if conv is None:
         raise not_found()
     return json_response(
@@ -118,7 +108,7 @@ async def toggle_typing_status(request: web.Request) -> web.Response:
     on = typing.status(body)
     is_private = _is_private(body)
     await svc.limiter.check("typing_per_sender", f"user:{who.user['id']}")
-    conv_push = await svc.db.read(conversations_store.push_data, conv)
+    conv_push = await svc.db.read(payloads.conversation, conv)
     typing.publish(
         svc.bus,
         conv,
@@ -138,15 +128,6 @@ async def update_last_seen(request: web.Request) -> web.Response:
     who = await auth.agent(request)
     display_id = auth.path_id(request, "display_id")
     await json_body(request)  # a malformed body is still a 400
-
-    async def op(conn: AsyncConnection) -> dict[str, Any] | None:
-        conv = await auth.find_conversation(conn, who, display_id)
-        if conv is None:
-            return None
-        return await conversations_store.lock(
-            conn, conv["id"], agent_last_seen_at=time.time(), unread_count=0
-        )
-
-    if await svc.db.write(op) is None:
+    if not await svc.store.mark_read(MarkRead(who.names(display_id))):
         raise not_found()
     return json_response({})

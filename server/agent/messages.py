@@ -9,16 +9,14 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from server import events
+from server import events, views
 from server.agent import auth
 from server.errors import bad_request, json_response, not_found, unprocessable
 from server.params import attributes, json_body, opt_int, opt_str
 from server.services import Services, services
-from server.store import accounts as accounts_store
-from server.store import contacts as contacts_store
 from server.store import messages as messages_store
+from server.store.inputs import AgentMessage
 
 # Message content types (contract §5.1) an agent may send.
 CONTENT_TYPES = (
@@ -45,38 +43,27 @@ async def index(request: web.Request) -> web.Response:
     display_id = auth.path_id(request, "display_id")
     before = opt_int(request.query.get("before"), "before")
     after = opt_int(request.query.get("after"), "after")
-
-    async def op(conn: AsyncConnection) -> dict[str, Any] | None:
-        conv = await auth.find_conversation(conn, who, display_id)
-        if conv is None:
-            return None
-        contact = await contacts_store.get_contact(conn, conv["contact_id"])
-        assert contact is not None
-        assignee = None
-        if conv["assignee_id"]:
-            assignee = await accounts_store.get_user(conn, conv["assignee_id"])
-        rows = await messages_store.page(
-            conn, conv["id"], before=before, after=after, visitor=False
-        )
-        pushes = await messages_store.senders(conn, rows, contact)
-        return {
+    history = await svc.db.read(
+        messages_store.agent_history, who.names(display_id), before=before, after=after
+    )
+    if history is None:
+        raise not_found()
+    conv, assignee = history.conversation, history.assignee
+    return json_response(
+        {
             "meta": {
                 "labels": [],
                 "additional_attributes": conv["additional_attributes"],
-                "contact": events.contact_push(contact),
+                "contact": events.contact_push(history.contact),
                 "assignee": events.user_push(assignee) if assignee else None,
-                "agent_last_seen_at": events.epoch(conv["agent_last_seen_at"]),
+                "agent_last_seen_at": events.unix_seconds(conv["agent_last_seen_at"]),
             },
             "payload": [
-                events.message_record(m, conv["display_id"], messages_store.sender_of(m, pushes))
-                for m in rows
+                views.message_for_agents(m, conv["display_id"], sender)
+                for m, sender in history.messages
             ],
         }
-
-    body = await svc.db.read(op)
-    if body is None:
-        raise not_found()
-    return json_response(body)
+    )
 
 
 def _message_type(value: Any) -> int:
@@ -118,7 +105,7 @@ def _content_attributes(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def message_input(svc: Services, body: dict[str, Any]) -> dict[str, Any]:
-    """The validated fields of an agent reply, as keyword arguments of messages_store.create."""
+    """The validated fields of an agent reply (AgentMessage's)."""
     content = opt_str(body, "content", max_len=svc.settings.max_message_length)
     if content is None or not content.strip():
         raise unprocessable("content can't be blank")
@@ -137,45 +124,20 @@ def message_input(svc: Services, body: dict[str, Any]) -> dict[str, Any]:
 
 async def create(request: web.Request) -> web.Response:
     """An agent's reply or private note. `message.created` goes to the inbox's agents and,
-    unless private, to the visitor; the write and its event commit together."""
+    unless private, to the visitor; the write and its event commit together. A retry (an
+    echo_id this agent already sent) answers the original message."""
     svc = services(request)
     who = await auth.agent(request)
     display_id = auth.path_id(request, "display_id")
     fields = message_input(svc, await json_body(request))
-    sender = events.user_push(who.user)
-
-    async def op(conn: AsyncConnection) -> dict[str, Any] | None:
-        conv = await auth.find_conversation(conn, who, display_id)
-        if conv is None:
-            return None
-        contact = await contacts_store.get_contact(conn, conv["contact_id"])
-        contact_inbox = await contacts_store.get_contact_inbox(conn, conv["contact_inbox_id"])
-        assert contact is not None and contact_inbox is not None
-        msg, conv = await messages_store.create(
-            conn,
-            conv,
-            contact=contact,
-            contact_inbox=contact_inbox,
-            sender_type="User",
-            sender_id=who.user["id"],
-            sender=sender,
+    sent = await svc.store.agent_message(
+        AgentMessage(
+            conversation=who.names(display_id),
+            author=who.user,
             flood_limit=svc.settings.messages_per_minute,
             **fields,
         )
-        return events.message_record(msg, conv["display_id"], sender)
-
-    try:
-        record = await svc.db.write(op)
-    except Exception as exc:
-        # A retry (an echo_id this agent already sent) answers the original message.
-        echo_id = fields["echo_id"]
-        if not messages_store.is_retry(exc, echo_id):
-            raise
-        found = await svc.db.read(messages_store.by_echo_id, "User", who.user["id"], echo_id)
-        if found is None:
-            raise
-        msg, found_display_id = found
-        record = events.message_record(msg, found_display_id, sender)
-    if record is None:
+    )
+    if sent is None:
         raise not_found()
-    return json_response(record)
+    return json_response(views.message_for_agents(sent.message, sent.display_id, sent.sender))

@@ -60,10 +60,6 @@ def broadcast_prefix(identifier_json: bytes) -> bytes:
     return b'{"identifier":' + identifier_json + b',"message":'
 
 
-def broadcast(prefix: bytes, message: bytes) -> bytes:
-    return prefix + message + b"}"
-
-
 # -- the extended protocol ----------------------------------------------------------------
 
 # Stream positions and history requests a client may send: bounded like every input.

@@ -8,17 +8,14 @@ import logging
 from typing import Any
 
 import orjson
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server import events
 from server.hub.connection import Connection
 from server.hub.hub import Subscription
 from server.store import accounts as accounts_store
-from server.store import all_rows
 from server.store import contacts as contacts_store
 from server.store.outbox import encode_message
-from server.store.tables import account_users, users
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +52,9 @@ def _as_id(value: Any) -> int | None:
     return None
 
 
-async def resolve(conn: AsyncConnection, conn_obj: Connection, identifier: str) -> Subscription:
-    """The subscription an identifier asks for, or Rejected."""
+async def resolve(conn: AsyncConnection, socket: Connection, identifier: str) -> Subscription:
+    """The subscription an identifier asks for on `socket`, or Rejected (`conn`: the
+    database's)."""
     ident = _parse_identifier(identifier)
     token = ident["pubsub_token"]
     if ident.get("user_id") is None:
@@ -65,7 +63,7 @@ async def resolve(conn: AsyncConnection, conn_obj: Connection, identifier: str) 
             raise Rejected("unknown contact token")
         contact, _ = found
         return Subscription(
-            conn=conn_obj,
+            conn=socket,
             identifier=identifier,
             token=token,
             channels=[events.contact_channel(token)],
@@ -93,7 +91,7 @@ async def resolve(conn: AsyncConnection, conn_obj: Connection, identifier: str) 
     channels = [events.user_channel(user_id), events.account_channel(account_id)]
     channels += [events.inbox_channel(i) for i in inbox_ids]
     return Subscription(
-        conn=conn_obj,
+        conn=socket,
         identifier=identifier,
         token=token,
         channels=channels,
@@ -110,18 +108,12 @@ async def presence_message(
 ) -> bytes:
     """presence.update for this subscriber (contract §4.7): every account user's status,
     'offline' unless they have a live socket; agents also get the online contacts."""
-    rows = all_rows(
-        await conn.execute(
-            select(users.c.id, users.c.availability)
-            .join(account_users, account_users.c.user_id == users.c.id)
-            .where(account_users.c.account_id == sub.account_id)
-        )
-    )
+    chosen = await accounts_store.availability_of_agents(conn, sub.account_id)
     data: dict[str, Any] = {
         "account_id": sub.account_id,
         "users": {
-            str(r["id"]): (r["availability"] if r["id"] in online_users else "offline")
-            for r in rows
+            str(user_id): (availability if user_id in online_users else "offline")
+            for user_id, availability in chosen.items()
         },
     }
     if sub.is_agent:

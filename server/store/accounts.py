@@ -168,6 +168,23 @@ async def get_user(conn: AsyncConnection, user_id: int) -> dict[str, Any] | None
     return one(await conn.execute(select(users).where(users.c.id == user_id)))
 
 
+async def users_by_id(conn: AsyncConnection, ids: set[int]) -> dict[int, dict[str, Any]]:
+    if not ids:
+        return {}
+    rows = all_rows(await conn.execute(select(users).where(users.c.id.in_(ids))))
+    return {row["id"]: row for row in rows}
+
+
+async def availability_of_agents(conn: AsyncConnection, account_id: int) -> dict[int, str]:
+    """Each agent of the account, by id: the availability they chose (presence.update)."""
+    rows = await conn.execute(
+        select(users.c.id, users.c.availability)
+        .join(account_users, account_users.c.user_id == users.c.id)
+        .where(account_users.c.account_id == account_id)
+    )
+    return {row.id: row.availability for row in rows}
+
+
 async def memberships(conn: AsyncConnection, user_id: int) -> list[dict[str, Any]]:
     """The accounts a user belongs to, with the role in each."""
     return all_rows(
@@ -197,6 +214,14 @@ async def visible_inbox_ids(
 
 async def is_empty(conn: AsyncConnection) -> bool:
     return (await conn.execute(select(accounts.c.id).limit(1))).first() is None
+
+
+async def first_inbox_token(conn: AsyncConnection) -> str | None:
+    """The website_token of the first inbox created (the demo's: the one SEED_DEMO makes)."""
+    row = (
+        await conn.execute(select(inboxes.c.website_token).order_by(inboxes.c.id).limit(1))
+    ).first()
+    return None if row is None else str(row[0])
 
 
 async def membership(conn: AsyncConnection, user_id: int, account_id: int) -> dict[str, Any] | None:

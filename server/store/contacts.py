@@ -7,23 +7,24 @@ import time
 import uuid
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.auth import new_token
 from server.store import one
 from server.store.prepared import Prepared
-from server.store.tables import contact_inboxes, contacts, conversations
+from server.store.rules import latest_conversation_id, prefixed, take_prefixed
+from server.store.tables import contact_inboxes, contacts
 
 # The columns of a contact_inbox, prefixed, next to the contact's own columns in one row.
-CI_COLUMNS = [c.label(f"ci_{c.name}") for c in contact_inboxes.c]
+CI_PREFIX = "ci_"
+CI_COLUMNS = prefixed(contact_inboxes, CI_PREFIX)
 
 
 def split_identity(row: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(contact, contact_inbox) from a joined row."""
-    contact = {k: v for k, v in row.items() if not k.startswith("ci_")}
-    ci = {k[3:]: v for k, v in row.items() if k.startswith("ci_")}
-    return contact, ci
+    """(contact, contact_inbox) of a row with the contact's columns and CI_COLUMNS."""
+    ci = take_prefixed(row, contact_inboxes, CI_PREFIX)
+    return row, ci
 
 
 _FIND_IDENTITY = Prepared(
@@ -47,10 +48,7 @@ _FIND_SENDER = Prepared(
     select(
         contacts,
         *CI_COLUMNS,
-        select(func.max(conversations.c.id))
-        .where(conversations.c.contact_inbox_id == contact_inboxes.c.id)
-        .scalar_subquery()
-        .label("current_conversation_id"),
+        latest_conversation_id(contact_inboxes.c.id).label("current_conversation_id"),
     )
     .join(contact_inboxes, contact_inboxes.c.contact_id == contacts.c.id)
     .where(
@@ -58,25 +56,19 @@ _FIND_SENDER = Prepared(
         contact_inboxes.c.source_id == bindparam("source_id"),
     )
 )
-_CI_NAMES = tuple(c.name for c in contact_inboxes.c)
-
-
-def pop_contact_inbox(row: dict[str, Any]) -> dict[str, Any]:
-    """The contact_inbox of a row with CI_COLUMNS, taken out of the row."""
-    return {name: row.pop(f"ci_{name}") for name in _CI_NAMES}
 
 
 async def find_sender(
     conn: AsyncConnection, inbox_id: int, source_id: str
 ) -> tuple[dict[str, Any], dict[str, Any], int | None] | None:
-    """`find_identity` plus the id of the visitor's current (latest) conversation (None when
-    they have none yet): what a visitor's message needs, in one statement."""
+    """`find_identity` plus the id of the visitor's current conversation (None when they
+    have none yet): what a visitor's message needs, in one statement."""
     row = await _FIND_SENDER.one(conn, {"inbox_id": inbox_id, "source_id": source_id})
     if row is None:
         return None
     current = row.pop("current_conversation_id")
-    ci = pop_contact_inbox(row)
-    return row, ci, current
+    contact, ci = split_identity(row)
+    return contact, ci, current
 
 
 async def identity_by_pubsub_token(
@@ -106,8 +98,6 @@ async def create_identity(
     account_id: int,
     inbox_id: int,
     additional_attributes: dict[str, Any] | None = None,
-    name: str = "",
-    email: str | None = None,
     identifier: str | None = None,
     identifier_verified: bool = False,
     hmac_verified: bool = False,
@@ -119,8 +109,8 @@ async def create_identity(
             insert(contacts)
             .values(
                 account_id=account_id,
-                name=name,
-                email=email,
+                name="",
+                email=None,
                 phone_number=None,
                 identifier=identifier,
                 identifier_verified=identifier_verified,
@@ -223,8 +213,25 @@ async def set_hmac_verified(conn: AsyncConnection, ci_id: int) -> None:
     )
 
 
-async def touch_contact_inbox(conn: AsyncConnection, ci_id: int) -> None:
-    """Take the contact_inbox's row lock: serializes a visitor's conversation creation."""
+async def lock_contact_inbox(conn: AsyncConnection, ci_id: int) -> None:
+    """Take the contact_inbox's row lock (an UPDATE: updated_at): serializes the opening of
+    a visitor's conversations (conversation_writes.open_unless_current)."""
     await conn.execute(
         update(contact_inboxes).where(contact_inboxes.c.id == ci_id).values(updated_at=time.time())
     )
+
+
+_IDENTITY_OF = Prepared(
+    select(contacts, *CI_COLUMNS)
+    .join(contact_inboxes, contact_inboxes.c.contact_id == contacts.c.id)
+    .where(contact_inboxes.c.id == bindparam("ci_id"))
+)
+
+
+async def identity_of(
+    conn: AsyncConnection, contact_inbox_id: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(contact, contact_inbox) of a conversation's contact_inbox, in one statement."""
+    row = await _IDENTITY_OF.one(conn, {"ci_id": contact_inbox_id})
+    assert row is not None, f"contact_inbox {contact_inbox_id} vanished"
+    return split_identity(row)

@@ -19,7 +19,7 @@ drivers) it goes through `conn.execute`, which gets a cache hit on the prebuilt 
 
 `one_autocommit`/`run_autocommit` run a statement on PostgreSQL outside any transaction: it
 commits on its own, in the same round trip (for a write that is one statement, see
-`messages.create_if_unchanged`).
+`engine/postgresql.write_if_unchanged`).
 
 Parameters are passed by bindparam name; statements with expanding IN lists are not supported.
 """

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from server import events
 from server.client_address import client_address
 from server.errors import bad_gateway, bad_request, json_response, unprocessable
 from server.params import json_body
 from server.ratelimit import address_subject
 from server.services import services
-from server.store import conversations as conversations_store
-from server.store import messages as messages_store
+from server.store.inputs import TranscriptTurn
+from server.store.writes import WouldOpen
 from server.voice.elevenlabs import ElevenLabsError
 from server.widget import context
 
@@ -86,50 +85,15 @@ async def transcript(request: web.Request) -> web.Response:
     svc = services(request)
     visitor = await context.visitor(request)
     source, content, event_id = _turn(await json_body(request), svc.settings.max_message_length)
-    user_turn = source == "user"
-    sender = events.contact_push(visitor.contact) if user_turn else None
-
-    async def op(conn: AsyncConnection, may_open: bool) -> dict[str, Any]:
-        conv, _ = await conversations_store.current_or_new(
-            conn,
-            inbox=visitor.inbox,
-            contact=visitor.contact,
-            contact_inbox=visitor.contact_inbox,
-            additional_attributes={"initiated_from": "voice_agent"},
-            reuse_resolved=False,
-            may_open=may_open,
-        )
-        if event_id is not None:
-            # Take the conversation's row lock before looking: two tries of one turn in
-            # flight at once would otherwise both miss and the second insert would hit the
-            # unique index (a 500) instead of returning the first message.
-            conv = await conversations_store.lock(conn, conv["id"])
-            existing = await messages_store.by_external_event(conn, conv["id"], event_id)
-            if existing is not None:
-                return {
-                    "id": existing["id"],
-                    "conversation_id": conv["display_id"],
-                    "duplicate": True,
-                }
-        msg, conv = await messages_store.create(
-            conn,
-            conv,
-            **visitor.context,
-            message_type=events.INCOMING if user_turn else events.OUTGOING,
-            content=content,
-            sender_type="Contact" if user_turn else None,
-            sender_id=visitor.contact["id"] if user_turn else None,
-            sender=sender,
-            content_attributes={"voice_transcript": True, "role": source},
-            external_event_id=event_id,
-            flood_limit=svc.settings.messages_per_minute,
-        )
-        return {"id": msg["id"], "conversation_id": conv["display_id"]}
-
+    turn = TranscriptTurn(visitor, source, content, event_id, svc.settings.messages_per_minute)
     try:
-        return json_response(await svc.db.write(op, False))
-    except conversations_store.WouldOpen:
+        written = await svc.store.transcript_turn(turn)
+    except WouldOpen:
         # A new conversation (none open): rare, so its budget is checked only then, outside
         # the transaction, and the turn written again.
         await svc.limiter.check("conversations_per_contact", str(visitor.contact["id"]))
-        return json_response(await svc.db.write(op, True))
+        written = await svc.store.transcript_turn(replace(turn, may_open=True))
+    answer: dict[str, Any] = {"id": written.id, "conversation_id": written.display_id}
+    if written.duplicate:
+        answer["duplicate"] = True
+    return json_response(answer)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -15,18 +14,7 @@ from server.errors import not_found, unauthorized
 from server.params import json_body
 from server.services import services
 from server.store import contacts as contacts_store
-
-
-@dataclass
-class Visitor:
-    inbox: dict[str, Any]
-    contact: dict[str, Any]
-    contact_inbox: dict[str, Any]
-
-    @property
-    def context(self) -> dict[str, Any]:
-        """Keyword arguments for store calls that build events for this visitor."""
-        return {"contact": self.contact, "contact_inbox": self.contact_inbox}
+from server.store.inputs import Visitor
 
 
 def plausible_token(token: str | None) -> bool:

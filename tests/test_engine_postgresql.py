@@ -1,69 +1,23 @@
-"""A visitor's message on PostgreSQL is first written without a transaction: the visitor and
-their conversation are read unlocked, and one statement writes the message only if the
-conversation row is still what was read (messages.create_if_unchanged). These tests hold that
-to what the transactional path promises: exact unread counts in every event, message ids in
-commit order, nothing written from a stale read."""
+"""PostgreSQL's own paths (server/store/engine/postgresql.py). A visitor's message is first
+written without a transaction: the visitor and their conversation are read unlocked
+(`read_snapshot`), and one statement writes the message only if the conversation row is still
+what was read (`write_if_unchanged`). These tests hold that to what the transactional path
+promises: nothing written from a stale read, no reopening outside a transaction. (Exact
+unread counts and commit order under concurrency, on both engines: test_widget_messages.)"""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 from sqlalchemy import select
 
-from server import events
 from server.services import SERVICES
-from server.store import conversations as conversations_store
-from server.store import messages as messages_store
+from server.store.engine import postgresql
+from server.store.inputs import SentMessage, VisitorMessage
 from server.store.tables import contact_inboxes, conversations, messages, outbox
-from tests.cable import CableClient, agent_identifier
 from tests.conftest import Visitor, World
-
-BURST = 30
-
-
-async def test_concurrent_messages_of_one_visitor_keep_counts_and_order(
-    client: TestClient, world: World, visitor: Visitor
-) -> None:
-    first = await visitor.send("first")
-    cable = await CableClient.connect(client)
-    agent = world.agent
-    await cable.subscribe(agent_identifier(agent["pubsub_token"], world.account["id"], agent["id"]))
-
-    sent = await asyncio.gather(*(visitor.send(f"burst {i}") for i in range(BURST)))
-
-    ids = [m["id"] for m in sent]
-    assert len(set(ids)) == BURST and min(ids) > first["id"]
-    created = await _created(cable, set(ids))
-    assert sorted(d["id"] for d in created) == sorted(ids)
-    # Published in commit order: ids increase, and each event's unread count is the one its
-    # own commit left (the first message left 1).
-    assert [d["id"] for d in created] == sorted(ids)
-    assert [d["conversation"]["unread_count"] for d in created] == list(range(2, BURST + 2))
-
-    db = client.app[SERVICES].db
-    conv = await db.read(_conversation_of, first["conversation_id"], world.account["id"])
-    assert conv["unread_count"] == BURST + 1
-    listed = await visitor.client.get(
-        visitor._url("messages", f"&after={first['id']}"), headers=visitor._headers()
-    )
-    assert [m["id"] for m in (await listed.json())["payload"]] == sorted(ids)
-    await cable.close()
-
-
-async def _created(cable: CableClient, ids: set[int]) -> list[dict[str, Any]]:
-    """The message.created data of `ids`, in the order they arrived, once all have."""
-    for _ in range(1000):
-        created = [
-            e["data"] for e in cable.events(events.MESSAGE_CREATED) if e["data"]["id"] in ids
-        ]
-        if len(created) >= len(ids):
-            return created
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"{len(created)} of {len(ids)} message.created events in 10 s")
 
 
 async def _conversation_of(conn: Any, display_id: int, account_id: int) -> dict[str, Any]:
@@ -75,11 +29,9 @@ async def _conversation_of(conn: Any, display_id: int, account_id: int) -> dict[
     return dict(result.one()._mapping)
 
 
-# The path without a transaction is PostgreSQL's: SQLite writes every message in one.
-on_postgresql = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+pytestmark = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 
 
-@on_postgresql
 async def test_a_message_read_before_its_conversation_changed_is_not_written(
     client: TestClient, world: World, visitor: Visitor
 ) -> None:
@@ -88,7 +40,7 @@ async def test_a_message_read_before_its_conversation_changed_is_not_written(
     source_id = await db.read(_source_id_of, visitor.contact_id)
 
     stale = await db.write_autocommit(_snapshot, world.inbox["id"], source_id)
-    assert stale is not None and stale[2]["unread_count"] == 1
+    assert stale is not None and stale.conversation["unread_count"] == 1
     # An agent's reply changes the conversation row after it was read.
     await _agent_post(client, world, first["conversation_id"], "messages", {"content": "hello"})
 
@@ -100,15 +52,13 @@ async def test_a_message_read_before_its_conversation_changed_is_not_written(
     fresh = await db.write_autocommit(_snapshot, world.inbox["id"], source_id)
     written = await db.write_autocommit(_write, fresh, "from a fresh read")
     assert written is not None
-    msg, bumped = written
-    assert msg["id"] == fresh[2]["next_message_id"] > stale[2]["next_message_id"]
-    assert bumped["unread_count"] == 2
+    msg = written.message
+    assert msg["id"] == fresh.message_id > stale.message_id
     assert await db.read(_count, "from a fresh read") == (1, 1)
     conv = await db.read(_conversation_of, first["conversation_id"], world.account["id"])
     assert conv["unread_count"] == 2 and conv["last_activity_at"] == msg["created_at"]
 
 
-@on_postgresql
 async def test_a_resolved_conversation_is_left_to_the_transactional_path(
     client: TestClient, world: World, visitor: Visitor
 ) -> None:
@@ -119,7 +69,7 @@ async def test_a_resolved_conversation_is_left_to_the_transactional_path(
     source_id = await db.read(_source_id_of, visitor.contact_id)
 
     found = await db.write_autocommit(_snapshot, world.inbox["id"], source_id)
-    assert found is not None and found[2]["status"] == "resolved"
+    assert found is not None and found.conversation["status"] == "resolved"
     assert await db.write_autocommit(_write, found, "reopen?") is None
     assert await db.read(_count, "reopen?") == (0, 0)
     # Through HTTP the message reopens the conversation (the transactional path).
@@ -128,25 +78,15 @@ async def test_a_resolved_conversation_is_left_to_the_transactional_path(
     assert conv["status"] == "open"
 
 
-async def _snapshot(conn: Any, inbox_id: int, source_id: str) -> Any:
-    return await conversations_store.visitor_snapshot(conn, inbox_id, source_id)
+async def _snapshot(conn: Any, inbox_id: int, source_id: str) -> postgresql.Snapshot | None:
+    return await postgresql.read_snapshot(conn, inbox_id, source_id)
 
 
-async def _write(conn: Any, found: Any, content: str) -> Any:
-    """create_if_unchanged, for a visitor as `_snapshot` read them."""
-    contact, contact_inbox, conv = found
-    return await messages_store.create_if_unchanged(
-        conn,
-        conv,
-        contact_inbox=contact_inbox,
-        message_type=events.INCOMING,
-        content=content,
-        sender_type="Contact",
-        sender_id=contact["id"],
-        sender=events.contact_push(contact),
-        flood_limit=200,
-        now=time.time(),
-    )
+async def _write(conn: Any, found: postgresql.Snapshot, content: str) -> SentMessage | None:
+    """write_if_unchanged, for a visitor as `_snapshot` read them."""
+    inbox = {"id": found.contact_inbox["inbox_id"], "account_id": found.contact["account_id"]}
+    m = VisitorMessage(inbox, found.contact_inbox["source_id"], content, None, None, {}, 200)
+    return await postgresql.write_if_unchanged(conn, found, m)
 
 
 async def _agent_post(

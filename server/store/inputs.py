@@ -1,0 +1,186 @@
+"""What each kind of write is given, as one frozen value, and what it gives back.
+
+A handler parses and validates its request into one of these, makes the one store call of its
+kind (server/store/writes.py), and renders what comes back. The values hold rows as read
+(mappings); the store never changes them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from server.events import INCOMING
+
+Row = Mapping[str, Any]
+
+# -- who and which conversation ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Visitor:
+    """A visitor as a widget request knows them (server/widget/context.py). A write about
+    "the visitor's conversation" means their current one (rules.latest_conversation_id)."""
+
+    inbox: Row
+    contact: Row
+    contact_inbox: Row
+
+
+@dataclass(frozen=True, slots=True)
+class AgentsConversation:
+    """A conversation as an agent names it: by display_id, found only within the agent's
+    account and the inboxes the agent sees (server/agent/auth.py)."""
+
+    account_id: int
+    inbox_ids: tuple[int, ...]
+    display_id: int
+
+
+Conversation = Visitor | AgentsConversation
+
+
+# -- messages ----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class NewMessage:
+    """A message as its writer chose it; the store adds its conversation, id, status and
+    times (message_writes.message_row). Built by the store from each kind's value, on the
+    hot path: not frozen (a frozen dataclass costs about 1 µs more to build), never changed."""
+
+    message_type: int
+    content: str
+    sender_type: str | None = None
+    sender_id: int | None = None
+    content_type: str = "text"
+    content_attributes: Row = field(default_factory=dict)
+    private: bool = False
+    echo_id: str | None = None
+    external_event_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VisitorMessage:
+    """POST /widget/messages: to the visitor's current conversation, which an incoming message
+    reopens when resolved or snoozed; the visitor's first message opens one, with `opens_with`
+    as its additional_attributes. The visitor is found inside the write, by inbox and
+    source_id (the JWT's): the busiest write makes no read before it."""
+
+    inbox: Row
+    source_id: str
+    content: str
+    echo_id: str | None
+    reply_to: int | None
+    opens_with: Row
+    flood_limit: int
+
+    def message(self, contact_id: int) -> NewMessage:
+        return NewMessage(
+            message_type=INCOMING,
+            content=self.content,
+            sender_type="Contact",
+            sender_id=contact_id,
+            content_attributes={"in_reply_to": self.reply_to},
+            echo_id=self.echo_id,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AgentMessage:
+    """An agent's reply or private note (never reopens a conversation)."""
+
+    conversation: AgentsConversation
+    author: Row  # the agent's user row
+    message_type: int
+    content: str
+    content_type: str
+    content_attributes: Row
+    private: bool
+    echo_id: str | None
+    flood_limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptTurn:
+    """One turn of a voice call (`source`: "user", the visitor; "ai", the voice agent). With
+    no usable conversation (none, or the current one resolved) the turn opens one tagged
+    initiated_from=voice_agent, but only with `may_open` (else WouldOpen: the caller spends
+    the budget of new conversations first). `event_id` makes a retried turn one message."""
+
+    visitor: Visitor
+    source: str
+    content: str
+    event_id: str | None
+    flood_limit: int
+    may_open: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SentMessage:
+    """A written message (or, for a retried one, the original): its row, its conversation's
+    display_id, and its sender's payload (payloads.sender)."""
+
+    message: Row
+    display_id: int
+    sender: Row | None
+
+
+@dataclass(frozen=True, slots=True)
+class WrittenTurn:
+    id: int
+    display_id: int
+    duplicate: bool  # the event_id was written before: this is that message
+
+
+# -- conversations -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NewConversation:
+    """POST /widget/conversations: always a new conversation, with the visitor's first message,
+    after the contact's changes (Chatwoot's ContactIdentifyAction)."""
+
+    visitor: Visitor
+    contact_changes: Row
+    custom_attributes: Row
+    additional_attributes: Row
+    content: str
+    echo_id: str | None
+    flood_limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedConversation:
+    conversation: Row
+    messages: list[tuple[Row, Row | None]]  # what the visitor sees of it, with each sender
+    contact: Row  # as changed
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    """`status`, or with None: open <-> resolved (decided under the row lock, so two toggles at
+    once end where they started)."""
+
+    conversation: Conversation
+    status: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AttributeChange:
+    """The visitor's custom attributes: `replace` sets the whole map (only while the
+    conversation is not resolved: Chatwoot acts on the open conversation); `remove` drops
+    keys."""
+
+    visitor: Visitor
+    replace: Row | None = None
+    remove: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MarkRead:
+    """The visitor (contact_last_seen_at; agent messages become `read`, with events) or an
+    agent (agent_last_seen_at, unread_count 0; no event, as Chatwoot) has seen the
+    conversation."""
+
+    conversation: Conversation

@@ -430,7 +430,7 @@ class CableSocket(asyncio.Protocol):
             i = end
             stats.frames += 1
             # Broadcasts start with {"identifier"; pings, welcome with {"type".
-            if buf[start + 2] != 0x69:  # 'i'
+            if ln < 3 or buf[start + 2] != 0x69:  # 'i'
                 continue
             if not self.confirmed.done():
                 if buf.find(b"confirm_subscription", start, end) >= 0:

@@ -140,6 +140,11 @@ def test_widget_catches_up_after_a_reconnect(demo_server: DemoServer, pages: Pag
     cid = widget_conversation_id(visitor)
     expect(visitor.locator(".cw-mine .cw-pending")).to_have_count(0)
 
+    # Once its socket has had an event (the visitor's own message): it has a stream position
+    # to resume from. (Without one, nor a ping's server time yet, it would refetch.)
+    visitor.wait_for_function(
+        "() => [...window.chatWidget.cable.subscriptions.values()].some(s => s.positions.size)"
+    )
     # Take the widget's socket away, reply while it is gone, then let it come back.
     visitor.evaluate("() => { const c = window.chatWidget.cable; c.stopped = true; c.ws.close(); }")
     visitor.wait_for_selector(".cw-root[data-connection=stopped]")

@@ -32,7 +32,7 @@ from server import events
 from server.lifecycle import cancel
 from server.services import SERVICES
 from server.settings import Settings
-from server.store import migrate
+from server.store import migrate, relay_position
 from server.store import outbox as outbox_store
 from server.store.db import Database
 from server.store.outbox import INITIAL, Position
@@ -339,7 +339,7 @@ async def _add(conn: Any, n: int = 1) -> list[int]:
 async def test_the_position_moves_on_a_page_at_a_time(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(outbox_store, "KEY_PAGE", 3)
+    monkeypatch.setattr(relay_position, "KEY_PAGE", 3)
     ids = [i for _ in range(7) for i in await db.write(_add)]  # a transaction each
     ids += await db.write(_add, 5)  # one transaction, more rows than a page
 

@@ -65,6 +65,8 @@ class SocketState:
     live_seen: set[int] = field(default_factory=set)
     replays: list[float] = field(default_factory=list)
     drops: int = 0
+    catch_up_errors: int = 0
+    died: bool = False  # the client's own loop failed: what it missed then is not the server's
     # The extended protocol: the session to come back with, the last position per stream,
     # the server's time at its last ping, and how the reconnects went.
     sid: str | None = None
@@ -237,16 +239,23 @@ async def _catch_up(
     session: Any, url: str, state: SocketState, website_token: str, after: int
 ) -> None:
     """Chatwoot's widget after a reconnect: the messages after the newest it had when its
-    socket dropped (not the newest now: one may have arrived live since the reconnect)."""
+    socket dropped (not the newest now: one may have arrived live since the reconnect).
+    A failed request (an overloaded server's 503, a timeout) is retried, as the widget's
+    next reconnect would; each failure is counted."""
     while True:
-        async with session.get(
-            f"{url}{WIDGET}/messages",
-            params={"website_token": website_token, "after": str(after)},
-            headers={"X-Auth-Token": state.target.auth_token},
-        ) as resp:
-            if resp.status != 200:
-                raise RuntimeError(f"catch-up: {resp.status} {await resp.text()}")
-            page = (await resp.json())["payload"]
+        try:
+            async with session.get(
+                f"{url}{WIDGET}/messages",
+                params={"website_token": website_token, "after": str(after)},
+                headers={"X-Auth-Token": state.target.auth_token},
+            ) as resp:
+                if resp.status != 200:
+                    raise RuntimeError(f"catch-up: {resp.status}")
+                page = (await resp.json())["payload"]
+        except Exception:
+            state.catch_up_errors += 1
+            await asyncio.sleep(0.5)
+            continue
         for message in page:
             content = message["content"] or ""
             if content.startswith("fb "):
@@ -342,7 +351,14 @@ async def _jitter(
     pipe.send(("ready", len(states) - failed, failed, dict(failures)))
     if pipe.recv() != "go":
         return
-    tasks = [loop.create_task(hold(s, p)) for s, p in zip(states, firsts, strict=True) if p]
+
+    async def held(state: SocketState, first: JitterSocket) -> None:
+        try:
+            await hold(state, first)
+        except Exception:
+            state.died = True
+
+    tasks = [loop.create_task(held(s, p)) for s, p in zip(states, firsts, strict=True) if p]
     await loop.run_in_executor(None, pipe.recv)  # "stop": the loader is done
     stopping.set()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -357,7 +373,7 @@ async def _jitter(
                 s.live_runs,
                 s.replays,
                 s.drops,
-                (s.restored, s.resumed, s.rejected),
+                (s.restored, s.resumed, s.rejected, s.catch_up_errors, s.died),
             )
             for s, first in zip(states, firsts, strict=True)
             if first is not None  # a socket that never connected is not measured
@@ -453,11 +469,13 @@ def run(
         by_visitor.setdefault(k % visitors, set()).add(k)
     expected = delivered = duplicates = out_of_order = drops = 0
     replays: list[float] = []
-    restored = resumed = rejected = 0
+    restored = resumed = rejected = catch_up_errors = died = 0
     for visitor, got, dups, runs, socket_replays, socket_drops, ext_counts in results:
         restored += ext_counts[0]
         resumed += ext_counts[1]
         rejected += ext_counts[2]
+        catch_up_errors += ext_counts[3]
+        died += ext_counts[4]
         want = by_visitor.get(visitor, set())
         expected += len(want)
         delivered += len(want & set(got))
@@ -481,6 +499,8 @@ def run(
         "delivered_percent": round(100 * delivered / max(expected, 1), 3),
         "live_duplicates": duplicates,
         "connections_out_of_order": out_of_order,
+        "catch_up_requests_failed": catch_up_errors,
+        "client_loops_failed": died,
         **(
             {"sessions_restored": restored, "resumed": resumed, "history_rejected": rejected}
             if args.protocol == "ext"

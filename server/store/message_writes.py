@@ -51,16 +51,14 @@ class Writing:
     now: float
     author: Row | None = None  # the agent who writes it
     sender: dict[str, Any] | None = field(init=False)  # its payloads' (payloads.sender)
+    unread: int = field(init=False)  # what it adds to the conversation's unread_count
 
     def __post_init__(self) -> None:
         users = {self.author["id"]: self.author} if self.author is not None else {}
         self.sender = payloads.sender_by(
             self.new.sender_type, self.new.sender_id, self.contact, users
         )
-
-    @property
-    def unread(self) -> int:
-        return unread_increment(self.new.message_type)
+        self.unread = unread_increment(self.new.message_type)
 
 
 def message_row(conv: Row, new: NewMessage, now: float, message_id: int | None = None) -> dict:
@@ -105,10 +103,8 @@ def reopens(new: NewMessage, conv: Row) -> bool:
     return new.message_type == events.INCOMING and conv["status"] in ("resolved", "snoozed")
 
 
-async def reopen_if_incoming(conn: AsyncConnection, conv: Row, w: Writing) -> Row:
-    """`conv` (bumped, so under its row lock), reopened if the message reopens it."""
-    if not reopens(w.new, conv):
-        return conv
+async def reopen(conn: AsyncConnection, conv: Row, w: Writing) -> Row:
+    """`conv` (bumped, so under its row lock) reopened, for a message that `reopens` it."""
     changed = await conversation_writes.set_status(
         conn, conv, "open", contact=w.contact, contact_inbox=w.contact_inbox
     )

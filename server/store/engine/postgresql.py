@@ -29,7 +29,7 @@ from server.store.message_writes import (
     bind,
     created_event,
     message_row,
-    reopen_if_incoming,
+    reopen,
     reopens,
 )
 from server.store.prepared import Prepared
@@ -260,7 +260,8 @@ class PostgreSQL:
     async def _write_bumped(
         self, conn: AsyncConnection, conv: dict[str, Any], message_id: int, w: Writing
     ) -> tuple[dict[str, Any], dict[str, Any]]:
-        conv = await reopen_if_incoming(conn, conv, w)
+        if reopens(w.new, conv):
+            conv = await reopen(conn, conv, w)
         msg = message_row(conv, w.new, w.now, message_id)
         data, channels = created_event(msg, conv, w)
         params = bind(msg)

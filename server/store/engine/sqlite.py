@@ -26,7 +26,8 @@ from server.store.message_writes import (
     bind,
     created_event,
     message_row,
-    reopen_if_incoming,
+    reopen,
+    reopens,
 )
 from server.store.prepared import Prepared
 from server.store.rules import BUMPED_COLUMNS, Flood, bump, nth_newest_created_at
@@ -86,7 +87,7 @@ class SQLite:
         assert row is not None, f"conversation {conversation_id} vanished"
         if w.flood.refuses(row.pop("flood_at"), w.now):
             raise w.flood.error()
-        conv = await reopen_if_incoming(conn, row, w)
+        conv = await reopen(conn, row, w) if reopens(w.new, row) else row
         values = message_row(conv, w.new, w.now)
         inserted = await _INSERT.one(conn, bind(values))
         assert inserted is not None

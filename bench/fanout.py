@@ -777,6 +777,21 @@ class CpuMeter:
 # --- modes --------------------------------------------------------------------------------
 
 
+def _lost_examples(
+    seen: set[tuple[int, int]], n_visitors: int, n_agents: int, warm: int, n_sent: int
+) -> list[tuple[int, int]]:
+    """Up to 10 (socket index, message seq) pairs expected but never received: which socket
+    and which message tell a closed socket from a message no socket got."""
+    lost: list[tuple[int, int]] = []
+    for seq in range(warm, n_sent):
+        for index in (seq % n_visitors, *range(n_visitors, n_visitors + n_agents)):
+            if (index, seq) not in seen:
+                lost.append((index, seq))
+                if len(lost) == 10:
+                    return lost
+    return lost
+
+
 def mode_latency(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
     n_agents = min(args.agents, args.agent_sockets)
     n_visitors = args.sockets - args.agent_sockets
@@ -862,9 +877,11 @@ def mode_latency(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
             p: round(pct(answered, q) * 1000, 2)
             for p, q in (("p50", 50), ("p99", 99), ("max", 100))
         },
+        "sockets_closed_by_server": sum(r[2] for r in results),
         "frames_expected": expected,
         "frames_received": len(seen),
         "lost": expected - len(seen),
+        "lost_examples": _lost_examples(seen, n_visitors, args.agent_sockets, warm, len(sent)),
         "duplicates": duplicates,
         "unexpected": unexpected,
         "latency_ms": {

@@ -15,7 +15,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.store import accounts as accounts_store
-from server.store import db as db_module
+from server.store import writer_connections
 from server.store.db import Database, is_unique_violation
 from server.store.tables import accounts
 
@@ -80,7 +80,7 @@ async def test_a_failing_write_does_not_affect_the_others(db: Database) -> None:
 async def test_sqlite_wal_is_checkpointed_between_batches(
     db_url: str, db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(db_module, "CHECKPOINT_INTERVAL", 0.05)
+    monkeypatch.setattr(writer_connections, "CHECKPOINT_INTERVAL", 0.05)
 
     async def create(conn: AsyncConnection, name: str) -> Any:
         return await accounts_store.create_account(conn, name)

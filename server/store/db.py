@@ -1,15 +1,13 @@
-"""The database handle: engines, transactions, and group commit for writes.
+"""The database handle: transactions, deadlines, and group commit for writes.
 
 Writes go through `Database.write(op, *args)`. On SQLite, concurrent writes are gathered into
 one transaction (group commit): SQLite has one writer anyway, and one commit for many requests
-is what lets a single process commit thousands of messages a second. Each op runs inside a
-savepoint: an op that raises is rolled back alone and the others of the batch still commit, so
-one bad request never takes others down and nothing is half-written. (Should the commit fail,
-or an error end the whole transaction, every op of the batch is run again in a transaction of
-its own.) The WAL is checkpointed between batches from a thread (see `_checkpoint`).
-On PostgreSQL each write is its own transaction, several at once (`pg_writers`), and
-`write_autocommit` runs an op whose writes are single statements (each atomic on its own)
-outside any transaction: no BEGIN and COMMIT round trips.
+lets a single process commit thousands of messages a second. Each op runs in a savepoint, so
+one that raises is rolled back alone (should the commit fail, or an error end the whole
+transaction, every op of the batch is run again alone). On PostgreSQL each write is its own
+transaction, several at once (`pg_writers`), and `write_autocommit` runs an op whose writes
+are single statements outside any transaction: no BEGIN and COMMIT round trips. The
+connections writes run on are kept per engine (writer_connections.py).
 
 Every call has a deadline (`timeout`, DB_TIMEOUT), from the moment it is asked for: a write
 waiting for its turn counts. Past it the call raises DatabaseUnavailable (the API answers
@@ -25,29 +23,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
 import time
-from bisect import bisect_left
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from server.store import migrate, sqlite_inline
+from server.store import migrate
+from server.store.call_times import CallTimes
+from server.store.pools import (
+    discard,
+    is_unique_violation,
+    postgresql_engine,
+    safe_database_url,
+    sqlite_engine,
+)
 from server.store.unavailable import TIMEOUT, UNREACHABLE, DatabaseUnavailable, Outage, kind_of
+from server.store.writer_connections import OUTBOX_DIRTY, PostgresWriters, SQLiteWriter
+
+__all__ = ["OUTBOX_DIRTY", "CallTimes", "Database", "is_unique_violation", "safe_database_url"]
 
 log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 T = TypeVar("T")
 Op = Callable[Concatenate[AsyncConnection, P], Awaitable[T]]
-
-OUTBOX_DIRTY = "outbox_dirty"
 
 # Concurrent write transactions per process on PostgreSQL (DB_WRITERS). More than the
 # database has cores only adds context switches; 6 per process is ample for 500 messages/s
@@ -57,92 +60,6 @@ PG_WRITERS = 6
 
 # Seconds a database call may take, from being asked for to its answer (DB_TIMEOUT).
 DB_TIMEOUT = 5.0
-
-SQLITE_PRAGMAS = (
-    "PRAGMA journal_mode=WAL",
-    "PRAGMA synchronous=NORMAL",
-    # Lock waits are async retries in sqlite_inline, never a blocking wait on the loop.
-    "PRAGMA busy_timeout=0",
-    "PRAGMA foreign_keys=ON",
-    # No checkpoint inside a commit on the event loop thread (its fsync would stall every
-    # request): Database checkpoints from a thread, between batches.
-    "PRAGMA wal_autocheckpoint=0",
-)
-# Seconds between WAL checkpoints while writes keep coming (bounds the WAL's growth).
-CHECKPOINT_INTERVAL = 0.5
-
-
-def _sqlite_engine(url: str, *, begin: str, pool_size: int) -> AsyncEngine:
-    path = make_url(url).database or ":memory:"
-    engine = create_async_engine(
-        url,
-        pool_size=pool_size,
-        max_overflow=0,
-        pool_pre_ping=False,
-        async_creator=sqlite_inline.creator(path, SQLITE_PRAGMAS),
-    )
-
-    @event.listens_for(engine.sync_engine, "begin")
-    def _on_begin(conn: Any) -> None:
-        # Straight on the sqlite3 connection: through exec_driver_sql, BEGIN costs as much
-        # CPU as a whole message's statements. That path (which waits out a lock held by
-        # another connection, and raises SQLAlchemy's errors) remains for when it fails.
-        raw = conn.connection.driver_connection
-        try:
-            raw._conn.execute(begin).close()
-        except sqlite3.Error:
-            conn.exec_driver_sql(begin)
-
-    return engine
-
-
-def _pg_engine(url: str, *, pool_size: int, timeout: float | None) -> AsyncEngine:
-    """asyncpg with deadlines (when `timeout` is set): connecting, waiting for a pooled
-    connection, and every statement (asyncpg's command_timeout, which also covers the
-    driver-level statements of `prepared`), with PostgreSQL's statement_timeout beside it so
-    the server stops working on a statement nobody waits for any more."""
-    if timeout is None:
-        return create_async_engine(url, pool_size=pool_size, max_overflow=8)
-    return create_async_engine(
-        url,
-        pool_size=pool_size,
-        max_overflow=8,
-        pool_timeout=timeout,
-        connect_args={
-            "timeout": timeout,
-            "command_timeout": timeout,
-            "server_settings": {"statement_timeout": str(max(1, int(timeout * 1000)))},
-        },
-    )
-
-
-# Upper bounds (seconds) of the call latency buckets: from a SQLite read (~0.1 ms) to the
-# longest DB_TIMEOUT worth telling apart.
-CALL_BUCKETS = (
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-    2.5, 5.0, 10.0,
-)  # fmt: skip
-
-
-class CallTimes:
-    """How long one kind of database call took: counts per bucket (the last is past every
-    bound) and their sum. Plain integers, observed on the hot path without a lock or a
-    metrics library; server/metrics.py reads them at scrape time."""
-
-    __slots__ = ("bounds", "counts", "sum")
-
-    def __init__(self, bounds: tuple[float, ...] = CALL_BUCKETS) -> None:
-        self.bounds = bounds
-        self.counts = [0] * (len(bounds) + 1)
-        self.sum = 0.0
-
-    def observe(self, seconds: float) -> None:
-        self.counts[bisect_left(self.bounds, seconds)] += 1
-        self.sum += seconds
-
-    @property
-    def count(self) -> int:
-        return sum(self.counts)
 
 
 class Database:
@@ -175,35 +92,29 @@ class Database:
             path = make_url(url).database
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self._db_path = path if path and path != ":memory:" else None
-            # 2: the connection the batches keep (see _sqlite_writer), and one for anyone
-            # else (a test, a tool) who asks the engine directly.
-            self.writer = _sqlite_engine(url, begin="BEGIN IMMEDIATE", pool_size=2)
-            self.reader = _sqlite_engine(url, begin="BEGIN", pool_size=4)
+            # 2: the connection the batches keep (SQLiteWriter), and one for anyone else (a
+            # test, a tool) who asks the engine directly.
+            self.writer = sqlite_engine(url, begin="BEGIN IMMEDIATE", pool_size=2)
+            self.reader = sqlite_engine(url, begin="BEGIN", pool_size=4)
+            self._kept: SQLiteWriter | PostgresWriters = SQLiteWriter(
+                self.writer, path if path and path != ":memory:" else None
+            )
         else:
             # PostgreSQL merges the fsyncs of concurrent commits itself, and a statement is a
             # network round trip: there each write is its own transaction, run concurrently
             # (a batch would serialize round trips, and two batches could lock the same
             # conversations in opposite orders and deadlock).
             self.batch_max = 1
-            self.writer = _pg_engine(url, pool_size=pg_writers + 8, timeout=timeout)
+            self.writer = postgresql_engine(url, pool_size=pg_writers + 8, timeout=timeout)
             self.reader = self.writer
+            self._kept = PostgresWriters(self.writer)
         self.on_commit: list[Callable[[], None]] = []
         # (op, args, future, deadline on the loop's clock)
         self._pending: deque[
             tuple[Callable[..., Awaitable[Any]], tuple[Any, ...], asyncio.Future[Any], float]
         ] = deque()
         self._wake = asyncio.Event()
-        self._writer_task: asyncio.Task[None] | None = None
         self._writers = 1 if self.dialect == "sqlite" else pg_writers
-        self._wrote_since_checkpoint = False
-        self._last_checkpoint = 0.0
-        self._sqlite_conn: AsyncConnection | None = None
-        self._pg_conns: dict[int, AsyncConnection] = {}
-        # When each writer connection was opened, and when the database was last found
-        # unreachable: a connection older than that is not trusted again (see _pg_writer).
-        self._pg_opened: dict[int, float] = {}
-        self._lost_at = 0.0
 
     @property
     def is_sqlite(self) -> bool:
@@ -234,7 +145,7 @@ class Database:
             async with self.writer.begin() as conn:  # BEGIN IMMEDIATE: the write lock
                 return await migrate.upgrade(conn, where, target)
         # Without deadlines: building an index on a large table may take longer.
-        migrator = _pg_engine(self.url, pool_size=1, timeout=None)
+        migrator = postgresql_engine(self.url, pool_size=1, timeout=None)
         try:
             async with migrator.begin() as conn:
                 return await migrate.upgrade(conn, where, target)
@@ -253,12 +164,7 @@ class Database:
             _, _, fut, _ = self._pending.popleft()
             if not fut.done():
                 fut.set_exception(RuntimeError("database closed"))
-        if self._sqlite_conn is not None:
-            await self._sqlite_conn.close()
-            self._sqlite_conn = None
-        for conn in self._pg_conns.values():
-            await _close_quietly(conn)
-        self._pg_conns.clear()
+        await self._kept.close()
         await self.writer.dispose()
         if self.reader is not self.writer:
             await self.reader.dispose()
@@ -313,13 +219,6 @@ class Database:
             self.outage.recovered(write=True)
         return result
 
-    def _forget_connections(self) -> None:
-        """The database was unreachable: every connection opened before now is likely dead
-        (a restart, a failover). Replace them as they come up, rather than let each fail one
-        more request once the database is back."""
-        self._lost_at = time.monotonic()
-        self.writer.pool._invalidate(None)  # type: ignore[arg-type]  # recycled on checkout
-
     def _unavailable(self, exc: BaseException, *, write: bool) -> BaseException:
         """What the caller of a failed call gets: DatabaseUnavailable (counted and logged by
         `outage`) when the database could not answer, else the error itself."""
@@ -330,7 +229,10 @@ class Database:
             return exc
         self.outage.failed(kind, exc, write=write)
         if kind == UNREACHABLE:
-            self._forget_connections()
+            # Every connection opened before now is likely dead (a restart, a failover):
+            # each is replaced as it comes up, rather than fail one more request.
+            self._kept.lost()
+            self.writer.pool._invalidate(None)  # type: ignore[arg-type]  # recycled on checkout
         if isinstance(exc, DatabaseUnavailable):
             return exc
         return DatabaseUnavailable(kind, type(exc).__name__)
@@ -339,14 +241,14 @@ class Database:
         """Give back a connection whose call failed: rolled back when the database answers,
         terminated when it may not (past the deadline, cancelled, connection trouble)."""
         if isinstance(exc, (asyncio.CancelledError, TimeoutError)) or kind_of(exc):
-            await _discard(conn)
+            await discard(conn)
             return
         try:
             async with asyncio.timeout(self.timeout):
                 await conn.rollback()
                 await conn.close()
         except BaseException:
-            await _discard(conn)
+            await discard(conn)
 
     async def write_autocommit(self, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run `op` on a connection outside any transaction, in the writers' turn (so at most
@@ -375,7 +277,7 @@ class Database:
             try:
                 if self.is_sqlite:
                     await self._run_sqlite_batch(batch)
-                    await self._checkpoint()
+                    await self._kept.checkpoint()
                 else:
                     await self._run_each_alone([i for i in batch if not i[2].done()], slot)
             except asyncio.CancelledError:
@@ -389,12 +291,11 @@ class Database:
         live = [item for item in batch if not item[2].done()]
         if not live:
             return
-        self._wrote_since_checkpoint = True
+        assert isinstance(self._kept, SQLiteWriter)
         outcomes: list[tuple[bool, Any]] = []
         try:
             async with asyncio.timeout_at(min(item[3] for item in live)):
-                conn = await self._sqlite_writer()
-                dirty = await self._sqlite_transaction(conn, live, outcomes)
+                dirty = await self._kept.run_batch(live, outcomes)
         except TimeoutError as exc:
             # Past the oldest write's deadline (a lock held elsewhere, a stalled disk): the
             # transaction was rolled back, nothing of the batch committed; each gets a 503.
@@ -415,28 +316,6 @@ class Database:
                 fut.set_exception(value)
         self._committed(dirty)
 
-    async def _sqlite_transaction(
-        self, conn: AsyncConnection, live: list[Any], outcomes: list[tuple[bool, Any]]
-    ) -> bool:
-        """Run the batch's ops in one transaction, each in a savepoint; True when one wrote
-        to the outbox."""
-        async with conn.begin():
-            raw = conn.sync_connection.connection.driver_connection._conn  # type: ignore[union-attr]
-            for op, args, _, _ in live:
-                raw.execute("SAVEPOINT op")
-                try:
-                    result = await op(conn, *args)
-                except Exception as exc:  # handed to its caller, after the commit
-                    # Raises (and sends the batch to the path below) when the error
-                    # has ended the transaction itself.
-                    raw.execute("ROLLBACK TO op")
-                    raw.execute("RELEASE op")
-                    outcomes.append((False, exc))
-                else:
-                    raw.execute("RELEASE op")
-                    outcomes.append((True, result))
-            return bool(conn.info.pop(OUTBOX_DIRTY, False))
-
     async def _run_each_alone(self, live: list[Any], slot: int = 0) -> None:
         """Each op in a transaction of its own (or none, for `write_autocommit`): PostgreSQL's
         way, and SQLite's fallback when an error ended a batch's transaction. Each within
@@ -451,7 +330,7 @@ class Database:
             try:
                 async with asyncio.timeout_at(deadline):
                     if isinstance(op, _Autocommit):
-                        conn = await self._pg_writer(slot)
+                        conn = await self._kept.connection(slot)
                         result = await op.op(conn, *args)
                         dirty = conn.info.pop(OUTBOX_DIRTY, False)
                     else:
@@ -470,20 +349,13 @@ class Database:
 
     async def _drop_writer(self, slot: int) -> None:
         """The writer connection of a call that timed out or lost the database: terminated
-        without a round trip (the server may not answer), so that a transaction it had open
-        is rolled back by the server and never commits; the next write opens a new one."""
-        conn = self._sqlite_conn if self.is_sqlite else self._pg_conns.get(slot)
-        if conn is None:
-            return
-        if self.is_sqlite:
-            self._sqlite_conn = None
-        else:
-            del self._pg_conns[slot]
-        await _discard(conn)
+        without a round trip, so that a transaction it had open is rolled back by the server
+        and never commits; the next write opens a new one."""
+        await self._kept.drop(slot)
 
     @contextlib.asynccontextmanager
     async def _transaction(self, slot: int) -> AsyncIterator[AsyncConnection]:
-        conn = await (self._sqlite_writer() if self.is_sqlite else self._pg_writer(slot))
+        conn = await self._kept.connection(slot)
         transaction = await conn.begin()
         try:
             yield conn
@@ -494,56 +366,6 @@ class Database:
                 await transaction.rollback()
             raise
         await transaction.commit()
-
-    async def _pg_writer(self, slot: int) -> AsyncConnection:
-        """The connection PostgreSQL writer `slot` keeps between writes: a pool checkout and
-        a new Connection per write cost about as much CPU as a round trip. One that an error
-        closed or invalidated, or left in a transaction, is replaced."""
-        conn = self._pg_conns.get(slot)
-        if conn is not None and (
-            conn.closed
-            or conn.invalidated
-            or conn.in_transaction()
-            or self._pg_opened[slot] < self._lost_at
-        ):
-            del self._pg_conns[slot]
-            await _discard(conn)
-            conn = None
-        if conn is None:
-            conn = self._pg_conns[slot] = await self.writer.connect()
-            self._pg_opened[slot] = time.monotonic()
-        return conn
-
-    async def _sqlite_writer(self) -> AsyncConnection:
-        """The connection SQLite batches run on, kept between batches: a pool checkout and a
-        new Connection per batch cost more CPU than the batch's BEGIN and COMMIT. One that
-        an error closed, invalidated or left in a transaction is replaced."""
-        conn = self._sqlite_conn
-        if conn is not None and (conn.closed or conn.invalidated or conn.in_transaction()):
-            self._sqlite_conn = None
-            await _close_quietly(conn)
-            conn = None
-        if conn is None:
-            conn = self._sqlite_conn = await self.writer.connect()
-        return conn
-
-    async def _checkpoint(self) -> None:
-        """Copy the WAL into the database file, at most every CHECKPOINT_INTERVAL seconds,
-        on a connection of its own in a thread: the loop keeps serving requests meanwhile
-        (they queue up for the next batch). The next batch waits for it, so the checkpoint
-        sees no new write, completes, and lets that batch start the WAL over from its
-        beginning (a checkpoint racing a writer could leave the WAL growing for good)."""
-        if self._db_path is None or not self._wrote_since_checkpoint:
-            return
-        now = time.monotonic()
-        if now - self._last_checkpoint < CHECKPOINT_INTERVAL:
-            return
-        self._last_checkpoint = now
-        self._wrote_since_checkpoint = False
-        try:
-            await asyncio.to_thread(_checkpoint_wal, self._db_path)
-        except sqlite3.Error:
-            log.warning("WAL checkpoint failed; will try again", exc_info=True)
 
     def _committed(self, outbox_dirty: bool) -> None:
         if outbox_dirty:
@@ -561,40 +383,6 @@ def _expire(batch: list[Any], now: float) -> None:
             fut.set_exception(DatabaseUnavailable(TIMEOUT, "waiting for a writer"))
 
 
-def _checkpoint_wal(path: str) -> None:
-    """PASSIVE, and no busy wait (timeout=0): never waits for a lock, so the thread (which
-    shutdown waits for) ends at once; what it could not copy is copied next time."""
-    conn = sqlite3.connect(path, timeout=0, isolation_level=None, check_same_thread=False)
-    try:
-        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-    finally:
-        conn.close()
-
-
-async def _discard(conn: AsyncConnection) -> None:
-    """Drop a connection that may be mid-call, with no round trip to the database: the
-    driver's socket is closed at once (asyncpg's terminate), then the pool forgets it."""
-    try:
-        adapter = conn.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
-        driver = getattr(adapter, "driver_connection", None)
-        if driver is not None and hasattr(driver, "terminate"):
-            driver.terminate()
-    except Exception:
-        pass  # already invalidated or closed: nothing left to cut
-    try:
-        await conn.invalidate()
-    except Exception:
-        pass
-    await _close_quietly(conn)
-
-
-async def _close_quietly(conn: AsyncConnection) -> None:
-    try:
-        await conn.close()
-    except Exception:
-        log.warning("closing a writer connection failed", exc_info=True)
-
-
 class _Autocommit:
     """An op for `write_autocommit`: run outside a transaction (PostgreSQL)."""
 
@@ -610,17 +398,3 @@ def _with_kwargs(op: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]
         return await op(conn, *positional, **kwargs)
 
     return call
-
-
-def safe_database_url(url: str) -> str:
-    """The URL without credentials, for log lines and messages."""
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://{rest.split('@')[-1]}"
-
-
-def is_unique_violation(exc: BaseException) -> bool:
-    """True for a UNIQUE constraint failure on either engine."""
-    if not isinstance(exc, DBAPIError):
-        return False
-    text = str(exc.orig).lower()
-    return "unique" in text or "duplicate key" in text

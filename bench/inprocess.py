@@ -51,6 +51,7 @@ async def measure(url: str, data_dir: str, args: argparse.Namespace) -> dict[str
         "SECRET_KEY_BASE": "bench-" + "x" * 40,
         "DATA_DIR": data_dir,
         "SEED_DEMO": "0",
+        "AUTO_MIGRATE": "1",  # PostgreSQL does not migrate by itself
         "LOG_LEVEL": "WARNING",
         "ACCESS_LOG": "0",
         "MESSAGES_PER_MINUTE": "100000",

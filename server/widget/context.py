@@ -27,9 +27,16 @@ def plausible_token(token: str | None) -> bool:
 
 async def website_token(request: web.Request) -> str | None:
     body: dict[str, Any] = {}
-    if request.method in ("POST", "PATCH", "PUT", "DELETE") and request.can_read_body:
-        # Read the body first, on every endpoint, even those that ignore it: a malformed or
-        # oversized body is a 400/413 everywhere, before anything is written.
+    # Read the body first, on every endpoint, even those that ignore it: a malformed or
+    # oversized body is a 400/413 everywhere, before anything is written. A multipart body
+    # (files: server/uploads.py) is streamed by its handler, and its website_token comes in
+    # the query, as the widget sends it.
+    multipart = request.content_type.startswith("multipart/")
+    if (
+        request.method in ("POST", "PATCH", "PUT", "DELETE")
+        and request.can_read_body
+        and not multipart
+    ):
         body = await json_body(request)
     token = request.query.get("website_token")
     if token:

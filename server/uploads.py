@@ -11,6 +11,7 @@ files are deleted again (`Received.close`): a rejected upload leaves no file and
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import mimetypes
 import re
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from server import events
 from server.errors import ApiError, bad_request, unprocessable
@@ -172,8 +174,6 @@ class Attachments:
     async def _read(
         self, request: web.Request, received: Received, file_field: str, limit: int
     ) -> None:
-        import asyncio
-
         try:
             async with asyncio.timeout(self.settings.upload_timeout):
                 reader = await request.multipart()
@@ -196,8 +196,9 @@ class Attachments:
         except ApiError:
             self.refused += 1
             raise
-        except ValueError as exc:  # a malformed multipart body
-            raise bad_request(f"malformed multipart body: {exc}") from None
+        except (ValueError, HttpProcessingError) as exc:  # a malformed multipart body
+            detail = getattr(exc, "message", None) or str(exc)
+            raise bad_request(f"malformed multipart body: {str(detail)[:200]}") from None
 
     async def _field(self, part: BodyPartReader, received: Received) -> None:
         name = part.name or ""

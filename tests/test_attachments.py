@@ -7,6 +7,7 @@ database refuses) leaves no file and no row."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -399,3 +400,28 @@ async def test_create_inbox_no_attachments_flag(
     client = await aiohttp_client(create_app(settings))
     page = await client.get(f"/widget?website_token={closed['website_token']}")
     assert page.status == 200 and '"attachments"' not in await page.text()
+
+
+async def test_a_body_announced_too_large_is_refused_before_it_is_read(
+    client: TestClient, visitor: Visitor
+) -> None:
+    """A Content-Length past 15 files at the limit is a 413 on the head alone: the server
+    answers while the client has sent none of the body (nothing is read or buffered)."""
+    host, port = client.server.host, client.server.port
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        head = (
+            f"POST {visitor._url('messages')} HTTP/1.1\r\n"
+            f"Host: {host}:{port}\r\n"
+            f"X-Auth-Token: {visitor.auth_token}\r\n"
+            "Content-Type: multipart/form-data; boundary=x\r\n"
+            "Content-Length: 20000000000\r\n\r\n"
+        )
+        writer.write(head.encode())
+        await writer.drain()
+        async with asyncio.timeout(10):
+            status_line = await reader.readline()
+            assert b" 413 " in status_line, status_line
+    finally:
+        writer.close()
+    assert stored_files(client) == []

@@ -50,7 +50,8 @@ CREATE TABLE inboxes (
     widget_color TEXT NOT NULL DEFAULT '#1f93ff',
     elevenlabs_agent_id TEXT,
     elevenlabs_api_key TEXT,
-    created_at DOUBLE PRECISION NOT NULL
+    created_at DOUBLE PRECISION NOT NULL,
+    attachments_enabled BOOLEAN NOT NULL DEFAULT TRUE
 );
 
 CREATE INDEX inboxes_account ON inboxes (account_id);
@@ -178,3 +179,20 @@ CREATE TABLE relay_state (
     position TEXT NOT NULL,
     updated_at DOUBLE PRECISION NOT NULL
 );
+
+CREATE TABLE attachments (
+    id BIGSERIAL PRIMARY KEY,
+    account_id BIGINT NOT NULL REFERENCES accounts (id),
+    message_id BIGINT NOT NULL REFERENCES messages (id),
+    file_type TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    file_name TEXT NOT NULL,
+    byte_size BIGINT NOT NULL,
+    storage_key TEXT NOT NULL UNIQUE,
+    thumb_key TEXT,
+    width INTEGER,
+    height INTEGER,
+    created_at DOUBLE PRECISION NOT NULL
+);
+
+CREATE INDEX attachments_message ON attachments (message_id);

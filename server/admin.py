@@ -33,6 +33,7 @@ def inbox_json(inbox: dict[str, Any]) -> dict[str, Any]:
         "hmac_mandatory": bool(inbox["hmac_mandatory"]),
         "elevenlabs_agent_id": inbox["elevenlabs_agent_id"],
         "elevenlabs_api_key_set": bool(inbox["elevenlabs_api_key"]),
+        "attachments_enabled": bool(inbox["attachments_enabled"]),
     }
 
 
@@ -99,6 +100,11 @@ def parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--elevenlabs-agent-id")
     p.add_argument("--elevenlabs-api-key")
+    p.add_argument(
+        "--no-attachments",
+        action="store_true",
+        help="visitors of this inbox cannot send files (the widget hides its file button)",
+    )
     p = cmds.add_parser("create-agent")
     p.add_argument("--account", type=int, required=True)
     p.add_argument("--name", required=True)
@@ -221,6 +227,8 @@ async def _command(conn: AsyncConnection, args: argparse.Namespace) -> dict[str,
             elevenlabs_agent_id=args.elevenlabs_agent_id,
             elevenlabs_api_key=args.elevenlabs_api_key,
         )
+        if args.no_attachments:
+            inbox = await accounts_store.set_attachments(conn, inbox["id"], False)
         return inbox_json(inbox)
     if args.command == "create-agent":
         known = {row["id"] for row in await accounts_store.inboxes_of_account(conn, account["id"])}

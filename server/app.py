@@ -21,8 +21,12 @@ from server.presence import MemoryPresence, RedisPresence
 from server.ratelimit import create_limiter
 from server.services import SERVICES, InboxCache, Services
 from server.settings import Settings
+from server.storage import create_storage
+from server.storage.directory import ROUTE as ATTACHMENT_ROUTE
+from server.storage.directory import DirectoryStorage
 from server.store.db import Database
 from server.store.writes import Store
+from server.uploads import Attachments
 from server.voice import handlers as voice
 from server.voice.elevenlabs import ElevenLabs
 from server.widget import config, contact
@@ -100,6 +104,8 @@ def create_app(settings: Settings) -> web.Application:
     svc.hub = Hub(bus, ping_interval=settings.ping_interval)
     svc.sessions = create_sessions(settings.session_ttl, redis)
     store.wake_relay_after_commits(bus.wake_relay)
+    storage = create_storage(settings)
+    svc.attachments = Attachments(settings, storage)
     app[SERVICES] = svc
     app[voice.VOICE_AGENT] = ElevenLabs(settings.elevenlabs_base_url, settings.elevenlabs_timeout)
     widget_routes(app)
@@ -107,7 +113,12 @@ def create_app(settings: Settings) -> web.Application:
     pages.add_routes(app)
     openapi.add_routes(app)
     app.router.add_get("/cable", cable)
-    svc.health = Health(standard_checks(db, bus), timeout=settings.health_timeout)
+    checks = standard_checks(db, bus)
+    if isinstance(storage, DirectoryStorage):
+        app.router.add_get(ATTACHMENT_ROUTE, storage.serve)
+    else:  # a service of its own, which can be down
+        checks["storage"] = storage.check
+    svc.health = Health(checks, timeout=settings.health_timeout)
     svc.health.add_routes(app)
     metrics = Metrics(svc, settings.metrics_token) if settings.metrics_enabled else None
     # Outside the error middleware: it sees the final status.
@@ -141,6 +152,7 @@ async def _lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
         from server.admin import seed_demo
 
         await seed_demo(svc.db)
+    await svc.attachments.start()
     await svc.bus.start()
     assert svc.hub is not None
     svc.hub.start()
@@ -170,5 +182,6 @@ async def _lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
         if relay is not None:
             await relay.stop()
         await app[voice.VOICE_AGENT].close()
+        await svc.attachments.close()
         await svc.bus.close()
         await svc.db.close()

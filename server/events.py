@@ -113,6 +113,7 @@ def message_for_sockets(
     conv: dict[str, Any],
     source_id: str,
     sender: dict[str, Any] | None,
+    attachments: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """A message as sockets receive it (message.created, message.updated, a conversation's
     last message): the agents' and the visitor's (contract §5.2)."""
@@ -145,9 +146,28 @@ def message_for_sockets(
     }
     if msg["echo_id"]:
         data["echo_id"] = msg["echo_id"]
+    if attachments:
+        data["attachments"] = attachments
     if sender is not None:
         data["sender"] = sender
     return data
+
+
+def attachment_push(att: dict[str, Any], data_url: str, thumb_url: str) -> dict[str, Any]:
+    """Chatwoot's attachment JSON (contract §5.4), with URLs signed by the caller."""
+    name = att["file_name"]
+    return {
+        "id": att["id"],
+        "message_id": att["message_id"],
+        "file_type": att["file_type"],
+        "account_id": att["account_id"],
+        "extension": name.rsplit(".", 1)[1].lower() if "." in name.strip(".") else None,
+        "data_url": data_url,
+        "thumb_url": thumb_url,
+        "file_size": att["byte_size"],
+        "width": att["width"],
+        "height": att["height"],
+    }
 
 
 # -- conversations (contract §5.3) -------------------------------------------------------

@@ -191,6 +191,27 @@ class ServiceCollector(Collector):
             conns.add_metric(["descriptors"], guard.refused_descriptors)
             conns.add_metric(["head_timeout"], guard.head_timeouts)
             yield conns
+        files = svc.attachments
+        if files is not None:
+            c = files.storage.counters
+            yield CounterMetricFamily(
+                "chat_attachment_files_stored",
+                "Files (and thumbnails) stored.",
+                value=c.files_stored,
+            )
+            yield CounterMetricFamily(
+                "chat_attachment_bytes_stored", "Bytes of files stored.", value=c.bytes_stored
+            )
+            yield CounterMetricFamily(
+                "chat_attachment_storage_failures",
+                "Storage calls that failed (put, delete): see the log for which.",
+                value=c.failures,
+            )
+            yield CounterMetricFamily(
+                "chat_attachment_uploads_refused",
+                "Uploads refused: too large, too many files, a type not allowed, a bad image.",
+                value=files.refused,
+            )
         if svc.health is not None:
             yield CounterMetricFamily(
                 "chat_readyz_failures", "/readyz answers that were 503.", value=svc.health.failures

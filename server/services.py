@@ -62,6 +62,7 @@ class Services:
     connections: AddressCounts | None = None
     guard: ConnectionGuard | None = None
     health: Any = None  # server.health.Health: /livez, /readyz, draining
+    attachments: Any = None  # server.uploads.Attachments: storage, thumbnails, limits
 
 
 SERVICES = web.AppKey("services", Services)

@@ -41,7 +41,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 FIXED = frozenset({"max_message_length", "max_subscriptions_per_socket"})
 
 # Never echoed back in an error message.
-SECRETS = frozenset({"secret_key_base", "metrics_token"})
+SECRETS = frozenset({"secret_key_base", "metrics_token", "s3_secret_access_key"})
 
 _DEFAULT_LIMITS = RateLimits()
 
@@ -140,6 +140,24 @@ def _http_url(raw: str) -> str:
     if not raw.startswith(("https://", "http://")) or len(raw) <= len("https://"):
         raise ValueError(f"must be an http:// or https:// URL, got {_scheme(raw)}")
     return raw.rstrip("/")
+
+
+def _optional_http_url(raw: str | None) -> str | None:
+    return _http_url(raw) if raw else None
+
+
+def _storage_url(raw: str | None) -> str | None:
+    url = (raw or "").strip()
+    if not url:
+        return None
+    if url.startswith("s3://"):
+        bucket = url[len("s3://") :].split("/", 1)[0]
+        if not bucket:
+            raise ValueError("must name a bucket: s3://BUCKET/PREFIX")
+        return url
+    if url.startswith("file:///"):
+        return url
+    raise ValueError(f"must be s3://BUCKET/PREFIX or file:///PATH, got {_scheme(url)}")
 
 
 def _metrics_token(raw: str | None) -> str | None:
@@ -321,6 +339,37 @@ class Settings(BaseSettings):
     # for the database, Redis, logs and outgoing requests.
     max_connections_per_address: int = at_least(256, 1)
     fd_reserve: int = at_least(128, 16)
+    # Attachments (server/storage/, server/uploads.py). Unset STORAGE_URL: files in
+    # DATA_DIR/attachments, served by this server; s3://BUCKET/PREFIX: S3-compatible storage.
+    storage_url: Annotated[str | None, AfterValidator(_storage_url)] = Field(
+        None, description="s3://BUCKET/PREFIX or file:///PATH"
+    )
+    s3_endpoint_url: Annotated[str | None, AfterValidator(_optional_http_url)] = Field(
+        None, description="an http:// or https:// URL"
+    )
+    s3_region: str = Field("us-east-1", min_length=1, max_length=64, description="a region name")
+    s3_access_key_id: str | None = Field(None, min_length=1, description="an access key id")
+    s3_secret_access_key: str | None = Field(None, min_length=1, description="a secret")
+    # Path-style addressing (endpoint/bucket/key), which most S3-compatible servers need.
+    s3_path_style: bool = flag(False)
+    s3_timeout: float = deadline(10.0)
+    # This server's origin as browsers reach it (https://chat.example.com), for absolute
+    # attachment URLs; unset: the directory engine's URLs are paths (/attachments/...), which
+    # our pages and the widget's iframe resolve against this server. Never taken from a
+    # request's Host header: anyone can send one.
+    public_url: Annotated[str | None, AfterValidator(_optional_http_url)] = Field(
+        None, description="an http:// or https:// URL"
+    )
+    # One file's size (Chatwoot's MAXIMUM_FILE_UPLOAD_SIZE, 40 MB); at most 15 per message.
+    attachment_max_bytes: int = between(40 * 1024 * 1024, 1024, 1 << 30, " bytes")
+    # Seconds a file's signed URL stays valid (S3 allows at most 7 days).
+    attachment_url_ttl: int = between(86400, 60, 604800, " seconds")
+    # Images larger than this many pixels are refused (decompression bombs).
+    attachment_max_pixels: int = between(50_000_000, 10_000, 500_000_000)
+    # Seconds an upload's whole body may take to arrive.
+    upload_timeout: float = deadline(300.0)
+    # Thumbnails made at once (each in a thread: CPU and memory).
+    thumbnail_workers: int = between(2, 1, 64)
     # LIMIT_*: what visitors and sockets may create or cost (server/ratelimit/rules.py); the
     # `rate_limits` property gathers them.
     limit_contacts_per_address: RateSetting = _DEFAULT_LIMITS.contacts_per_address

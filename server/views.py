@@ -12,7 +12,10 @@ from server.events import iso, unix_seconds
 
 
 def message_for_visitor(
-    msg: dict[str, Any], display_id: int, sender: dict[str, Any] | None
+    msg: dict[str, Any],
+    display_id: int,
+    sender: dict[str, Any] | None,
+    attachments: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """A message as the visitor's history lists it: GET /widget/messages, and the messages of
     POST /widget/conversations (contract §2.3)."""
@@ -26,13 +29,18 @@ def message_for_visitor(
         "conversation_id": display_id,
         "status": msg["status"],
     }
+    if attachments:
+        data["attachments"] = attachments
     if sender is not None:
         data["sender"] = sender
     return data
 
 
 def message_for_agents(
-    msg: dict[str, Any], display_id: int, sender: dict[str, Any] | None
+    msg: dict[str, Any],
+    display_id: int,
+    sender: dict[str, Any] | None,
+    attachments: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """A message as the agents' API answers it: the conversation's messages, a new reply
     (contract §6)."""
@@ -51,17 +59,22 @@ def message_for_agents(
     }
     if msg["echo_id"]:
         data["echo_id"] = msg["echo_id"]
+    if attachments:
+        data["attachments"] = attachments
     if sender is not None:
         data["sender"] = sender
     return data
 
 
 def message_for_visitor_post(
-    msg: dict[str, Any], display_id: int, sender: dict[str, Any] | None
+    msg: dict[str, Any],
+    display_id: int,
+    sender: dict[str, Any] | None,
+    attachments: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The visitor's own new message, as POST /widget/messages answers it: the agents' record
     without content_type and status (contract §2.4)."""
-    record = message_for_agents(msg, display_id, sender)
+    record = message_for_agents(msg, display_id, sender, attachments)
     del record["content_type"], record["status"]
     return record
 

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 from jsonschema import Draft202012Validator
@@ -183,8 +184,25 @@ async def test_a_real_session_conforms_to_the_document(api: TestClient) -> None:
 
     await c.check(await raw(b"{"), "POST", f"{w}/messages")
     await c.check(await v.post("messages", {"message": {"content": " "}}), "POST", f"{w}/messages")
-    multipart = await raw(b"--x--", "multipart/form-data; boundary=x")
+    multipart = await raw(b"--x--", "multipart/form-data; boundary=x")  # no content, no file
     await c.check(multipart, "POST", f"{w}/messages")
+    # Files (multipart): the answer with its attachments; and multipart where no files go.
+    upload = aiohttp.FormData()
+    upload.add_field("message[content]", "a file")
+    upload.add_field(
+        "message[attachments][]", b"hello", filename="a.txt", content_type="text/plain"
+    )
+    resp = await api.post(raw_url, data=upload, headers={"X-Auth-Token": v.auth_token or ""})
+    assert (await c.check(resp, "POST", f"{w}/messages"))["attachments"]
+    resp = await api.post(
+        f"{w}/conversations/toggle_typing?website_token={token}",
+        data=b"--x--",
+        headers={
+            "X-Auth-Token": v.auth_token or "",
+            "Content-Type": "multipart/form-data; boundary=x",
+        },
+    )
+    await c.check(resp, "POST", f"{w}/conversations/toggle_typing")
     await c.check(await raw(b"{" + b" " * (2 << 20) + b"}"), "POST", f"{w}/messages")
     await c.check(await api.get(base, headers={"api_access_token": "bad"}), "GET", convs)
     await c.check(await api.get(f"{base}?status=nope", headers=agent), "GET", convs)

@@ -17,6 +17,10 @@ from server.params import attributes, json_body, opt_int, opt_str
 from server.services import Services, services
 from server.store import messages as messages_store
 from server.store.inputs import AgentMessage
+from server.uploads import Received, is_multipart
+
+# The multipart field of an agent's files (contract §6).
+FILE_FIELD = "attachments[]"
 
 # Message content types (contract §5.1) an agent may send.
 CONTENT_TYPES = (
@@ -49,6 +53,7 @@ async def index(request: web.Request) -> web.Response:
     if history is None:
         raise not_found()
     conv, assignee = history.conversation, history.assignee
+    files = await svc.attachments.render_pages(history.attachments)
     return json_response(
         {
             "meta": {
@@ -59,7 +64,7 @@ async def index(request: web.Request) -> web.Response:
                 "agent_last_seen_at": events.unix_seconds(conv["agent_last_seen_at"]),
             },
             "payload": [
-                views.message_for_agents(m, conv["display_id"], sender)
+                views.message_for_agents(m, conv["display_id"], sender, files.get(m["id"]))
                 for m, sender in history.messages
             ],
         }
@@ -104,11 +109,16 @@ def _content_attributes(body: dict[str, Any]) -> dict[str, Any]:
     return attributes(body, "content_attributes") or {}
 
 
-def message_input(svc: Services, body: dict[str, Any]) -> dict[str, Any]:
-    """The validated fields of an agent reply (AgentMessage's)."""
+def message_input(
+    svc: Services, body: dict[str, Any], *, with_files: bool = False
+) -> dict[str, Any]:
+    """The validated fields of an agent reply (AgentMessage's); blank content only with
+    files."""
     content = opt_str(body, "content", max_len=svc.settings.max_message_length)
     if content is None or not content.strip():
-        raise unprocessable("content can't be blank")
+        if not with_files:
+            raise unprocessable("content can't be blank")
+        content = None
     content_type = body.get("content_type") or "text"
     if content_type not in CONTENT_TYPES:
         raise bad_request("content_type is not a known content type")
@@ -129,15 +139,42 @@ async def create(request: web.Request) -> web.Response:
     svc = services(request)
     who = await auth.agent(request)
     display_id = auth.path_id(request, "display_id")
-    fields = message_input(svc, await json_body(request))
+    if not is_multipart(request):
+        return await _create(svc, who, display_id, await json_body(request))
+    # Files are kept under the account's prefix (inbox 0: the conversation's inbox is found
+    # by the write itself).
+    owner = {"account_id": who.account_id, "id": 0}
+    received = await svc.attachments.receive(request, owner, FILE_FIELD)
+    try:
+        return await _create(svc, who, display_id, dict(received.fields), received, owner)
+    finally:
+        await received.close()
+
+
+async def _create(
+    svc: Services,
+    who: auth.Agent,
+    display_id: int,
+    body: dict[str, Any],
+    received: Received | None = None,
+    owner: dict[str, Any] | None = None,
+) -> web.Response:
+    fields = message_input(svc, body, with_files=received is not None and bool(received.files))
+    files = await svc.attachments.store(received, owner) if received is not None else ()
     sent = await svc.store.agent_message(
         AgentMessage(
             conversation=who.names(display_id),
             author=who.user,
             flood_limit=svc.settings.messages_per_minute,
+            attachments=files,
             **fields,
         )
     )
     if sent is None:
         raise not_found()
-    return json_response(views.message_for_agents(sent.message, sent.display_id, sent.sender))
+    if received is not None:
+        received.written(sent.attachments)
+    rendered = await svc.attachments.render(sent.attachments)
+    return json_response(
+        views.message_for_agents(sent.message, sent.display_id, sent.sender, rendered)
+    )

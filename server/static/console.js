@@ -243,6 +243,25 @@ class AgentConsole {
     }
   }
 
+  // Files: one reply (or private note) with them, multipart as Chatwoot's API takes it.
+  async replyWithFiles(files) {
+    const id = this.selectedId;
+    if (!files.length || !id) return;
+    const form = new FormData();
+    const content = this.input.value;
+    if (content.trim()) form.append("content", content);
+    form.append("private", this.privateToggle.checked ? "true" : "false");
+    for (const file of files) form.append("attachments[]", file, file.name);
+    this.input.value = "";
+    try {
+      const msg = await this.api("POST", `/conversations/${id}/messages`, { body: form });
+      if (msg.conversation_id === this.selectedId) this.upsertMessage(msg);
+    } catch (err) {
+      this.input.value = content;
+      this.flash(`Not sent: ${err.message}`);
+    }
+  }
+
   typed() {
     const id = this.selectedId;
     if (!id) return;
@@ -454,6 +473,12 @@ class AgentConsole {
       this.input.placeholder = this.privateToggle.checked ? "Private note (only agents see it)…" : "Reply to the visitor…";
       this.stopTyping();
     });
+    this.fileInput = h("input", { type: "file", class: "file-input", multiple: true, hidden: true });
+    this.fileInput.addEventListener("change", () => {
+      const files = [...this.fileInput.files];
+      this.fileInput.value = "";
+      this.replyWithFiles(files);
+    });
     this.composer = h(
       "form",
       { class: "composer", onsubmit: (event) => (event.preventDefault(), this.reply()) },
@@ -462,6 +487,8 @@ class AgentConsole {
         "div",
         { class: "composer-bar" },
         h("label", { class: "private-label" }, this.privateToggle, " Private note"),
+        this.fileInput,
+        h("button", { type: "button", class: "attach", text: "Attach file", onclick: () => this.fileInput.click() }),
         h("button", { type: "submit", class: "send", text: "Send" }),
       ),
     );

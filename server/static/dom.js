@@ -26,10 +26,13 @@ export class HttpError extends Error {
   }
 }
 
-// fetch + JSON both ways; throws HttpError on a non-2xx answer.
+// fetch + JSON both ways (a FormData body goes as multipart: files); throws HttpError on a
+// non-2xx answer.
 export async function request(method, url, { body, headers = {}, keepalive = false } = {}) {
   const init = { method, keepalive, headers: { Accept: "application/json", ...headers } };
-  if (body !== undefined) {
+  if (body instanceof FormData) {
+    init.body = body; // the browser sets the multipart Content-Type and its boundary
+  } else if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
   }
@@ -85,14 +88,54 @@ export function icon(name, size = 14) {
   return svg;
 }
 
-// A chat bubble's inner parts: a voice mark and label for transcript turns, then the text.
+// A chat bubble's inner parts: a voice mark and label for transcript turns, the text, then
+// the message's files (images inline, other files as links).
 export function bubbleBody(msg) {
   const parts = [];
   if (isVoice(msg)) {
     parts.push(h("span", { class: "voice-tag", title: "Voice transcript" }, icon("mic", 12), " ", voiceLabel(msg)));
   }
-  parts.push(h("span", { class: "text", text: msg.content ?? "" }));
+  const files = msg.attachments || [];
+  if (msg.content || !files.length) parts.push(h("span", { class: "text", text: msg.content ?? "" }));
+  for (const file of files) parts.push(attachmentView(file));
   return parts;
+}
+
+// The name a file was sent with: the signed URL's `name` (our directory engine), else the
+// last segment of its path.
+export function attachmentName(file) {
+  try {
+    const url = new URL(file.data_url, location.href);
+    const disposition = url.searchParams.get("response-content-disposition") || "";
+    const fromS3 = /filename="([^"]*)"/.exec(disposition);
+    return url.searchParams.get("name") || (fromS3 && fromS3[1]) || url.pathname.split("/").pop();
+  } catch {
+    return "file";
+  }
+}
+
+// One attachment: an image as its thumbnail linking to the file, anything else as a link.
+// Only http(s) and same-origin URLs become links (never javascript: or data:).
+export function attachmentView(file) {
+  const safe = (value) => {
+    try {
+      const url = new URL(value, location.href);
+      return url.protocol === "https:" || url.protocol === "http:" ? url.href : null;
+    } catch {
+      return null;
+    }
+  };
+  const href = safe(file.data_url);
+  const name = attachmentName(file);
+  if (!href) return h("span", { class: "attachment attachment-missing", text: name });
+  if (file.file_type === "image") {
+    return h(
+      "a",
+      { class: "attachment attachment-image", href, target: "_blank", rel: "noopener noreferrer" },
+      h("img", { src: safe(file.thumb_url) || href, alt: name, loading: "lazy" }),
+    );
+  }
+  return h("a", { class: "attachment attachment-file", href, target: "_blank", rel: "noopener noreferrer", text: name });
 }
 
 // Sort messages by id (ids only grow within a conversation, in commit order).

@@ -112,6 +112,10 @@ class Widget {
     return (this.config.enabled_features || []).includes("end_conversation");
   }
 
+  get canAttach() {
+    return (this.config.enabled_features || []).includes("attachments");
+  }
+
   // -- data ---------------------------------------------------------------------------
 
   async refreshConversation() {
@@ -227,6 +231,39 @@ class Widget {
         this.upsert(msg);
         this.renderState();
       }
+    } catch (err) {
+      pending.pending = false;
+      pending.failed = err.message || "not sent";
+      this.renderMessages();
+    }
+  }
+
+  // Files (the file button): one message, sent as multipart like Chatwoot's widget does.
+  async sendFiles(files) {
+    if (!files.length || this.startingNew) return;
+    const echoId = `${Date.now()}-${Math.random().toString(36).slice(2, 10)}`;
+    const pending = {
+      id: `echo:${echoId}`,
+      echo_id: echoId,
+      content: files.map((f) => f.name).join(", "),
+      message_type: MESSAGE.incoming,
+      created_at: Date.now() / 1000,
+      pending: true,
+    };
+    this.messages.set(pending.id, pending);
+    this.renderMessages({ stickToBottom: true });
+    const form = new FormData();
+    form.append("message[echo_id]", echoId);
+    form.append("message[timestamp]", new Date().toString());
+    form.append("message[referer_url]", location.href);
+    for (const file of files) form.append("message[attachments][]", file, file.name);
+    try {
+      const msg = await this.api("POST", "/messages", { body: form });
+      if (!this.conv || this.conv.id !== msg.conversation_id) {
+        this.conv = { id: msg.conversation_id, status: "open" };
+      }
+      this.upsert(msg);
+      this.renderState();
     } catch (err) {
       pending.pending = false;
       pending.failed = err.message || "not sent";
@@ -406,9 +443,25 @@ class Widget {
         this.submit();
       }
     });
+    this.fileInput = h("input", { type: "file", class: "cw-file-input", multiple: true, hidden: true });
+    this.fileInput.addEventListener("change", () => {
+      const files = [...this.fileInput.files];
+      this.fileInput.value = "";
+      this.sendFiles(files);
+    });
+    this.attachButton = h("button", {
+      type: "button",
+      class: "cw-attach",
+      title: "Send a file",
+      text: "+",
+      hidden: !this.canAttach,
+      onclick: () => this.fileInput.click(),
+    });
     this.composer = h(
       "form",
       { class: "cw-composer", onsubmit: (event) => (event.preventDefault(), this.submit()) },
+      this.fileInput,
+      this.attachButton,
       this.input,
       h("button", { type: "submit", class: "cw-send", text: "Send" }),
     );
@@ -434,6 +487,7 @@ class Widget {
     this.composer.hidden = resolved;
     this.root.classList.toggle("cw-resolved", resolved);
     this.input.placeholder = this.startingNew ? "Write to start a new conversation…" : "Type your message…";
+    this.attachButton.hidden = !this.canAttach || this.startingNew;
   }
 
   renderMessages({ stickToBottom = false } = {}) {

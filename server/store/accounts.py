@@ -72,6 +72,17 @@ async def create_inbox(
     return one(result)  # type: ignore[return-value]
 
 
+async def set_attachments(conn: AsyncConnection, inbox_id: int, enabled: bool) -> dict[str, Any]:
+    """Whether the inbox's visitors may send files (the widget's `attachments` feature)."""
+    result = await conn.execute(
+        update(inboxes)
+        .where(inboxes.c.id == inbox_id)
+        .values(attachments_enabled=enabled)
+        .returning(*inboxes.c)
+    )
+    return one(result)  # type: ignore[return-value]
+
+
 async def inbox_by_website_token(conn: AsyncConnection, token: str) -> dict[str, Any] | None:
     """The inbox and its account's status, in one query."""
     result = await conn.execute(

@@ -43,6 +43,24 @@ Conversation = Visitor | AgentsConversation
 # -- messages ----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class NewAttachment:
+    """A file already in storage (server/uploads.py put it there), to be recorded with its
+    message. `data_url` and `thumb_url` were signed before the write: the message.created
+    event, built once inside the write, carries them."""
+
+    file_type: str  # image, audio, video or file
+    content_type: str
+    file_name: str
+    byte_size: int
+    storage_key: str
+    thumb_key: str | None
+    width: int | None
+    height: int | None
+    data_url: str
+    thumb_url: str
+
+
 @dataclass(slots=True)
 class NewMessage:
     """A message as its writer chose it; the store adds its conversation, id, status and
@@ -50,7 +68,7 @@ class NewMessage:
     hot path: not frozen (a frozen dataclass costs about 1 µs more to build), never changed."""
 
     message_type: int
-    content: str
+    content: str | None
     sender_type: str | None = None
     sender_id: int | None = None
     content_type: str = "text"
@@ -58,6 +76,7 @@ class NewMessage:
     private: bool = False
     echo_id: str | None = None
     external_event_id: str | None = None
+    attachments: tuple[NewAttachment, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,11 +88,12 @@ class VisitorMessage:
 
     inbox: Row
     source_id: str
-    content: str
+    content: str | None  # None: files only
     echo_id: str | None
     reply_to: int | None
     opens_with: Row
     flood_limit: int
+    attachments: tuple[NewAttachment, ...] = ()
 
     def message(self, contact_id: int) -> NewMessage:
         return NewMessage(
@@ -83,6 +103,7 @@ class VisitorMessage:
             sender_id=contact_id,
             content_attributes={"in_reply_to": self.reply_to},
             echo_id=self.echo_id,
+            attachments=self.attachments,
         )
 
 
@@ -93,12 +114,13 @@ class AgentMessage:
     conversation: AgentsConversation
     author: Row  # the agent's user row
     message_type: int
-    content: str
+    content: str | None  # None: files only
     content_type: str
     content_attributes: Row
     private: bool
     echo_id: str | None
     flood_limit: int
+    attachments: tuple[NewAttachment, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +146,7 @@ class SentMessage:
     message: Row
     display_id: int
     sender: Row | None
+    attachments: tuple[Row, ...] = ()  # its attachment rows
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server import events
+from server.store import attachments as attachments_store
 from server.store import contacts as contacts_store
 from server.store import conversation_writes, payloads
 from server.store import conversations as conversations_store
@@ -52,6 +53,8 @@ class Writing:
     author: Row | None = None  # the agent who writes it
     sender: dict[str, Any] | None = field(init=False)  # its payloads' (payloads.sender)
     unread: int = field(init=False)  # what it adds to the conversation's unread_count
+    # Its attachment rows, once the engine has their ids (the event shows them).
+    attachment_rows: list[dict[str, Any]] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
         users = {self.author["id"]: self.author} if self.author is not None else {}
@@ -94,7 +97,10 @@ def bind(row: Row) -> dict[str, Any]:
 def created_event(msg: Row, conv: Row, w: Writing) -> tuple[dict[str, Any], list[str]]:
     """(data, channels) of the message's message.created."""
     ci = w.contact_inbox
-    data = events.message_for_sockets(msg, conv, ci["source_id"], w.sender)
+    files = None
+    if w.new.attachments:
+        files = attachments_store.pushes(w.attachment_rows, w.new.attachments)
+    data = events.message_for_sockets(msg, conv, ci["source_id"], w.sender, files)
     return data, events.message_channels(conv, ci["pubsub_token"], msg)
 
 
@@ -132,10 +138,11 @@ async def agent_message(
         content_attributes=m.content_attributes,
         private=m.private,
         echo_id=m.echo_id,
+        attachments=m.attachments,
     )
     w = Writing(new, contact, contact_inbox, Flood(m.flood_limit), time.time(), m.author)
     msg, conv = await engine.write_message(conn, conv["id"], w)
-    return SentMessage(msg, conv["display_id"], w.sender)
+    return SentMessage(msg, conv["display_id"], w.sender, tuple(w.attachment_rows))
 
 
 async def transcript_turn(conn: AsyncConnection, engine: Engine, t: TranscriptTurn) -> WrittenTurn:

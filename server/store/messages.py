@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.store import accounts as accounts_store
 from server.store import all_rows, one, payloads
+from server.store import attachments as attachments_store
 from server.store import contacts as contacts_store
 from server.store import conversations as conversations_store
 from server.store.inputs import AgentsConversation, OpenedConversation, Row, SentMessage, Visitor
@@ -53,10 +54,12 @@ async def page(
 
 @dataclass(frozen=True, slots=True)
 class History:
-    """A page of a conversation's messages, each with its sender's payload."""
+    """A page of a conversation's messages, each with its sender's payload, and the
+    attachment rows of those that have files (by message id)."""
 
     conversation: Row
     messages: list[tuple[Row, Row | None]]
+    attachments: dict[int, list[Row]]
 
 
 async def visitor_history(
@@ -69,7 +72,8 @@ async def visitor_history(
         return None
     rows = await page(conn, conv["id"], before=before, after=after, visitor=True)
     senders = await payloads.senders(conn, rows, v.contact)
-    return History(conv, list(zip(rows, senders, strict=True)))
+    files = await attachments_store.of_messages(conn, (r["id"] for r in rows))
+    return History(conv, list(zip(rows, senders, strict=True)), files)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +99,8 @@ async def agent_history(
         assignee = await accounts_store.get_user(conn, conv["assignee_id"])
     rows = await page(conn, conv["id"], before=before, after=after, visitor=False)
     senders = await payloads.senders(conn, rows, contact)
-    return AgentHistory(conv, list(zip(rows, senders, strict=True)), contact, assignee)
+    files = await attachments_store.of_messages(conn, (r["id"] for r in rows))
+    return AgentHistory(conv, list(zip(rows, senders, strict=True)), files, contact, assignee)
 
 
 async def by_external_event(
@@ -166,7 +171,10 @@ async def visitor_original(
     if original is None:
         return None
     msg, display_id = original
-    return SentMessage(msg, display_id, payloads.sender(msg, contact, {}))
+    files = await attachments_store.of_messages(conn, [msg["id"]])
+    return SentMessage(
+        msg, display_id, payloads.sender(msg, contact, {}), tuple(files.get(msg["id"], ()))
+    )
 
 
 async def agent_original(conn: AsyncConnection, author: Row, echo_id: str) -> SentMessage | None:
@@ -175,7 +183,9 @@ async def agent_original(conn: AsyncConnection, author: Row, echo_id: str) -> Se
     if original is None:
         return None
     msg, display_id = original
-    return SentMessage(msg, display_id, payloads.sender(msg, {}, {author["id"]: author}))
+    files = await attachments_store.of_messages(conn, [msg["id"]])
+    sender = payloads.sender(msg, {}, {author["id"]: author})
+    return SentMessage(msg, display_id, sender, tuple(files.get(msg["id"], ())))
 
 
 async def opened_by(conn: AsyncConnection, v: Visitor, echo_id: str) -> OpenedConversation | None:

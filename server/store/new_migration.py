@@ -17,8 +17,9 @@ from server.store import migrate
 
 
 def next_revision_id() -> str:
-    """Revisions are numbered 0001, 0002, ...: the order is plain in the file names."""
-    ids = [rev.revision for rev in migrate.scripts().walk_revisions()]
+    """Revisions are numbered 0001, 0002, ... (a name may follow: 0003_attachments): the
+    order is plain in the file names."""
+    ids = [rev.revision.split("_", 1)[0] for rev in migrate.scripts().walk_revisions()]
     numbers = [int(rev) for rev in ids if rev.isdigit()]
     return f"{max(numbers, default=0) + 1:04d}"
 

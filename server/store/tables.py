@@ -122,6 +122,8 @@ inboxes = Table(
     Column("elevenlabs_agent_id", Text),
     Column("elevenlabs_api_key", Text),
     Column("created_at", Double, nullable=False),
+    # The widget's `attachments` feature: visitors may send files (revision 0003).
+    Column("attachments_enabled", Boolean, nullable=False, server_default=_default("TRUE")),
     Index("inboxes_account", "account_id"),
 )
 
@@ -246,6 +248,26 @@ outbox = Table(
     Column("xid", BigInteger, server_default=text("(pg_current_xact_id())::text::bigint")),
     _partial("outbox_xid", "xid", "id", where="xid IS NOT NULL"),
     Index("outbox_created", "created_at"),
+)
+
+# The files of a message (revision 0003): where each is kept (server/storage/) and what
+# Chatwoot's attachment JSON shows of it.
+attachments = Table(
+    "attachments",
+    metadata,
+    _id(),
+    Column("account_id", BigInteger, ForeignKey("accounts.id"), nullable=False),
+    Column("message_id", BigInteger, ForeignKey("messages.id"), nullable=False),
+    Column("file_type", Text, nullable=False),  # image, audio, video or file
+    Column("content_type", Text, nullable=False),
+    Column("file_name", Text, nullable=False),
+    Column("byte_size", BigInteger, nullable=False),
+    Column("storage_key", Text, nullable=False, unique=True),
+    Column("thumb_key", Text),
+    Column("width", Integer),
+    Column("height", Integer),
+    Column("created_at", Double, nullable=False),
+    Index("attachments_message", "message_id"),
 )
 
 relay_state = Table(

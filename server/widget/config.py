@@ -11,6 +11,7 @@ from server.errors import json_response
 from server.jsonutil import dumps
 from server.security_headers import allow_framing
 from server.services import services
+from server.settings import Settings
 from server.store import accounts as accounts_store
 from server.widget import context
 from server.widget.identity import identify, mint
@@ -25,8 +26,15 @@ GLOBAL_CONFIG = {
 }
 
 
+def global_config(settings: Settings) -> dict[str, Any]:
+    """GLOBAL_CONFIG with this server's upload limit (in MB, as Chatwoot's widget reads it)."""
+    size = settings.attachment_max_bytes / (1024 * 1024)
+    return {**GLOBAL_CONFIG, "MAXIMUM_FILE_UPLOAD_SIZE": round(size, 3)}
+
+
 def enabled_features(inbox: dict[str, Any]) -> list[str]:
-    features = ["emoji_picker"]
+    features = ["attachments"] if inbox["attachments_enabled"] else []
+    features.append("emoji_picker")
     if inbox["end_conversation"]:
         features.append("end_conversation")
     if inbox["elevenlabs_agent_id"]:
@@ -87,7 +95,7 @@ async def config(request: web.Request) -> web.Response:
                 "identifier": contact["identifier"],
                 "pubsub_token": ci["pubsub_token"],
             },
-            "global_config": GLOBAL_CONFIG,
+            "global_config": global_config(svc.settings),
         }
     )
 
@@ -169,7 +177,7 @@ async def page(request: web.Request) -> web.Response:
 window.chatwootWebChannel = {_script_json(web_channel)};
 window.chatwootPubsubToken = {_script_json(ci["pubsub_token"])};
 window.authToken = {_script_json(jwt)};
-window.globalConfig = {_script_json(GLOBAL_CONFIG)};
+window.globalConfig = {_script_json(global_config(svc.settings))};
 </script>
 </head>
 <body>

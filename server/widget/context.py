@@ -16,6 +16,9 @@ from server.services import services
 from server.store import contacts as contacts_store
 from server.store.inputs import Visitor
 
+# Paths whose multipart bodies carry files (read by their handler, not here).
+TAKES_FILES = frozenset({"/api/v1/widget/messages"})
+
 
 def plausible_token(token: str | None) -> bool:
     """Worth a database lookup: short printable ASCII. A NUL or a lone surrogate would make
@@ -27,9 +30,13 @@ def plausible_token(token: str | None) -> bool:
 
 async def website_token(request: web.Request) -> str | None:
     body: dict[str, Any] = {}
-    if request.method in ("POST", "PATCH", "PUT", "DELETE") and request.can_read_body:
-        # Read the body first, on every endpoint, even those that ignore it: a malformed or
-        # oversized body is a 400/413 everywhere, before anything is written.
+    # Read the body first, on every endpoint, even those that ignore it: a malformed or
+    # oversized body is a 400/413 everywhere (multipart a 415), before anything is written.
+    # The one endpoint that takes files streams its multipart body itself
+    # (server/uploads.py); its website_token comes in the query, as the widget sends it.
+    streamed = request.path in TAKES_FILES and request.content_type.startswith("multipart/")
+    writes = request.method in ("POST", "PATCH", "PUT", "DELETE")
+    if writes and request.can_read_body and not streamed:
         body = await json_body(request)
     token = request.query.get("website_token")
     if token:

@@ -12,16 +12,25 @@ from server.params import json_body, obj, opt_int, opt_str
 from server.services import Services, services
 from server.store import messages as messages_store
 from server.store.inputs import VisitorMessage
+from server.uploads import Received, is_multipart
 from server.widget import context
 
+# The multipart field of the widget's files (contract §2.4).
+FILE_FIELD = "message[attachments][]"
 
-def message_input(svc: Services, message: dict[str, Any]) -> tuple[str, str | None]:
-    """(content, echo_id) of a message the visitor sends; blank content is refused."""
+
+def message_input(
+    svc: Services, message: dict[str, Any], *, with_files: bool = False
+) -> tuple[str | None, str | None]:
+    """(content, echo_id) of a message the visitor sends; blank content is refused, unless
+    files come with it (then it is None)."""
     content = opt_str(
         message, "content", max_len=svc.settings.max_message_length, label="message.content"
     )
     if content is None or not content.strip():
-        raise unprocessable("message.content can't be blank")
+        if not with_files:
+            raise unprocessable("message.content can't be blank")
+        content = None
     echo_id = opt_str(message, "echo_id", max_len=64, label="message.echo_id")
     return content, echo_id
 
@@ -50,10 +59,11 @@ async def index(request: web.Request) -> web.Response:
     if history is None:
         return json_response({"payload": [], "meta": {}})
     conv = history.conversation
+    files = await svc.attachments.render_pages(history.attachments)
     return json_response(
         {
             "payload": [
-                views.message_for_visitor(m, conv["display_id"], sender)
+                views.message_for_visitor(m, conv["display_id"], sender, files.get(m["id"]))
                 for m, sender in history.messages
             ],
             "meta": {"contact_last_seen_at": events.unix_seconds(conv["contact_last_seen_at"])},
@@ -68,19 +78,54 @@ async def create(request: web.Request) -> web.Response:
     inside the write: this is the busiest endpoint."""
     svc = services(request)
     box, source_id = await context.claim(request)
-    message = obj(await json_body(request), "message")
-    content, echo_id = message_input(svc, message)
+    if not is_multipart(request):
+        return await _create(request, svc, box, source_id, obj(await json_body(request), "message"))
+    received = await svc.attachments.receive(request, box, FILE_FIELD)
+    try:
+        return await _create(request, svc, box, source_id, form_message(received.fields), received)
+    finally:
+        await received.close()
+
+
+def form_message(fields: dict[str, str]) -> dict[str, Any]:
+    """message[content] and its siblings of a multipart body, as the JSON body's message."""
+    return {
+        name[len("message[") : -1]: value
+        for name, value in fields.items()
+        if name.startswith("message[") and name.endswith("]") and "[" not in name[8:-1]
+    }
+
+
+async def _create(
+    request: web.Request,
+    svc: Services,
+    box: dict[str, Any],
+    source_id: str,
+    message: dict[str, Any],
+    received: Received | None = None,
+) -> web.Response:
+    with_files = received is not None and bool(received.files)
+    content, echo_id = message_input(svc, message, with_files=with_files)
+    reply_to = opt_int(message.get("reply_to"), "message.reply_to")
+    opens_with = conversation_attributes(request, message)
+    files = await svc.attachments.store(received, box) if received is not None else ()
     sent = await svc.store.visitor_message(
         VisitorMessage(
             inbox=box,
             source_id=source_id,
             content=content,
             echo_id=echo_id,
-            reply_to=opt_int(message.get("reply_to"), "message.reply_to"),
-            opens_with=conversation_attributes(request, message),
+            reply_to=reply_to,
+            opens_with=opens_with,
             flood_limit=svc.settings.messages_per_minute,
+            attachments=files,
         )
     )
     if sent is None:
         raise not_found()
-    return json_response(views.message_for_visitor_post(sent.message, sent.display_id, sent.sender))
+    if received is not None:
+        received.written(sent.attachments)
+    rendered = await svc.attachments.render(sent.attachments)
+    return json_response(
+        views.message_for_visitor_post(sent.message, sent.display_id, sent.sender, rendered)
+    )

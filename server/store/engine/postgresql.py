@@ -16,10 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, literal_column, select
+from sqlalchemy import Integer, bindparam, func, insert, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server import events
+from server.store import attachments as attachments_store
 from server.store import contacts as contacts_store
 from server.store import conversation_writes, outbox
 from server.store.db import OUTBOX_DIRTY, Database
@@ -136,6 +137,12 @@ _WRITE_IF_UNCHANGED = _insert_message_with_event(
     )
 )
 
+# Ids for a message's attachments, drawn before the message's statement: its event (written
+# by that statement) shows them, and the rows follow it (their foreign key needs the message).
+_ATTACHMENT_IDS = select(
+    func.nextval(literal_column("'attachments_id_seq'")).label("id")
+).select_from(func.generate_series(1, bindparam("n", type_=Integer)))
+
 _SEED_LOCK = 0x636861745F736564
 
 
@@ -204,6 +211,8 @@ class PostgreSQL:
         """First without a transaction: two statements, each committing on its own (no BEGIN
         and COMMIT round trips), `read_snapshot` and `write_if_unchanged`; when that wrote
         nothing, in a transaction (`_in_transaction`)."""
+        if m.attachments:  # rows in two tables: a transaction
+            return await db.write(self._in_transaction, m, True)
         tried = await db.write_autocommit(self._unlocked, m)
         if isinstance(tried, SentMessage):
             return tried
@@ -234,7 +243,7 @@ class PostgreSQL:
                 contact, contact_inbox = _visitor(row)
                 w = Writing(m.message(contact["id"]), contact, contact_inbox, flood, now)
                 msg, conv = await self._write_bumped(conn, row, message_id, w)
-                return SentMessage(msg, conv["display_id"], w.sender)
+                return SentMessage(msg, conv["display_id"], w.sender, tuple(w.attachment_rows))
         found = await contacts_store.find_sender(conn, m.inbox["id"], m.source_id)
         if found is None:
             return None
@@ -246,7 +255,7 @@ class PostgreSQL:
             current_id = opened["id"]
         w = Writing(m.message(contact["id"]), contact, contact_inbox, flood, now)
         msg, conv = await self.write_message(conn, current_id, w)
-        return SentMessage(msg, conv["display_id"], w.sender)
+        return SentMessage(msg, conv["display_id"], w.sender, tuple(w.attachment_rows))
 
     async def write_message(
         self, conn: AsyncConnection, conversation_id: int, w: Writing
@@ -263,6 +272,13 @@ class PostgreSQL:
         if reopens(w.new, conv):
             conv = await reopen(conn, conv, w)
         msg = message_row(conv, w.new, w.now, message_id)
+        if w.new.attachments:
+            drawn = await conn.execute(_ATTACHMENT_IDS, {"n": len(w.new.attachments)})
+            ids = [r[0] for r in drawn]
+            w.attachment_rows = [
+                attachments_store.row(msg, a, i)
+                for a, i in zip(w.new.attachments, ids, strict=True)
+            ]
         data, channels = created_event(msg, conv, w)
         params = bind(msg)
         params.update(w.flood.params(conv["id"], w.now))
@@ -273,6 +289,7 @@ class PostgreSQL:
         )
         if not await _INSERT_WITH_EVENT.run(conn, params):
             raise w.flood.error()
+        await attachments_store.insert_rows(conn, w.attachment_rows)
         conn.info[OUTBOX_DIRTY] = True
         return msg, conv
 

@@ -16,6 +16,7 @@ from sqlalchemy import bindparam, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server import events
+from server.store import attachments as attachments_store
 from server.store import contacts as contacts_store
 from server.store import conversation_writes, outbox
 from server.store.db import Database
@@ -76,7 +77,7 @@ class SQLite:
             m.message(contact["id"]), contact, contact_inbox, Flood(m.flood_limit), time.time()
         )
         msg, conv = await self.write_message(conn, current_id, w)
-        return SentMessage(msg, conv["display_id"], w.sender)
+        return SentMessage(msg, conv["display_id"], w.sender, tuple(w.attachment_rows))
 
     async def write_message(
         self, conn: AsyncConnection, conversation_id: int, w: Writing
@@ -92,6 +93,8 @@ class SQLite:
         inserted = await _INSERT.one(conn, bind(values))
         assert inserted is not None
         msg = {"id": inserted["id"], **values}
+        if w.new.attachments:
+            w.attachment_rows = await attachments_store.insert_each(conn, msg, w.new.attachments)
         data, channels = created_event(msg, conv, w)
         await outbox.add(conn, events.MESSAGE_CREATED, data, channels, conversation_id=conv["id"])
         return msg, conv

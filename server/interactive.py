@@ -159,7 +159,9 @@ def offered(content_type: str, attributes: dict[str, Any]) -> dict[str, Any]:
 
 def email_address(value: Any, name: str = "contact.email") -> str:
     """A plausible email address, lower case (the contact endpoints' rule)."""
-    email = (_text(value, name, 320, required=True) or "").strip().lower()
+    if value is None or value == "":
+        raise unprocessable(f"{name} can't be blank")
+    email = (_text(value, name, 320) or "").strip().lower()
     local, _, domain = email.partition("@")
     if not local or not domain or " " in email or "@" in domain:
         raise unprocessable(f"{name} is not a valid email address")

@@ -12,10 +12,12 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from server.app import create_app
 from server.auth import identifier_hash
+from server.ratelimit import Rate, RateLimits
 from server.services import SERVICES
 from server.store import accounts as accounts_store
-from tests.conftest import Visitor, World
+from tests.conftest import Visitor, World, build_world, make_settings
 from tests.test_agent_api import call, started
 from tests.test_realtime_events import agent_cable, relayed, visitor_cable
 
@@ -454,3 +456,24 @@ async def test_without_the_setting_resolving_sends_no_survey(
     await resolve(client, world, did)
     _, msgs = await call(client, "GET", messages_url(world, did), world.agent)
     assert "input_csat" not in [m["content_type"] for m in msgs["payload"]]
+
+
+async def test_a_visitors_answers_and_label_changes_are_rate_limited(
+    db_url: str, tmp_path: Any, aiohttp_client: Any
+) -> None:
+    limits = RateLimits(widget_updates_per_contact=Rate(2, 60))
+    client = await aiohttp_client(create_app(make_settings(db_url, tmp_path, rate_limits=limits)))
+    world = await build_world(client.app[SERVICES].db)
+    visitor = await started(client, world.inbox["website_token"])
+    did = visitor.display_id  # type: ignore[attr-defined]
+    sent = await agent_sends(client, world, did, SELECT)
+    assert (await visitor.post("labels", {"label": "x"})).status == 204
+    assert (await visitor.request("DELETE", "labels/x")).status == 204
+    pick = {"message": {"submitted_values": [{"title": "Sales", "value": "sales"}]}}
+    resp = await visitor.patch(f"messages/{sent['id']}", pick)
+    assert resp.status == 429
+    assert int(resp.headers["Retry-After"]) >= 1
+    assert (await resp.json())["limit"] == "widget_updates_per_contact"
+    assert "submitted_values" not in (await visitor_sees(visitor, sent["id"]))["content_attributes"]
+    other = await started(client, world.inbox["website_token"])  # another contact's budget
+    assert (await other.post("labels", {"label": "x"})).status == 204

@@ -28,6 +28,7 @@ def _title(value: object) -> str | None:
 async def create(request: web.Request) -> web.Response:
     svc = services(request)
     visitor = await context.visitor(request)
+    await svc.limiter.check("widget_updates_per_contact", f"contact:{visitor.contact['id']}")
     title = _title((await json_body(request)).get("label"))
     if title is not None:
         await svc.store.change_labels(LabelChange(visitor, add=title))
@@ -37,6 +38,7 @@ async def create(request: web.Request) -> web.Response:
 async def destroy(request: web.Request) -> web.Response:
     svc = services(request)
     visitor = await context.visitor(request)
+    await svc.limiter.check("widget_updates_per_contact", f"contact:{visitor.contact['id']}")
     title = _title(request.match_info.get("label", ""))
     if title is not None:
         await svc.store.change_labels(LabelChange(visitor, remove=title))

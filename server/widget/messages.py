@@ -103,6 +103,7 @@ async def update(request: web.Request) -> web.Response:
     svc = services(request)
     visitor = await context.visitor(request)
     message_id = _message_id(request)
+    await svc.limiter.check("widget_updates_per_contact", f"contact:{visitor.contact['id']}")
     body = await json_body(request)
     email = opt_str(obj(body, "contact"), "email", max_len=320, label="contact.email")
     answered = await svc.store.answer_message(

@@ -51,7 +51,9 @@ CREATE TABLE inboxes (
     elevenlabs_agent_id TEXT,
     elevenlabs_api_key TEXT,
     created_at DOUBLE PRECISION NOT NULL,
-    attachments_enabled BOOLEAN NOT NULL DEFAULT TRUE
+    attachments_enabled BOOLEAN NOT NULL DEFAULT TRUE,
+    -- Resolving a conversation sends the CSAT survey (input_csat), as Chatwoot.
+    csat_survey_enabled BOOLEAN NOT NULL DEFAULT FALSE
 );
 
 CREATE INDEX inboxes_account ON inboxes (account_id);
@@ -117,6 +119,8 @@ CREATE TABLE conversations (
     last_activity_at DOUBLE PRECISION NOT NULL,
     created_at DOUBLE PRECISION NOT NULL,
     updated_at DOUBLE PRECISION NOT NULL,
+    -- The titles of its labels, a JSON array (a handful: read with the row, no join).
+    labels TEXT NOT NULL DEFAULT '[]',
     UNIQUE (account_id, display_id)
 );
 
@@ -152,6 +156,37 @@ CREATE INDEX messages_conversation ON messages (conversation_id, id);
 -- refuses the second, even when both arrive at once (server/store/messages.py).
 CREATE UNIQUE INDEX messages_sender_echo ON messages (sender_type, sender_id, echo_id)
     WHERE echo_id IS NOT NULL;
+
+-- An account's labels (Chatwoot's Label): title lower case, unique per account.
+CREATE TABLE labels (
+    id BIGSERIAL PRIMARY KEY,
+    account_id BIGINT NOT NULL REFERENCES accounts (id),
+    title TEXT NOT NULL,
+    description TEXT NOT NULL DEFAULT '',
+    color TEXT NOT NULL DEFAULT '#1f93ff',
+    show_on_sidebar BOOLEAN NOT NULL DEFAULT TRUE,
+    created_at DOUBLE PRECISION NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL,
+    UNIQUE (account_id, title)
+);
+
+-- One per answered CSAT survey message (the answer is also on the message, in Chatwoot's
+-- shape): what agents list at /accounts/{id}/csat_survey_responses.
+CREATE TABLE csat_survey_responses (
+    id BIGSERIAL PRIMARY KEY,
+    account_id BIGINT NOT NULL REFERENCES accounts (id),
+    inbox_id BIGINT NOT NULL REFERENCES inboxes (id),
+    conversation_id BIGINT NOT NULL REFERENCES conversations (id),
+    message_id BIGINT NOT NULL UNIQUE REFERENCES messages (id),
+    contact_id BIGINT NOT NULL REFERENCES contacts (id),
+    assigned_agent_id BIGINT REFERENCES users (id),
+    rating INTEGER NOT NULL,
+    feedback_message TEXT,
+    created_at DOUBLE PRECISION NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL
+);
+
+CREATE INDEX csat_survey_responses_account ON csat_survey_responses (account_id, id);
 
 -- Durable events, written in the transaction of the data they describe; the relay publishes
 -- them and never writes to them (what it has published is its position in relay_state).

@@ -11,11 +11,15 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from server import labels, views
+from server.errors import ApiError
 from server.jsonutil import dumps
 from server.settings import Settings
 from server.store import accounts as accounts_store
+from server.store import label_writes
 from server.store.db import Database, is_unique_violation
 from server.store.engine import engine_for
+from server.store.inputs import NewLabel
 from server.store.migrate import SchemaNotCurrent
 
 log = logging.getLogger(__name__)
@@ -34,6 +38,7 @@ def inbox_json(inbox: dict[str, Any]) -> dict[str, Any]:
         "elevenlabs_agent_id": inbox["elevenlabs_agent_id"],
         "elevenlabs_api_key_set": bool(inbox["elevenlabs_api_key"]),
         "attachments_enabled": bool(inbox["attachments_enabled"]),
+        "csat_survey_enabled": bool(inbox["csat_survey_enabled"]),
     }
 
 
@@ -105,6 +110,16 @@ def parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="visitors of this inbox cannot send files (the widget hides its file button)",
     )
+    p.add_argument(
+        "--csat-survey",
+        action="store_true",
+        help="resolving a conversation sends the visitor the CSAT survey",
+    )
+    p = cmds.add_parser("create-label")
+    p.add_argument("--account", type=int, required=True)
+    p.add_argument("--title", required=True)
+    p.add_argument("--description", default="")
+    p.add_argument("--color", default="")
     p = cmds.add_parser("create-agent")
     p.add_argument("--account", type=int, required=True)
     p.add_argument("--name", required=True)
@@ -157,6 +172,24 @@ async def _rotate_hmac_token(conn: AsyncConnection, args: argparse.Namespace) ->
     if inbox is None:
         raise AdminError(f"no inbox with id {args.inbox}")
     return inbox_json(inbox)
+
+
+async def _create_label(
+    conn: AsyncConnection, account_id: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    """The same rules as POST /api/v1/accounts/{id}/labels (server/labels.py)."""
+    try:
+        new = NewLabel(
+            account_id=account_id,
+            title=labels.title(args.title, "--title"),
+            description=args.description[: labels.MAX_DESCRIPTION],
+            color=labels.color(args.color),
+            show_on_sidebar=True,
+        )
+        label = await label_writes.create_label(conn, new)
+    except ApiError as exc:
+        raise AdminError(str(exc.body.get("error", exc.body))) from None
+    return views.label_record(label)
 
 
 # Commands that take no account: each reads or changes one thing, by id.
@@ -229,7 +262,11 @@ async def _command(conn: AsyncConnection, args: argparse.Namespace) -> dict[str,
         )
         if args.no_attachments:
             inbox = await accounts_store.set_attachments(conn, inbox["id"], False)
+        if args.csat_survey:
+            inbox = await accounts_store.set_csat_survey(conn, inbox["id"], True)
         return inbox_json(inbox)
+    if args.command == "create-label":
+        return await _create_label(conn, account["id"], args)
     if args.command == "create-agent":
         known = {row["id"] for row in await accounts_store.inboxes_of_account(conn, account["id"])}
         unknown = [i for i in args.inbox if i not in known]

@@ -31,6 +31,7 @@ from server.voice import handlers as voice
 from server.voice.elevenlabs import ElevenLabs
 from server.widget import config, contact
 from server.widget import conversations as widget_conversations
+from server.widget import labels as widget_labels
 from server.widget import messages as widget_messages
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,9 @@ def widget_routes(app: web.Application) -> None:
     r.add_post(f"{conv}/voice_transcript", voice.transcript)
     r.add_get(f"{WIDGET}/messages", widget_messages.index)
     r.add_post(f"{WIDGET}/messages", widget_messages.create)
+    r.add_patch(f"{WIDGET}/messages/{{id}}", widget_messages.update)
+    r.add_post(f"{WIDGET}/labels", widget_labels.create)
+    r.add_delete(f"{WIDGET}/labels/{{label}}", widget_labels.destroy)
     r.add_get(f"{WIDGET}/contact", contact.show)
     r.add_patch(f"{WIDGET}/contact", contact.update)
     r.add_patch(f"{WIDGET}/contact/set_user", contact.set_user)

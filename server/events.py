@@ -202,7 +202,7 @@ def conversation_push(
         "id": conv["display_id"],
         "inbox_id": conv["inbox_id"],
         "messages": [last_message] if last_message else [],
-        "labels": [],
+        "labels": list(conv["labels"]),
         "meta": {
             "sender": contact_push(contact),
             "assignee": user_push(assignee) if assignee else None,

@@ -127,3 +127,50 @@ def contact_record(contact: dict[str, Any]) -> dict[str, Any]:
         "created_at": iso(contact["created_at"]),
         "updated_at": iso(contact["updated_at"]),
     }
+
+
+# -- labels and CSAT ----------------------------------------------------------------------------
+
+
+def label_record(label: dict[str, Any]) -> dict[str, Any]:
+    """A label as Chatwoot's agent API answers it (api/v1/accounts/labels)."""
+    return {
+        "id": label["id"],
+        "title": label["title"],
+        "description": label["description"],
+        "color": label["color"],
+        "show_on_sidebar": bool(label["show_on_sidebar"]),
+    }
+
+
+def csat_response_record(row: dict[str, Any]) -> dict[str, Any]:
+    """A CSAT survey response as Chatwoot lists it (csat_survey_responses/index)."""
+    contact, agent = row["contact"], row["agent"]
+    return {
+        "id": row["id"],
+        "rating": row["rating"],
+        "feedback_message": row["feedback_message"],
+        "account_id": row["account_id"],
+        "message_id": row["message_id"],
+        "contact": {
+            "id": contact["id"],
+            "name": contact["name"],
+            "email": contact["email"],
+            "phone_number": contact["phone_number"],
+            "thumbnail": contact["avatar_url"] or "",
+        },
+        "conversation_id": row["conversation_display_id"],
+        "assigned_agent": (
+            {
+                "id": agent["id"],
+                "name": agent["name"],
+                "email": agent["email"],
+                "avatar_url": agent["avatar_url"] or "",
+                "thumbnail": agent["avatar_url"] or "",
+                "availability_status": agent["availability"],
+            }
+            if agent
+            else None
+        ),
+        "created_at": unix_seconds(row["created_at"]),
+    }

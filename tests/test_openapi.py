@@ -158,6 +158,33 @@ async def test_a_real_session_conforms_to_the_document(api: TestClient) -> None:
     for reply in ({"content": "Hello Ada"}, {"content": "VIP", "private": True}):
         resp = await api.post(f"{path}/messages", json=reply, headers=agent)
         await c.check(resp, "POST", one + "/messages")
+    # Labels, an interactive message and its answer, CSAT answers.
+    account_labels = "/api/v1/accounts/{account_id}/labels"
+    labels_url = f"/api/v1/accounts/{world.account['id']}/labels"
+    for _ in range(2):  # the second is a taken title: 422
+        resp = await api.post(labels_url, json={"title": "vip"}, headers=agent)
+        await c.check(resp, "POST", account_labels)
+    await c.check(await api.get(labels_url, headers=agent), "GET", account_labels)
+    resp = await api.post(f"{path}/labels", json={"labels": ["vip", "new"]}, headers=agent)
+    await c.check(resp, "POST", one + "/labels")
+    await c.check(await api.get(f"{path}/labels", headers=agent), "GET", one + "/labels")
+    await c.check(await v.post("labels", {"label": "vip"}), "POST", f"{w}/labels")
+    await c.check(await v.request("DELETE", "labels/vip"), "DELETE", f"{w}/labels/{{label}}")
+    select = {
+        "content": "Pick",
+        "content_type": "input_select",
+        "content_attributes": {"items": [{"title": "A", "value": "a"}]},
+    }
+    sent = await c.check(
+        await api.post(f"{path}/messages", json=select, headers=agent), "POST", one + "/messages"
+    )
+    pick = {"message": {"submitted_values": [{"title": "A", "value": "a"}]}}
+    for message_id in (sent["id"], 999_999_999):  # the second: 404
+        resp = await v.patch(f"messages/{message_id}", pick)
+        await c.check(resp, "PATCH", f"{w}/messages/{{id}}")
+    csat = "/api/v1/accounts/{account_id}/csat_survey_responses"
+    csat_url = f"/api/v1/accounts/{world.account['id']}/csat_survey_responses"
+    await c.check(await api.get(csat_url, headers=agent), "GET", csat)
     resp = await api.post(
         f"{path}/toggle_typing_status", json={"typing_status": "on"}, headers=agent
     )

@@ -19,7 +19,10 @@ before it):
 - a conversation's contact and contact_inbox in one SELECT instead of two (agent message,
   agent status change);
 - the visitor's conversation changes (attributes, status, read): the read of their current
-  conversation moved into the write's transaction (PostgreSQL: no BEGIN/COMMIT of its own)."""
+  conversation moved into the write's transaction (PostgreSQL: no BEGIN/COMMIT of its own).
+
+Issue 17 added one statement to resolving a conversation: the inbox's CSAT setting (and, when
+it is on, whether the conversation had its survey; then the survey message's write)."""
 
 from __future__ import annotations
 
@@ -197,6 +200,7 @@ EXPECTED: dict[str, dict[str, list[str]]] = {
             "SELECT messages",
             "INSERT outbox",
             "INSERT outbox",
+            "SELECT inboxes",  # resolving: does the inbox send the CSAT survey?
             "RELEASE",
             "COMMIT",
         ],
@@ -269,6 +273,7 @@ EXPECTED: dict[str, dict[str, list[str]]] = {
             "SELECT messages",
             "INSERT outbox",
             "INSERT outbox",
+            "SELECT inboxes",  # resolving: does the inbox send the CSAT survey?
             "RELEASE",
             "COMMIT",
         ],
@@ -331,6 +336,7 @@ EXPECTED: dict[str, dict[str, list[str]]] = {
             "SELECT messages",
             "INSERT outbox + NOTIFY",
             "INSERT outbox + NOTIFY",
+            "SELECT inboxes",  # resolving: does the inbox send the CSAT survey?
             "COMMIT",
         ],
         "visitor message reopens": [
@@ -390,6 +396,7 @@ EXPECTED: dict[str, dict[str, list[str]]] = {
             "SELECT messages",
             "INSERT outbox + NOTIFY",
             "INSERT outbox + NOTIFY",
+            "SELECT inboxes",  # resolving: does the inbox send the CSAT survey?
             "COMMIT",
         ],
         "open conversation": [

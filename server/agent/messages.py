@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from server import events, views
+from server import events, interactive, views
 from server.agent import auth
 from server.errors import bad_request, json_response, not_found, unprocessable
 from server.params import attributes, json_body, opt_int, opt_str
@@ -57,7 +57,7 @@ async def index(request: web.Request) -> web.Response:
     return json_response(
         {
             "meta": {
-                "labels": [],
+                "labels": list(conv["labels"]),
                 "additional_attributes": conv["additional_attributes"],
                 "contact": events.contact_push(history.contact),
                 "assignee": events.user_push(assignee) if assignee else None,
@@ -127,7 +127,7 @@ def message_input(
         "message_type": _message_type(body.get("message_type")),
         "private": _private(body.get("private")),
         "content_type": str(content_type),
-        "content_attributes": _content_attributes(body),
+        "content_attributes": interactive.offered(content_type, _content_attributes(body)),
         "echo_id": opt_str(body, "echo_id", max_len=64),
     }
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from server.agent import conversations, messages, profile
+from server.agent import conversations, csat, labels, messages, profile
 
 API = "/api/v1"
 
@@ -14,12 +14,18 @@ def add_routes(app: web.Application) -> None:
     parsed by the handlers, so a malformed id gets the same JSON 404 as an unknown one."""
     r = app.router
     r.add_get(f"{API}/profile", profile.show)
+    account = f"{API}/accounts/{{account_id}}"
+    r.add_get(f"{account}/labels", labels.index)
+    r.add_post(f"{account}/labels", labels.create)
+    r.add_get(f"{account}/csat_survey_responses", csat.index)
     convs = f"{API}/accounts/{{account_id}}/conversations"
     one = f"{convs}/{{display_id}}"
     r.add_get(convs, conversations.index)
     r.add_get(one, conversations.show)
     r.add_get(f"{one}/messages", messages.index)
     r.add_post(f"{one}/messages", messages.create)
+    r.add_get(f"{one}/labels", labels.of_conversation)
+    r.add_post(f"{one}/labels", labels.set_for_conversation)
     r.add_post(f"{one}/toggle_status", conversations.toggle_status)
     r.add_post(f"{one}/toggle_typing_status", conversations.toggle_typing_status)
     r.add_post(f"{one}/update_last_seen", conversations.update_last_seen)

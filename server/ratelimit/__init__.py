@@ -40,6 +40,7 @@ WHAT = {
     "voice_urls_per_visitor": "voice_signed_url calls for this visitor",
     "voice_urls_per_inbox": "voice_signed_url calls for this inbox",
     "typing_per_sender": "typing updates",
+    "widget_updates_per_contact": "answers and label changes from this visitor",
     "presence_per_socket": "presence updates and subscriptions on this socket",
     "failed_subscribes_per_socket": "refused subscriptions on this socket",
     "history_per_socket": "history requests on this socket",

@@ -50,6 +50,9 @@ class RateLimits:
     # for history) per socket; each reads the streams' history from the bus. A reconnect
     # spends one per subscription.
     history_per_socket: Rate | None = Rate(30, 60)
+    # A visitor's answers to interactive messages (PATCH /widget/messages/:id) and label
+    # changes (POST/DELETE /widget/labels), per contact: each writes and emits an event.
+    widget_updates_per_contact: Rate | None = Rate(60, 60)
 
 
 def env_name(field_name: str) -> str:

@@ -9,12 +9,17 @@
 //   read state "Seen" once message.updated says status "read" or conversation.read moves
 //              contact_last_seen_at past the agent's last reply
 //   status     POST .../toggle_status {status: resolved|open}
+//   labels     GET /accounts/{id}/labels once; POST .../conversations/{id}/labels {labels}
+//              replaces the set (conversation.updated carries everyone's changes)
+//   interactive what a form, option list, email prompt or CSAT survey offered and the
+//              visitor's answer, under the message (interactive.js)
 //   realtime   RoomChannel with the agent's pubsub_token + account_id + user_id, on the
 //              extended protocol: a reconnect resumes and gets what it missed; only when it
 //              cannot are the list and the open conversation fetched again (?after=)
 
 import { Cable } from "./cable.js";
 import { HttpError, MESSAGE, bubbleBody, byId, clockTime, h, isVoice, request } from "./dom.js";
+import { consoleSummary } from "./interactive.js";
 
 const TOKEN_KEY = "agent-console:token";
 const TYPING_IDLE_MS = 2000;
@@ -35,6 +40,7 @@ class AgentConsole {
     this.loadingOlder = false;
     this.typingOn = null; // {id, isPrivate} while our "typing on" is out
     this.typingIdle = null;
+    this.accountLabels = []; // the account's labels: what the "Add label" menu offers
   }
 
   async start() {
@@ -87,7 +93,7 @@ class AgentConsole {
     localStorage.setItem(TOKEN_KEY, token);
     this.accountId = this.profile.account_id;
     this.renderShell();
-    await this.loadConversations();
+    await Promise.all([this.loadConversations(), this.loadLabels()]);
     const fromHash = Number(new URLSearchParams(location.hash.slice(1)).get("conversation"));
     if (fromHash) this.select(fromHash);
     this.connect();
@@ -136,6 +142,26 @@ class AgentConsole {
     const answer = await this.api("GET", "/conversations", { query: { status: this.filter, page: 1 } });
     for (const conv of answer.data.payload) this.conversations.set(conv.id, conv);
     this.renderList();
+  }
+
+  async loadLabels() {
+    try {
+      this.accountLabels = (await this.api("GET", "/labels")).payload;
+    } catch {
+      this.accountLabels = [];
+    }
+    if (this.selectedId) this.renderViewHeader();
+  }
+
+  async setLabels(labels) {
+    const id = this.selectedId;
+    try {
+      const answer = await this.api("POST", `/conversations/${id}/labels`, { body: { labels } });
+      const conv = this.conversations.get(id);
+      if (conv) this.upsertConversation({ ...conv, labels: answer.payload });
+    } catch (err) {
+      this.flash(`Could not change the labels: ${err.message}`);
+    }
   }
 
   async fetchConversation(id) {
@@ -440,6 +466,9 @@ class AgentConsole {
           unread ? h("span", { class: "badge", text: String(unread) }) : null,
           h("span", { class: `pill ${conv.status}`, text: conv.status }),
         ),
+        conv.labels && conv.labels.length
+          ? h("div", { class: "conv-labels" }, conv.labels.map((l) => h("span", { class: "label-chip", text: l })))
+          : null,
       );
     });
     this.listBox.replaceChildren(...(items.length ? items : [h("li", { class: "conv-none", text: "No conversations" })]));
@@ -504,12 +533,41 @@ class AgentConsole {
     if (!this.viewHeader || !conv) return;
     const sender = (conv.meta && conv.meta.sender) || {};
     const resolved = conv.status === "resolved";
+    const labels = conv.labels || [];
+    const addable = this.accountLabels.filter((l) => !labels.includes(l.title));
+    const menu = h(
+      "select",
+      { class: "label-add", "aria-label": "Add a label" },
+      h("option", { value: "", text: "Add label…" }),
+      addable.map((l) => h("option", { value: l.title, text: l.title })),
+    );
+    menu.addEventListener("change", () => menu.value && this.setLabels([...labels, menu.value]));
+    const labelBar = h(
+      "div",
+      { class: "view-labels" },
+      labels.map((title) =>
+        h(
+          "span",
+          { class: "label-chip", "data-label": title },
+          title,
+          h("button", {
+            type: "button",
+            class: "label-remove",
+            title: `Remove ${title}`,
+            text: "×",
+            onclick: () => this.setLabels(labels.filter((l) => l !== title)),
+          }),
+        ),
+      ),
+      addable.length ? menu : null,
+    );
     this.viewHeader.replaceChildren(
       h(
         "div",
         {},
         h("div", { class: "view-title", text: contactName(sender) }),
         h("div", { class: "view-sub", text: `#${conv.id} · ${sender.email || "anonymous visitor"}` }),
+        labelBar,
       ),
       h("span", { class: `pill ${conv.status}`, text: conv.status }),
       h("button", {
@@ -553,6 +611,7 @@ class AgentConsole {
       "div",
       { class: classes.join(" "), "data-id": String(msg.id) },
       h("div", { class: "bubble" }, bubbleBody(msg)),
+      consoleSummary(msg),
       h("div", { class: "meta", text: meta.filter(Boolean).join(" · ") }),
       receipt ? h("div", { class: `receipt ${receipt.toLowerCase()}`, text: receipt }) : null,
     );

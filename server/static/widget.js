@@ -12,9 +12,12 @@
 //             when it cannot resume (first connect, history gone), GET /messages?after=<last
 //             id> fetches what was missed
 //   end       GET /conversations/toggle_status, where enabled_features has end_conversation
+//   answer    PATCH /messages/:id: an email prompt, an option list, a form, the CSAT survey
+//             (interactive.js draws them)
 
 import { Cable } from "./cable.js";
 import { HttpError, MESSAGE, bubbleBody, byId, clockTime, h, icon, isVoice, request } from "./dom.js";
+import { widgetControl } from "./interactive.js";
 
 const API = "/api/v1/widget";
 const TYPING_IDLE_MS = 2000;
@@ -50,6 +53,7 @@ class Widget {
     this.typingIdle = null;
     this.agentTypingTimer = null;
     this.seenTimer = null;
+    this.drafts = new Map(); // message id -> what the visitor typed into its control
   }
 
   // -- boot ---------------------------------------------------------------------------
@@ -269,6 +273,18 @@ class Widget {
       pending.failed = err.message || "not sent";
       this.renderMessages();
     }
+  }
+
+  // The visitor answers an interactive message; message.updated brings the stored answer to
+  // every tab, this one shows it at once.
+  async answerMessage(id, body) {
+    await this.api("PATCH", `/messages/${id}`, { body });
+    const msg = this.messages.get(id);
+    const attrs = { ...((msg && msg.content_attributes) || {}) };
+    if (!msg || attrs.submitted_email || attrs.submitted_values) return; // the event came first
+    if (body.contact) attrs.submitted_email = body.contact.email;
+    else attrs.submitted_values = body.message.submitted_values;
+    this.upsert({ ...msg, content_attributes: attrs });
   }
 
   typed() {
@@ -517,6 +533,7 @@ class Widget {
       { class: classes.join(" "), "data-id": String(msg.id) },
       who && !isVoice(msg) ? h("div", { class: "cw-sender", text: who }) : null,
       h("div", { class: "cw-bubble" }, bubbleBody(msg)),
+      mine ? null : widgetControl(msg, { answer: (id, body) => this.answerMessage(id, body), drafts: this.drafts }),
       h("div", { class: "cw-meta", text: meta.filter(Boolean).join(" · ") }),
     );
   }

@@ -295,3 +295,17 @@ async def remove_memberships(conn: AsyncConnection, user_id: int) -> None:
     """The user leaves every account and inbox: they reach nothing any more."""
     await conn.execute(delete(inbox_members).where(inbox_members.c.user_id == user_id))
     await conn.execute(delete(account_users).where(account_users.c.user_id == user_id))
+
+
+async def set_csat_survey(conn: AsyncConnection, inbox_id: int, enabled: bool) -> dict[str, Any]:
+    """The inbox with its CSAT setting (resolving a conversation sends the survey)."""
+    row = one(
+        await conn.execute(
+            update(inboxes)
+            .where(inboxes.c.id == inbox_id)
+            .values(csat_survey_enabled=enabled)
+            .returning(*inboxes.c)
+        )
+    )
+    assert row is not None, f"inbox {inbox_id} vanished"
+    return row

@@ -24,7 +24,6 @@ from server.store.inputs import (
     Conversation,
     MarkRead,
     Row,
-    StatusChange,
     Visitor,
 )
 from server.store.tables import conversations, messages
@@ -187,7 +186,7 @@ async def set_status(
     return changed
 
 
-async def _find(
+async def find(
     conn: AsyncConnection, ref: Conversation, *, lock: bool = False
 ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     """The conversation `ref` names, and what the caller knows of its contact (for events)."""
@@ -198,16 +197,6 @@ async def _find(
         return conv, {}
     conv = await conversations_store.current_for(conn, ref.contact_inbox["id"], lock=lock)
     return conv, {"contact": ref.contact, "contact_inbox": ref.contact_inbox}
-
-
-async def change_status(conn: AsyncConnection, s: StatusChange) -> dict[str, Any] | None:
-    """The conversation with its new status (as it was, when it had it already); None when
-    there is no such conversation. Decided under the row lock."""
-    conv, known = await _find(conn, s.conversation, lock=True)
-    if conv is None:
-        return None
-    status = s.status or ("resolved" if conv["status"] == "open" else "open")
-    return await set_status(conn, conv, status, **known) or conv
 
 
 async def change_attributes(conn: AsyncConnection, a: AttributeChange) -> dict[str, Any] | None:
@@ -238,7 +227,7 @@ async def mark_read(conn: AsyncConnection, r: MarkRead) -> bool:
     with message.updated), conversation.read to the agents. An agent: agent_last_seen_at and
     unread_count 0, no event (Chatwoot's update_columns)."""
     ref = r.conversation
-    conv, known = await _find(conn, ref)
+    conv, known = await find(conn, ref)
     if conv is None:
         return False
     now = time.time()

@@ -207,3 +207,47 @@ class MarkRead:
     conversation."""
 
     conversation: Conversation
+
+
+@dataclass(frozen=True, slots=True)
+class LabelChange:
+    """The conversation's labels: `replace` sets the whole set (an agent); `add` or `remove`
+    one title (the widget's $chatwoot.setLabel / removeLabel: a title the account has no
+    label of is ignored, as Chatwoot does)."""
+
+    conversation: Conversation
+    replace: tuple[str, ...] | None = None
+    add: str | None = None
+    remove: str | None = None
+
+
+# -- labels and answers ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NewLabel:
+    """An account's label (server/labels.py checked the title)."""
+
+    account_id: int
+    title: str
+    description: str
+    color: str
+    show_on_sidebar: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """PATCH /widget/messages/:id: the visitor's answer to an interactive message of their
+    own conversations in this inbox (server/interactive.py checks it against the message,
+    inside the write). `email`: contact.email and `values`: submitted_values, as sent."""
+
+    visitor: Visitor
+    message_id: int
+    values: Any
+    email: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AnsweredMessage:
+    message: Row
+    contact: Row  # as the answer left it (an input_email answer may set its email)

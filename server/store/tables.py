@@ -124,6 +124,8 @@ inboxes = Table(
     Column("created_at", Double, nullable=False),
     # The widget's `attachments` feature: visitors may send files (revision 0003).
     Column("attachments_enabled", Boolean, nullable=False, server_default=_default("TRUE")),
+    # Resolving a conversation sends the CSAT survey (revision 0004_labels_csat).
+    Column("csat_survey_enabled", Boolean, nullable=False, server_default=_default("FALSE")),
     Index("inboxes_account", "account_id"),
 )
 
@@ -196,6 +198,8 @@ conversations = Table(
     Column("last_activity_at", Double, nullable=False),
     Column("created_at", Double, nullable=False),
     Column("updated_at", Double, nullable=False),
+    # The titles of its labels (a JSON array; revision 0004_labels_csat).
+    Column("labels", JSONText, nullable=False, server_default=_default("'[]'")),
     UniqueConstraint("account_id", "display_id"),
     Index("conversations_contact_inbox", "contact_inbox_id", "id"),
     Index("conversations_inbox_activity", "inbox_id", "last_activity_at"),
@@ -233,6 +237,37 @@ messages = Table(
         where="echo_id IS NOT NULL",
         unique=True,
     ),
+)
+
+labels = Table(
+    "labels",
+    metadata,
+    _id(),
+    Column("account_id", BigInteger, ForeignKey("accounts.id"), nullable=False),
+    Column("title", Text, nullable=False),
+    Column("description", Text, nullable=False, server_default=_default("''")),
+    Column("color", Text, nullable=False, server_default=_default("'#1f93ff'")),
+    Column("show_on_sidebar", Boolean, nullable=False, server_default=_default("TRUE")),
+    Column("created_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+    UniqueConstraint("account_id", "title"),
+)
+
+csat_survey_responses = Table(
+    "csat_survey_responses",
+    metadata,
+    _id(),
+    Column("account_id", BigInteger, ForeignKey("accounts.id"), nullable=False),
+    Column("inbox_id", BigInteger, ForeignKey("inboxes.id"), nullable=False),
+    Column("conversation_id", BigInteger, ForeignKey("conversations.id"), nullable=False),
+    Column("message_id", BigInteger, ForeignKey("messages.id"), nullable=False, unique=True),
+    Column("contact_id", BigInteger, ForeignKey("contacts.id"), nullable=False),
+    Column("assigned_agent_id", BigInteger, ForeignKey("users.id")),
+    Column("rating", Integer, nullable=False),
+    Column("feedback_message", Text),
+    Column("created_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+    Index("csat_survey_responses_account", "account_id", "id"),
 )
 
 outbox = Table(

@@ -12,15 +12,20 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from server.store import conversation_writes, message_writes
+from server.errors import unprocessable
+from server.store import answers, conversation_writes, label_writes, message_writes, status_writes
 from server.store import messages as messages_store
-from server.store.db import Database
+from server.store.db import Database, is_unique_violation
 from server.store.engine import engine_for
 from server.store.inputs import (
     AgentMessage,
+    Answer,
+    AnsweredMessage,
     AttributeChange,
+    LabelChange,
     MarkRead,
     NewConversation,
+    NewLabel,
     OpenedConversation,
     Row,
     SentMessage,
@@ -87,7 +92,7 @@ class Store:
 
     async def change_status(self, s: StatusChange) -> Row | None:
         """The conversation as it is now; None: no such conversation."""
-        return await self.db.write(conversation_writes.change_status, s)
+        return await self.db.write(status_writes.change_status, self.engine, s)
 
     async def change_attributes(self, a: AttributeChange) -> Row | None:
         """The conversation as it is now; None: no conversation to change."""
@@ -96,6 +101,23 @@ class Store:
     async def mark_read(self, r: MarkRead) -> bool:
         """False: no such conversation."""
         return await self.db.write(conversation_writes.mark_read, r)
+
+    async def create_label(self, n: NewLabel) -> Row:
+        """422 when the title is taken (also when another create took it first)."""
+        try:
+            return await self.db.write(label_writes.create_label, n)
+        except Exception as exc:
+            if is_unique_violation(exc):
+                raise unprocessable(label_writes.TAKEN) from None
+            raise
+
+    async def change_labels(self, c: LabelChange) -> Row | None:
+        """The conversation as it is now; None: no such conversation."""
+        return await self.db.write(label_writes.change_labels, c)
+
+    async def answer_message(self, a: Answer) -> AnsweredMessage | None:
+        """None: the visitor has no such message."""
+        return await self.db.write(answers.answer_message, a)
 
 
 async def _original(

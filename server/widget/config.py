@@ -46,7 +46,7 @@ def channel_config(inbox: dict[str, Any], locale: str) -> dict[str, Any]:
     return {
         "allow_messages_after_resolved": True,
         "avatar_url": "",
-        "csat_survey_enabled": False,
+        "csat_survey_enabled": bool(inbox["csat_survey_enabled"]),
         "disable_branding": False,
         "enabled_features": enabled_features(inbox),
         "enabled_languages": [{"name": "English", "iso_639_1_code": "en"}],
@@ -158,7 +158,7 @@ async def page(request: web.Request) -> web.Response:
         "preChatFormEnabled": False,
         "preChatFormOptions": {},
         "workingHoursEnabled": False,
-        "csatSurveyEnabled": False,
+        "csatSurveyEnabled": bool(inbox["csat_survey_enabled"]),
         "workingHours": [],
         "outOfOfficeMessage": "",
         "utcOffset": "+00:00",

@@ -11,7 +11,7 @@ from server.errors import json_response, not_found, unprocessable
 from server.params import json_body, obj, opt_int, opt_str
 from server.services import Services, services
 from server.store import messages as messages_store
-from server.store.inputs import VisitorMessage
+from server.store.inputs import Answer, VisitorMessage
 from server.uploads import Received, is_multipart
 from server.widget import context
 
@@ -129,3 +129,36 @@ async def _create(
     return json_response(
         views.message_for_visitor_post(sent.message, sent.display_id, sent.sender, rendered)
     )
+
+
+def _message_id(request: web.Request) -> int:
+    """The path's message id; a malformed one is "not found", like an unknown one."""
+    raw = request.match_info.get("id", "")
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+        raise not_found()
+    return int(raw)
+
+
+async def update(request: web.Request) -> web.Response:
+    """The visitor answers an interactive message (contract §2.5): {"contact": {"email"}} for
+    an email prompt, {"message": {"submitted_values": ...}} for an option list, a form or
+    the CSAT survey. 404 for a message that is not one of the visitor's own conversations in
+    this inbox; 422 for an answer the message did not offer (nothing written). Answers the
+    contact, as Chatwoot."""
+    svc = services(request)
+    visitor = await context.visitor(request)
+    message_id = _message_id(request)
+    await svc.limiter.check("widget_updates_per_contact", f"contact:{visitor.contact['id']}")
+    body = await json_body(request)
+    email = opt_str(obj(body, "contact"), "email", max_len=320, label="contact.email")
+    answered = await svc.store.answer_message(
+        Answer(
+            visitor=visitor,
+            message_id=message_id,
+            values=obj(body, "message").get("submitted_values"),
+            email=email,
+        )
+    )
+    if answered is None:
+        raise not_found()
+    return json_response({"contact": views.contact_record(answered.contact)})

@@ -50,6 +50,12 @@ class RateLimits:
     # for history) per socket; each reads the streams' history from the bus. A reconnect
     # spends one per subscription.
     history_per_socket: Rate | None = Rate(30, 60)
+    # Transcript emails (POST /widget/conversations/transcript) per conversation: each one
+    # is a mail to the contact's address, so a script cannot turn us into a mail cannon.
+    transcripts_per_conversation: Rate | None = Rate(3, 3600)
+    # Widget events recorded (POST /widget/events) per contact: the widget sends one when
+    # it opens; a loop past this is refused instead of written.
+    widget_events_per_contact: Rate | None = Rate(60, 60)
 
 
 def env_name(field_name: str) -> str:

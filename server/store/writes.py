@@ -12,13 +12,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from server.store import conversation_writes, message_writes
+from server.store import contact_writes, conversation_writes, message_writes, widget_events
 from server.store import messages as messages_store
 from server.store.db import Database
 from server.store.engine import engine_for
 from server.store.inputs import (
     AgentMessage,
     AttributeChange,
+    ContactAttributeRemoval,
     MarkRead,
     NewConversation,
     OpenedConversation,
@@ -27,6 +28,7 @@ from server.store.inputs import (
     StatusChange,
     TranscriptTurn,
     VisitorMessage,
+    WidgetEvent,
     WrittenTurn,
 )
 
@@ -96,6 +98,13 @@ class Store:
     async def mark_read(self, r: MarkRead) -> bool:
         """False: no such conversation."""
         return await self.db.write(conversation_writes.mark_read, r)
+
+    async def remove_contact_attributes(self, r: ContactAttributeRemoval) -> Row:
+        """The visitor's contact as it is now."""
+        return await self.db.write(contact_writes.remove_attributes, r)
+
+    async def record_widget_event(self, e: WidgetEvent) -> None:
+        await self.db.write(widget_events.record, e)
 
 
 async def _original(

@@ -136,6 +136,14 @@ class Mailer:
                 await self.deliver(job)
             except asyncio.CancelledError:
                 raise
+            except Undeliverable as exc:
+                self.failed += 1
+                log.warning(
+                    "transcript mail for conversation %d not sent: the contact's email address "
+                    "cannot be put in a mail safely (%s); correct the contact's email",
+                    job.conversation_id,
+                    exc,
+                )
             except Exception as exc:
                 self.failed += 1
                 log.warning(
@@ -156,10 +164,7 @@ class Mailer:
         if found is None:  # the contact was merged away meanwhile: nothing of theirs to send
             log.info("transcript of conversation %d: no longer the visitor's", job.conversation_id)
             return
-        try:
-            message = build(found, to=job.to, mail_from=self.mail_from)
-        except Undeliverable as exc:
-            raise Undeliverable(f"the contact's email address is unusable ({exc})") from None
+        message = build(found, to=job.to, mail_from=self.mail_from)
         await aiosmtplib.send(
             message,
             hostname=self.server.host,

@@ -44,6 +44,7 @@ async def test_removes_the_keys_and_answers_the_contact(
         pushed = await cable.wait_event("contact.updated", lambda d: d["id"] == visitor.contact_id)
         assert pushed["custom_attributes"] == {"seats": 3}
         assert pushed["type"] == "contact"
+        assert pushed["account_id"] == world.account["id"]
     finally:
         await cable.close()
 

@@ -33,7 +33,7 @@ async def remove_attributes(conn: AsyncConnection, r: ContactAttributeRemoval) -
     await outbox.add(
         conn,
         events.CONTACT_UPDATED,
-        events.contact_push(changed),
+        {**events.contact_push(changed), "account_id": changed["account_id"]},
         [events.account_channel(changed["account_id"])],
         conversation_id=None,
     )

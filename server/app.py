@@ -6,7 +6,7 @@ import logging
 
 from aiohttp import web
 
-from server import assets, openapi, pages, security_headers
+from server import images, openapi, pages, security_headers
 from server.agent import routes as agent_routes
 from server.bus import create_bus
 from server.connections import AddressCounts, forwarded_cap
@@ -111,7 +111,7 @@ def create_app(settings: Settings) -> web.Application:
     widget_routes(app)
     agent_routes.add_routes(app)
     pages.add_routes(app)
-    assets.add_routes(app)
+    images.add_routes(app)
     openapi.add_routes(app)
     app.router.add_get("/cable", cable)
     svc.health = Health(standard_checks(db, bus), timeout=settings.health_timeout)

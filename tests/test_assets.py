@@ -7,7 +7,7 @@ import re
 
 from aiohttp.test_utils import TestClient
 
-from server.assets import ASSETS
+from server.images import ASSETS
 from tests.conftest import World
 
 

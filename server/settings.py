@@ -464,7 +464,7 @@ def describe(exc: ValidationError) -> list[str]:
         name = variable(field)
         if error["type"] == "value_error":  # our own parsers say what they need
             message = str(error["ctx"]["error"]) if "ctx" in error else error["msg"]
-            problems.append(f"{name} {message}")
+            problems.append(f"{name} {message}".strip())  # no name: a check across settings
             continue
         rule = info.description if info is not None and info.description else error["msg"]
         if field in SECRETS:

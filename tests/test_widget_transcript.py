@@ -89,7 +89,7 @@ async def test_the_conversation_is_mailed_to_the_contact(
     display_id = first["conversation_id"]
     await agent_reply(client, world, display_id, {"content": "Yes & it arrives Friday.\nBye"})
     await agent_reply(client, world, display_id, {"content": "internal: VIP", "private": True})
-    await visitor.send("Thanks!")
+    await visitor.send("Thanks! Grüße ☕")
     other = await Visitor(client, world.inbox["website_token"]).start()
     await other.patch("contact", {"email": "other@example.org"})
     await other.send("someone else's words")
@@ -111,7 +111,7 @@ async def test_the_conversation_is_mailed_to_the_contact(
     said = [
         "Hello, is my order <b>shipped</b>? <script>alert(1)</script>",
         "Yes & it arrives Friday.\nBye",
-        "Thanks!",
+        "Thanks! Grüße ☕",
     ]
     positions = [text.index(s) for s in said]
     assert positions == sorted(positions)
@@ -276,6 +276,10 @@ async def test_widget_transcript_needs_a_visitor(client: TestClient, world: Worl
     assert resp.status == 404
     resp = await client.post(f"{API}/widget/conversations/transcript?website_token=nope")
     assert resp.status == 404
+    visitor = await Visitor(client, token).start()
+    resp = await visitor.request("POST", "conversations/transcript", data=b"{nope")
+    assert resp.status == 400
+    assert "malformed JSON" in (await resp.json())["error"]
 
 
 def test_mail_settings_are_validated(tmp_path: Any) -> None:
@@ -288,7 +292,7 @@ def test_mail_settings_are_validated(tmp_path: Any) -> None:
     assert "SMTP_URL" in str(err.value) and "hunter2" not in str(err.value)
     with pytest.raises(SettingsError) as err:
         make_settings(url, tmp_path, smtp_url="smtp://h")
-    assert "MAIL_FROM must be set" in str(err.value)
+    assert "again: MAIL_FROM must be set" in str(err.value)
     with pytest.raises(SettingsError) as err:
         make_settings(url, tmp_path, mail_from="a@b.c\r\nBcc: x@y.z")
     assert "MAIL_FROM must be a plain email address" in str(err.value)
@@ -297,3 +301,19 @@ def test_mail_settings_are_validated(tmp_path: Any) -> None:
     assert "SMTP_STARTTLS" in str(err.value)
     ok = make_settings(url, tmp_path, smtp_url="smtps://h", mail_from=FROM, smtp_starttls="ON")
     assert ok.smtp_starttls == "on"
+
+
+async def test_starttls_on_refuses_a_server_without_it(
+    db_url: str, tmp_path: Any, aiohttp_client: Any, mailbox: Mailbox, caplog: Any
+) -> None:
+    """SMTP_STARTTLS=on: a server that offers no STARTTLS gets no mail (and no password)."""
+    client = await mail_client(db_url, tmp_path, aiohttp_client, mailbox.port, smtp_starttls="on")
+    world = await build_world(client.app[SERVICES].db)
+    visitor = await Visitor(client, world.inbox["website_token"]).start()
+    await visitor.patch("contact", {"email": "jo@example.org"})
+    await visitor.send("hi")
+    with caplog.at_level(logging.WARNING, logger="server.mail.mailer"):
+        assert (await visitor.post("conversations/transcript")).status == 200
+        await settled(client, failed=1, sent=0)
+    assert mailbox.envelopes == [] and mailbox.logins == []
+    assert any("STARTTLS" in r.getMessage() for r in caplog.records)

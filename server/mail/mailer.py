@@ -23,6 +23,7 @@ from server.lifecycle import cancel
 from server.mail.transcript import Undeliverable, build
 from server.store import transcripts
 from server.store.db import Database
+from server.store.unavailable import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +142,14 @@ class Mailer:
                 log.warning(
                     "transcript mail for conversation %d not sent: the contact's email address "
                     "cannot be put in a mail safely (%s); correct the contact's email",
+                    job.conversation_id,
+                    exc,
+                )
+            except DatabaseUnavailable as exc:
+                self.failed += 1
+                log.warning(
+                    "transcript mail for conversation %d not sent: the database did not answer "
+                    "(%s); see the database's own errors",
                     job.conversation_id,
                     exc,
                 )

@@ -10,6 +10,7 @@ caching: they change only with a release."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -27,7 +28,7 @@ ASSETS = {
 LOGO_THUMBNAIL = "/brand-assets/logo_thumbnail.svg"
 
 
-def _handler(body: bytes, content_type: str):  # type: ignore[no-untyped-def]
+def _handler(body: bytes, content_type: str) -> Callable[[web.Request], Awaitable[web.Response]]:
     etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
     headers = {"Cache-Control": CACHE_CONTROL, "ETag": etag}
 

@@ -14,7 +14,6 @@ from server.errors import json_response
 from server.events import unix_seconds
 from server.services import services
 from server.store import widget_events as widget_events_store
-from server.widget.activity import KEPT_PER_VISITOR
 
 
 def _view(row: dict[str, Any]) -> dict[str, Any]:
@@ -37,6 +36,6 @@ async def index(request: web.Request) -> web.Response:
         who.account_id,
         tuple(who.inbox_ids),
         contact_id,
-        KEPT_PER_VISITOR,
+        widget_events_store.KEPT_PER_VISITOR,
     )
     return json_response({"payload": [_view(row) for row in rows]})

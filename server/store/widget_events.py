@@ -15,6 +15,9 @@ from server.store import all_rows
 from server.store.inputs import WidgetEvent
 from server.store.tables import widget_events
 
+# Events kept per visitor (contact_inbox); each write deletes what is older.
+KEPT_PER_VISITOR = 100
+
 _oldest_kept = (
     select(widget_events.c.id)
     .where(widget_events.c.contact_inbox_id == bindparam("ci_id"))

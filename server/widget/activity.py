@@ -16,13 +16,12 @@ from server.errors import bad_request, json_response
 from server.params import attributes, json_body
 from server.services import services
 from server.store.inputs import WidgetEvent
+from server.store.widget_events import KEPT_PER_VISITOR
 from server.widget import context
 
 # Chatwoot's names look like `webwidget.triggered`, `campaign.triggered`.
 _NAME = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
 MAX_INFO_BYTES = 4096
-# Events kept per visitor (contact_inbox); older ones are deleted as new ones come.
-KEPT_PER_VISITOR = 100
 _LANGUAGE = re.compile(r"[A-Za-z]{1,8}(?:[-_][A-Za-z0-9]{1,8}){0,2}")
 
 

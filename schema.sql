@@ -231,3 +231,20 @@ CREATE TABLE attachments (
 );
 
 CREATE INDEX attachments_message ON attachments (message_id);
+
+-- What the widget reports about a visitor (POST /api/v1/widget/events), for agents to read;
+-- each write keeps the newest few of its contact_inbox (server/store/widget_events.py).
+CREATE TABLE widget_events (
+    id BIGSERIAL PRIMARY KEY,
+    account_id BIGINT NOT NULL REFERENCES accounts (id),
+    inbox_id BIGINT NOT NULL REFERENCES inboxes (id),
+    contact_id BIGINT NOT NULL REFERENCES contacts (id),
+    contact_inbox_id BIGINT NOT NULL REFERENCES contact_inboxes (id),
+    name TEXT NOT NULL,
+    event_info TEXT NOT NULL DEFAULT '{}',
+    created_at DOUBLE PRECISION NOT NULL
+);
+
+CREATE INDEX widget_events_contact_inbox ON widget_events (contact_inbox_id, id);
+
+CREATE INDEX widget_events_contact ON widget_events (contact_id, id);

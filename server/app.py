@@ -6,7 +6,7 @@ import logging
 
 from aiohttp import web
 
-from server import openapi, pages, security_headers
+from server import images, openapi, pages, security_headers
 from server.agent import routes as agent_routes
 from server.bus import create_bus
 from server.connections import AddressCounts, forwarded_cap
@@ -16,6 +16,7 @@ from server.hub.endpoint import cable
 from server.hub.hub import Hub
 from server.hub.sessions import create_sessions
 from server.logs import add_request_id_header, request_middleware
+from server.mail.mailer import Mailer, parse_smtp_url
 from server.metrics import Metrics
 from server.presence import MemoryPresence, RedisPresence
 from server.ratelimit import create_limiter
@@ -29,7 +30,7 @@ from server.store.writes import Store
 from server.uploads import Attachments
 from server.voice import handlers as voice
 from server.voice.elevenlabs import ElevenLabs
-from server.widget import config, contact
+from server.widget import activity, config, contact, transcript
 from server.widget import conversations as widget_conversations
 from server.widget import labels as widget_labels
 from server.widget import messages as widget_messages
@@ -54,6 +55,7 @@ def widget_routes(app: web.Application) -> None:
     r.add_get(f"{conv}/toggle_status", widget_conversations.toggle_status)
     r.add_get(f"{conv}/voice_signed_url", voice.signed_url)
     r.add_post(f"{conv}/voice_transcript", voice.transcript)
+    r.add_post(f"{conv}/transcript", transcript.transcript)
     r.add_get(f"{WIDGET}/messages", widget_messages.index)
     r.add_post(f"{WIDGET}/messages", widget_messages.create)
     r.add_patch(f"{WIDGET}/messages/{{id}}", widget_messages.update)
@@ -62,6 +64,9 @@ def widget_routes(app: web.Application) -> None:
     r.add_get(f"{WIDGET}/contact", contact.show)
     r.add_patch(f"{WIDGET}/contact", contact.update)
     r.add_patch(f"{WIDGET}/contact/set_user", contact.set_user)
+    r.add_post(f"{WIDGET}/contact/destroy_custom_attributes", contact.destroy_custom_attributes)
+    r.add_post(f"{WIDGET}/events", activity.create_event)
+    r.add_get(f"{WIDGET}/campaigns", activity.campaigns)
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -110,11 +115,13 @@ def create_app(settings: Settings) -> web.Application:
     store.wake_relay_after_commits(bus.wake_relay)
     storage = create_storage(settings)
     svc.attachments = Attachments(settings, storage)
+    svc.mailer = _mailer(settings, db)
     app[SERVICES] = svc
     app[voice.VOICE_AGENT] = ElevenLabs(settings.elevenlabs_base_url, settings.elevenlabs_timeout)
     widget_routes(app)
     agent_routes.add_routes(app)
     pages.add_routes(app)
+    images.add_routes(app)
     openapi.add_routes(app)
     app.router.add_get("/cable", cable)
     checks = standard_checks(db, bus)
@@ -143,6 +150,19 @@ def create_app(settings: Settings) -> web.Application:
     return app
 
 
+def _mailer(settings: Settings, db: Database) -> Mailer | None:
+    if not settings.smtp_url or not settings.mail_from:
+        return None
+    return Mailer(
+        db,
+        parse_smtp_url(settings.smtp_url),
+        mail_from=settings.mail_from,
+        starttls={"auto": None, "on": True, "off": False}[settings.smtp_starttls],
+        timeout=settings.smtp_timeout,
+        queue_size=settings.mail_queue_size,
+    )
+
+
 async def _close_sockets(app: web.Application) -> None:
     svc = app[SERVICES]
     if svc.hub is not None:
@@ -160,6 +180,10 @@ async def _lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
     await svc.bus.start()
     assert svc.hub is not None
     svc.hub.start()
+    if svc.mailer is not None:
+        svc.mailer.start()
+    else:
+        log.info("SMTP_URL is not set: transcript requests are answered and no mail is sent")
     relay = maintenance = None
     if svc.settings.run_relay:
         from workers.maintenance import Maintenance
@@ -181,6 +205,8 @@ async def _lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
     try:
         yield
     finally:
+        if svc.mailer is not None:
+            await svc.mailer.stop(grace=min(svc.settings.shutdown_grace, 5.0))
         if maintenance is not None:
             await maintenance.stop()
         if relay is not None:

@@ -212,6 +212,23 @@ class ServiceCollector(Collector):
                 "Uploads refused: too large, too many files, a type not allowed, a bad image.",
                 value=files.refused,
             )
+        mailer = getattr(svc, "mailer", None)
+        if mailer is not None:
+            mails = CounterMetricFamily(
+                "chat_transcript_mails",
+                "Transcript mails, by result: sent; failed (SMTP refused or unreachable, see "
+                "the log); dropped (the queue was full, or the process stopped first).",
+                labels=["result"],
+            )
+            mails.add_metric(["sent"], mailer.sent)
+            mails.add_metric(["failed"], mailer.failed)
+            mails.add_metric(["dropped"], mailer.dropped)
+            yield mails
+            yield GaugeMetricFamily(
+                "chat_transcript_mails_queued",
+                "Transcript mails waiting to be sent by this process.",
+                value=mailer.queue.qsize(),
+            )
         if svc.health is not None:
             yield CounterMetricFamily(
                 "chat_readyz_failures", "/readyz answers that were 503.", value=svc.health.failures

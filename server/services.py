@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from server.connections import AddressCounts, ConnectionGuard
     from server.hub.hub import Hub
     from server.hub.sessions import Sessions
+    from server.mail.mailer import Mailer
 
 
 class InboxCache:
@@ -63,6 +64,8 @@ class Services:
     guard: ConnectionGuard | None = None
     health: Any = None  # server.health.Health: /livez, /readyz, draining
     attachments: Any = None  # server.uploads.Attachments: storage, thumbnails, limits
+    # Transcript mails (server/mail/mailer.py); None: SMTP_URL is not set.
+    mailer: Mailer | None = None
 
 
 SERVICES = web.AppKey("services", Services)

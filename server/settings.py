@@ -41,7 +41,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 FIXED = frozenset({"max_message_length", "max_subscriptions_per_socket"})
 
 # Never echoed back in an error message.
-SECRETS = frozenset({"secret_key_base", "metrics_token", "s3_secret_access_key"})
+SECRETS = frozenset({"secret_key_base", "metrics_token", "s3_secret_access_key", "smtp_url"})
 
 _DEFAULT_LIMITS = RateLimits()
 
@@ -165,6 +165,25 @@ def _metrics_token(raw: str | None) -> str | None:
     if token and (len(token) < 16 or not token.isascii() or not token.isprintable()):
         raise ValueError("must be at least 16 printable ASCII characters")
     return token or None
+
+
+def _smtp_url(raw: str | None) -> str | None:
+    from server.mail.mailer import parse_smtp_url
+
+    if raw:
+        parse_smtp_url(raw)  # its ValueError names the problem, never the password
+    return raw or None
+
+
+def _mail_from(raw: str | None) -> str | None:
+    from server.mail.transcript import Undeliverable, plain_address
+
+    if not raw:
+        return None
+    try:
+        return plain_address(raw.strip())
+    except Undeliverable:
+        raise ValueError(f"must be a plain email address (name@example.com), got {raw!r}") from None
 
 
 def _threshold(raw: Any) -> Any:
@@ -370,6 +389,20 @@ class Settings(BaseSettings):
     upload_timeout: float = deadline(300.0)
     # Thumbnails made at once (each in a thread: CPU and memory).
     thumbnail_workers: int = between(2, 1, 64)
+    # Transcript mails (server/mail/): the SMTP server (unset: transcripts are not sent),
+    # STARTTLS on smtp:// (auto: when the server offers it), the sender address, seconds one
+    # mail may take, and mails waiting to be sent per process (past it a request gets 503).
+    smtp_url: Annotated[str | None, AfterValidator(_smtp_url)] = Field(
+        None, description="smtp://[USER:PASSWORD@]HOST[:PORT] or smtps://..."
+    )
+    smtp_starttls: Annotated[Literal["auto", "on", "off"], BeforeValidator(_lower)] = Field(
+        "auto", description="one of auto, on, off"
+    )
+    mail_from: Annotated[str | None, AfterValidator(_mail_from)] = Field(
+        None, description="a plain email address"
+    )
+    smtp_timeout: float = deadline(10.0)
+    mail_queue_size: int = between(1000, 1, 100_000)
     # LIMIT_*: what visitors and sockets may create or cost (server/ratelimit/rules.py); the
     # `rate_limits` property gathers them.
     limit_contacts_per_address: RateSetting = _DEFAULT_LIMITS.contacts_per_address
@@ -381,6 +414,8 @@ class Settings(BaseSettings):
     limit_presence_per_socket: RateSetting = _DEFAULT_LIMITS.presence_per_socket
     limit_failed_subscribes_per_socket: RateSetting = _DEFAULT_LIMITS.failed_subscribes_per_socket
     limit_history_per_socket: RateSetting = _DEFAULT_LIMITS.history_per_socket
+    limit_transcripts_per_conversation: RateSetting = _DEFAULT_LIMITS.transcripts_per_conversation
+    limit_widget_events_per_contact: RateSetting = _DEFAULT_LIMITS.widget_events_per_contact
 
     @model_validator(mode="before")
     @classmethod
@@ -399,6 +434,12 @@ class Settings(BaseSettings):
         if data.get("run_relay") is None:
             data["run_relay"] = not data.get("redis_url")
         return data
+
+    @model_validator(mode="after")
+    def _mail_needs_a_sender(self) -> Settings:
+        if self.smtp_url and not self.mail_from:
+            raise ValueError("MAIL_FROM must be set when SMTP_URL is (the transcripts' sender)")
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -473,7 +514,7 @@ def describe(exc: ValidationError) -> list[str]:
         name = variable(field)
         if error["type"] == "value_error":  # our own parsers say what they need
             message = str(error["ctx"]["error"]) if "ctx" in error else error["msg"]
-            problems.append(f"{name} {message}")
+            problems.append(f"{name} {message}".strip())  # no name: a check across settings
             continue
         rule = info.description if info is not None and info.description else error["msg"]
         if field in SECRETS:

@@ -144,10 +144,24 @@ async def test_a_real_session_conforms_to_the_document(api: TestClient) -> None:
         await c.check(said, "POST", f"{w}/conversations/voice_transcript")
     no_voice = await v.get("conversations/voice_signed_url")  # this inbox has no agent: 422
     await c.check(no_voice, "GET", f"{w}/conversations/voice_signed_url")
+    dropped = await v.post("contact/destroy_custom_attributes", {"custom_attributes": ["tier"]})
+    await c.check(dropped, "POST", f"{w}/contact/destroy_custom_attributes")
+    mailed = await v.post("conversations/transcript")  # no SMTP_URL: 200, nothing sent
+    await c.check(mailed, "POST", f"{w}/conversations/transcript")
+    event = {"name": "webwidget.triggered", "event_info": {"referer": "https://a.example/"}}
+    await c.check(await v.post("events", event), "POST", f"{w}/events")
+    await c.check(await v.post("events", {"name": ""}), "POST", f"{w}/events")
+    await c.check(await v.get("campaigns"), "GET", f"{w}/campaigns")
 
     # The agent side.
     agent = {"api_access_token": world.admin["access_token"]}
     await c.check(await api.get("/api/v1/profile", headers=agent), "GET", "/api/v1/profile")
+    events_of = "/api/v1/accounts/{account_id}/contacts/{contact_id}/widget_events"
+    listed = await api.get(
+        f"/api/v1/accounts/{world.account['id']}/contacts/{cfg['contact']['id']}/widget_events",
+        headers=agent,
+    )
+    assert len((await c.check(listed, "GET", events_of))["payload"]) == 1
     convs = "/api/v1/accounts/{account_id}/conversations"
     one = convs + "/{display_id}"
     base = f"/api/v1/accounts/{world.account['id']}/conversations"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from server.agent import conversations, csat, labels, messages, profile
+from server.agent import conversations, csat, labels, messages, profile, widget_events
 
 API = "/api/v1"
 
@@ -29,3 +29,7 @@ def add_routes(app: web.Application) -> None:
     r.add_post(f"{one}/toggle_status", conversations.toggle_status)
     r.add_post(f"{one}/toggle_typing_status", conversations.toggle_typing_status)
     r.add_post(f"{one}/update_last_seen", conversations.update_last_seen)
+    r.add_get(
+        f"{API}/accounts/{{account_id}}/contacts/{{contact_id}}/widget_events",
+        widget_events.index,
+    )

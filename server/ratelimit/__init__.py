@@ -44,6 +44,8 @@ WHAT = {
     "presence_per_socket": "presence updates and subscriptions on this socket",
     "failed_subscribes_per_socket": "refused subscriptions on this socket",
     "history_per_socket": "history requests on this socket",
+    "transcripts_per_conversation": "transcript emails for this conversation",
+    "widget_events_per_contact": "widget events for this contact",
 }
 
 

@@ -53,6 +53,12 @@ class RateLimits:
     # A visitor's answers to interactive messages (PATCH /widget/messages/:id) and label
     # changes (POST/DELETE /widget/labels), per contact: each writes and emits an event.
     widget_updates_per_contact: Rate | None = Rate(60, 60)
+    # Transcript emails (POST /widget/conversations/transcript) per conversation: each one
+    # is a mail to the contact's address, so a script cannot turn us into a mail cannon.
+    transcripts_per_conversation: Rate | None = Rate(3, 3600)
+    # Widget events recorded (POST /widget/events) per contact: the widget sends one when
+    # it opens; a loop past this is refused instead of written.
+    widget_events_per_contact: Rate | None = Rate(60, 60)
 
 
 def env_name(field_name: str) -> str:

@@ -251,3 +251,26 @@ class Answer:
 class AnsweredMessage:
     message: Row
     contact: Row  # as the answer left it (an input_email answer may set its email)
+
+
+# -- contacts ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ContactAttributeRemoval:
+    """POST /widget/contact/destroy_custom_attributes: drop `keys` from the visitor's contact's
+    custom attributes (a key it does not have is ignored, as Chatwoot's `excluding`)."""
+
+    visitor: Visitor
+    keys: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class WidgetEvent:
+    """POST /widget/events: an event the widget reports about the visitor (e.g.
+    `webwidget.triggered`), recorded for agents; the oldest past `keep` per contact_inbox go."""
+
+    visitor: Visitor
+    name: str
+    info: Row
+    keep: int

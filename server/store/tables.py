@@ -312,3 +312,20 @@ relay_state = Table(
     Column("position", Text, nullable=False),
     Column("updated_at", Double, nullable=False),
 )
+
+# What the widget reports about a visitor (POST /widget/events), the newest few per
+# contact_inbox (server/store/widget_events.py).
+widget_events = Table(
+    "widget_events",
+    metadata,
+    _id(),
+    Column("account_id", BigInteger, ForeignKey("accounts.id"), nullable=False),
+    Column("inbox_id", BigInteger, ForeignKey("inboxes.id"), nullable=False),
+    Column("contact_id", BigInteger, ForeignKey("contacts.id"), nullable=False),
+    Column("contact_inbox_id", BigInteger, ForeignKey("contact_inboxes.id"), nullable=False),
+    Column("name", Text, nullable=False),
+    Column("event_info", JSONText, nullable=False, server_default=_json()),
+    Column("created_at", Double, nullable=False),
+    Index("widget_events_contact_inbox", "contact_inbox_id", "id"),
+    Index("widget_events_contact", "contact_id", "id"),
+)

@@ -13,7 +13,15 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from server.errors import unprocessable
-from server.store import answers, conversation_writes, label_writes, message_writes, status_writes
+from server.store import (
+    answers,
+    contact_writes,
+    conversation_writes,
+    label_writes,
+    message_writes,
+    status_writes,
+    widget_events,
+)
 from server.store import messages as messages_store
 from server.store.db import Database, is_unique_violation
 from server.store.engine import engine_for
@@ -22,6 +30,7 @@ from server.store.inputs import (
     Answer,
     AnsweredMessage,
     AttributeChange,
+    ContactAttributeRemoval,
     LabelChange,
     MarkRead,
     NewConversation,
@@ -32,6 +41,7 @@ from server.store.inputs import (
     StatusChange,
     TranscriptTurn,
     VisitorMessage,
+    WidgetEvent,
     WrittenTurn,
 )
 
@@ -118,6 +128,13 @@ class Store:
     async def answer_message(self, a: Answer) -> AnsweredMessage | None:
         """None: the visitor has no such message."""
         return await self.db.write(answers.answer_message, a)
+
+    async def remove_contact_attributes(self, r: ContactAttributeRemoval) -> Row:
+        """The visitor's contact as it is now."""
+        return await self.db.write(contact_writes.remove_attributes, r)
+
+    async def record_widget_event(self, e: WidgetEvent) -> None:
+        await self.db.write(widget_events.record, e)
 
 
 async def _original(

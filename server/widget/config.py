@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from server.errors import json_response
+from server.images import LOGO_THUMBNAIL
 from server.jsonutil import dumps
 from server.security_headers import allow_framing
 from server.services import services
@@ -17,7 +18,7 @@ from server.widget import context
 from server.widget.identity import identify, mint
 
 GLOBAL_CONFIG = {
-    "LOGO_THUMBNAIL": "",
+    "LOGO_THUMBNAIL": LOGO_THUMBNAIL,  # the widget's footer shows it (server/images.py)
     "BRAND_NAME": "Chat",
     "WIDGET_BRAND_URL": "",
     "DIRECT_UPLOADS_ENABLED": False,

@@ -8,14 +8,16 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from server import views
 from server.attributes import merged_attributes
 from server.client_address import client_address
 from server.errors import json_response, unprocessable
-from server.params import attributes, json_body, opt_str
+from server.params import attributes, json_body, key_list, opt_str
 from server.ratelimit import address_subject
 from server.services import services
 from server.store import contacts as contacts_store
 from server.store.db import is_unique_violation
+from server.store.inputs import ContactAttributeRemoval
 from server.widget import context, identity
 from server.widget.identity import Identity
 
@@ -128,3 +130,15 @@ async def update(request: web.Request) -> web.Response:
 
 async def set_user(request: web.Request) -> web.Response:
     return await _identify(request, set_user=True)
+
+
+async def destroy_custom_attributes(request: web.Request) -> web.Response:
+    """`$chatwoot.deleteCustomAttribute`: drops the keys, answers the full Contact record (as
+    Chatwoot's `render json: @contact`); agents hear contact.updated when a key was there."""
+    svc = services(request)
+    visitor = await context.visitor(request)
+    keys = key_list(await json_body(request), "custom_attributes")
+    contact = await svc.store.remove_contact_attributes(
+        ContactAttributeRemoval(visitor, tuple(keys))
+    )
+    return json_response(views.contact_record(contact))

@@ -415,7 +415,7 @@ def newer_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None
     copy = tmp_path / "migrations"
     shutil.copytree(migrate.MIGRATIONS, copy, ignore=shutil.ignore_patterns("__pycache__"))
     head = migrate.head()
-    nxt = f"{int(head) + 1:04d}"
+    nxt = f"{int(head.split('_')[0]) + 1:04d}"  # "0006_voice_calls": 0007
     (copy / "versions" / f"{nxt}_attempts.py").write_text(
         NEXT_REVISION.replace("{next}", nxt).replace("{head}", head)
     )
@@ -433,7 +433,8 @@ async def test_a_database_behind_the_code_is_refused_until_migrated(
 ) -> None:
     sqlite = empty_url.startswith("sqlite")
     nxt = migrate.head()
-    head = f"{int(nxt) - 1:04d}"  # this code's own head, before the added revision
+    # This code's own head, before the added revision (whose down_revision names it).
+    head = migrate.scripts().get_revision(nxt).down_revision
     db = Database(empty_url)
     await db.migrate(target=head)  # what the previous version left
     await db.close()

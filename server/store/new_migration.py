@@ -19,7 +19,8 @@ from server.store import migrate
 def next_revision_id() -> str:
     """Revisions are numbered 0001, 0002, ...: the order is plain in the file names."""
     ids = [rev.revision for rev in migrate.scripts().walk_revisions()]
-    numbers = [int(rev) for rev in ids if rev.isdigit()]
+    # An id may carry a name after its number ("0006_voice_calls").
+    numbers = [int(rev.split("_")[0]) for rev in ids if rev.split("_")[0].isdigit()]
     return f"{max(numbers, default=0) + 1:04d}"
 
 

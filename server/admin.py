@@ -33,6 +33,7 @@ def inbox_json(inbox: dict[str, Any]) -> dict[str, Any]:
         "hmac_mandatory": bool(inbox["hmac_mandatory"]),
         "elevenlabs_agent_id": inbox["elevenlabs_agent_id"],
         "elevenlabs_api_key_set": bool(inbox["elevenlabs_api_key"]),
+        "elevenlabs_webhook_secret_set": bool(inbox["elevenlabs_webhook_secret"]),
     }
 
 
@@ -99,6 +100,10 @@ def parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--elevenlabs-agent-id")
     p.add_argument("--elevenlabs-api-key")
+    p.add_argument(
+        "--elevenlabs-webhook-secret",
+        help="the secret of ElevenLabs' post-call webhook (POST /webhooks/elevenlabs)",
+    )
     p = cmds.add_parser("create-agent")
     p.add_argument("--account", type=int, required=True)
     p.add_argument("--name", required=True)
@@ -220,6 +225,7 @@ async def _command(conn: AsyncConnection, args: argparse.Namespace) -> dict[str,
             hmac_mandatory=args.hmac_mandatory,
             elevenlabs_agent_id=args.elevenlabs_agent_id,
             elevenlabs_api_key=args.elevenlabs_api_key,
+            elevenlabs_webhook_secret=args.elevenlabs_webhook_secret,
         )
         return inbox_json(inbox)
     if args.command == "create-agent":

@@ -23,7 +23,10 @@ from server.services import SERVICES, InboxCache, Services
 from server.settings import Settings
 from server.store.db import Database
 from server.store.writes import Store
+from server.voice import call_handlers as voice_calls
 from server.voice import handlers as voice
+from server.voice import webhook as voice_webhook
+from server.voice.calls import VoiceCalls
 from server.voice.elevenlabs import ElevenLabs
 from server.widget import config, contact
 from server.widget import conversations as widget_conversations
@@ -49,6 +52,14 @@ def widget_routes(app: web.Application) -> None:
     r.add_get(f"{conv}/toggle_status", widget_conversations.toggle_status)
     r.add_get(f"{conv}/voice_signed_url", voice.signed_url)
     r.add_post(f"{conv}/voice_transcript", voice.transcript)
+    r.add_get(f"{conv}/voice_call_active", voice_calls.call_active)
+    r.add_post(f"{conv}/voice_heartbeat", voice_calls.heartbeat)
+    r.add_post(f"{conv}/voice_call_ended", voice_calls.call_ended)
+    r.add_post(f"{conv}/voice_link_elevenlabs", voice_calls.link)
+    r.add_get(f"{conv}/voice_history", voice_calls.history)
+    r.add_get(f"{conv}/voice_transcript_poll", voice_calls.transcript_poll)
+    r.add_get(f"{conv}/inbox_config", voice_calls.inbox_config)
+    r.add_post("/webhooks/elevenlabs", voice_webhook.elevenlabs)
     r.add_get(f"{WIDGET}/messages", widget_messages.index)
     r.add_post(f"{WIDGET}/messages", widget_messages.create)
     r.add_get(f"{WIDGET}/contact", contact.show)
@@ -102,6 +113,7 @@ def create_app(settings: Settings) -> web.Application:
     store.wake_relay_after_commits(bus.wake_relay)
     app[SERVICES] = svc
     app[voice.VOICE_AGENT] = ElevenLabs(settings.elevenlabs_base_url, settings.elevenlabs_timeout)
+    svc.voice = VoiceCalls(db, store, app[voice.VOICE_AGENT], settings.max_message_length)  # type: ignore[arg-type]
     widget_routes(app)
     agent_routes.add_routes(app)
     pages.add_routes(app)
@@ -144,10 +156,11 @@ async def _lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
     await svc.bus.start()
     assert svc.hub is not None
     svc.hub.start()
-    relay = maintenance = None
+    relay = maintenance = sweeper = None
     if svc.settings.run_relay:
         from workers.maintenance import Maintenance
         from workers.relay import Relay, lease_for
+        from workers.voice_sweeper import VoiceSweeper
 
         relay = Relay(
             svc.db,
@@ -162,13 +175,20 @@ async def _lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
             svc.db, retention=svc.settings.outbox_retention, lease=relay.lease
         )
         maintenance.start()
+        sweeper = VoiceSweeper(
+            svc.voice, timeout=svc.settings.voice_heartbeat_timeout, lease=relay.lease
+        )
+        sweeper.start()
     try:
         yield
     finally:
+        if sweeper is not None:
+            await sweeper.stop()
         if maintenance is not None:
             await maintenance.stop()
         if relay is not None:
             await relay.stop()
+        await svc.voice.close()
         await app[voice.VOICE_AGENT].close()
         await svc.bus.close()
         await svc.db.close()

@@ -62,6 +62,7 @@ class Services:
     connections: AddressCounts | None = None
     guard: ConnectionGuard | None = None
     health: Any = None  # server.health.Health: /livez, /readyz, draining
+    voice: Any = None  # server.voice.calls.VoiceCalls: reconciliation, call counters
 
 
 SERVICES = web.AppKey("services", Services)

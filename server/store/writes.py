@@ -12,20 +12,27 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from server.store import conversation_writes, message_writes
+from server.store import conversation_writes, message_writes, voice_call_writes
 from server.store import messages as messages_store
 from server.store.db import Database
 from server.store.engine import engine_for
 from server.store.inputs import (
     AgentMessage,
     AttributeChange,
+    CallEnd,
+    CallHeartbeat,
+    CallLink,
+    CallState,
+    CallTranscript,
     MarkRead,
     NewConversation,
     OpenedConversation,
+    Reconciled,
     Row,
     SentMessage,
     StatusChange,
     TranscriptTurn,
+    Visitor,
     VisitorMessage,
     WrittenTurn,
 )
@@ -33,6 +40,7 @@ from server.store.inputs import (
 T = TypeVar("T")
 
 WouldOpen = conversation_writes.WouldOpen
+CallConflict = voice_call_writes.CallConflict
 
 
 class Store:
@@ -96,6 +104,35 @@ class Store:
     async def mark_read(self, r: MarkRead) -> bool:
         """False: no such conversation."""
         return await self.db.write(conversation_writes.mark_read, r)
+
+    # -- voice calls (server/store/voice_call_writes.py) --
+
+    async def call_heartbeat(self, h: CallHeartbeat) -> CallState:
+        """Raises WouldOpen as transcript_turn does, when the call needs a new conversation."""
+        return await self.db.write(voice_call_writes.heartbeat, h)
+
+    async def link_call(self, ln: CallLink) -> CallState:
+        """Raises CallConflict when the ElevenLabs conversation is another call's; WouldOpen
+        as call_heartbeat."""
+        try:
+            return await self.db.write(voice_call_writes.link, ln)
+        except voice_call_writes.CallConflict:
+            raise
+        except Exception as exc:
+            # Two links of one ElevenLabs conversation at once: the unique index refused the
+            # second (voice_calls_elevenlabs).
+            if voice_call_writes.is_link_conflict(exc):
+                raise voice_call_writes.CallConflict() from None
+            raise
+
+    async def end_call(self, e: CallEnd) -> CallState:
+        return await self.db.write(voice_call_writes.end, e)
+
+    async def clear_call_signal(self, v: Visitor) -> None:
+        await self.db.write(voice_call_writes.clear_end_signal, v)
+
+    async def call_transcript(self, t: CallTranscript) -> Reconciled:
+        return await self.db.write(voice_call_writes.write_transcript, self.engine, t)
 
 
 async def _original(

@@ -481,3 +481,46 @@ async def test_one_visitor_never_reaches_another_call(
     for bad in ("", "   ", None, 12, "a" * 200, "conv/../x"):
         status, _ = await mine.post("voice_link_elevenlabs", {"elevenlabs_conversation_id": bad})
         assert status == 400, bad
+
+
+async def test_elevenlabs_failing_and_the_metrics(
+    client: TestClient, fake: FakeElevenLabs, visitor: Visitor
+) -> None:
+    """A poll while ElevenLabs fails is a clear 502 and writes nothing; the end of the call
+    still ends it (its fetch failing is counted and logged); /metrics counts calls by how
+    they ended and the turns reconciled."""
+    w = Widget(visitor)
+    el_id = "conv_01failing"
+    fake.conversations[el_id] = conversation_json(el_id, AGENT_ID, TRANSCRIPT[:3])
+    await w.post("voice_heartbeat")
+    await w.post("voice_link_elevenlabs", {"elevenlabs_conversation_id": el_id})
+    fake.mode = "error"
+    status, body = await w.get("voice_transcript_poll", "synced_count=0")
+    assert status == 502 and body == {"error": "ElevenLabs API responded 500"}
+    status, ended = await w.post("voice_call_ended")
+    assert status == 200 and ended["ended"] is True
+    voice = client.app[SERVICES].voice
+    await voice.idle()
+    assert voice.reconcile_failures >= 2
+    assert await voice_messages(visitor) == []
+
+    # ElevenLabs is back: the next call's end completes it.
+    fake.mode = "ok"
+    await w.get("voice_signed_url")
+    await w.post("voice_heartbeat")
+    el_two = "conv_01second"
+    fake.conversations[el_two] = conversation_json(el_two, AGENT_ID, TRANSCRIPT[:2])
+    await w.post("voice_link_elevenlabs", {"elevenlabs_conversation_id": el_two})
+    await w.post("voice_call_ended")
+    await voice.idle()
+    assert len(await voice_messages(visitor)) == 2
+    metrics = await (await client.get("/metrics")).text()
+    assert "chat_voice_calls_started_total 2.0" in metrics
+    assert 'chat_voice_calls_ended_total{reason="widget"} 2.0' in metrics
+    assert "chat_voice_turns_reconciled_total 2.0" in metrics
+    # The webhook's body is bounded like every body.
+    big = b'{"data": {"conversation_id": "' + b"x" * (2 << 20) + b'"}}'
+    resp = await client.post(
+        "/webhooks/elevenlabs", data=big, headers={"ElevenLabs-Signature": "t=1,v0=0"}
+    )
+    assert resp.status == 413

@@ -220,6 +220,7 @@ async def transcript_poll(request: web.Request) -> web.Response:
     try:
         fetched = await svc.voice.client.conversation(v.inbox["elevenlabs_api_key"], el_id)
     except ElevenLabsError as exc:
+        svc.voice.reconcile_failures += 1
         raise bad_gateway(str(exc)) from None
     written = await svc.voice.apply(call, v.inbox, fetched, final=False)
     synced = _int_param(request, "synced_count", 0)

@@ -45,9 +45,9 @@ class VoiceCalls:
 
     # -- what call writes did --------------------------------------------------------------
 
-    def observe(self, state: CallState) -> None:
+    def observe(self, state: CallState, *, reconcile: bool = True) -> None:
         """Counts what a call write did, and schedules the reconciliation of a call it
-        ended (or replaced)."""
+        ended (or replaced) unless the caller has the transcript itself (`reconcile`)."""
         if state.started:
             self.started += 1
             log.info("voice call %s started", state.call["id"] if state.call else "?")
@@ -56,7 +56,8 @@ class VoiceCalls:
                 reason = call["end_reason"] or "unknown"
                 self.ended[reason] += 1
                 log.info("voice call %s ended (%s)", call["id"], reason)
-                self.reconcile_later(call["id"])
+                if reconcile:
+                    self.reconcile_later(call["id"])
 
     def reconcile_later(self, call_id: int) -> None:
         if len(self._tasks) >= MAX_PENDING:
@@ -75,6 +76,13 @@ class VoiceCalls:
         async with self._slots:
             try:
                 await self.reconcile(call_id, final=True)
+            except ElevenLabsError as exc:  # the client logged the request that failed
+                log.warning(
+                    "voice call %s: its transcript was not fetched (%s); the post-call webhook"
+                    " can still complete it",
+                    call_id,
+                    exc,
+                )
             except Exception:
                 self.reconcile_failures += 1
                 log.exception("voice call %s: reconciling its transcript failed", call_id)

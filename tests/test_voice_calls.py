@@ -524,3 +524,23 @@ async def test_elevenlabs_failing_and_the_metrics(
         "/webhooks/elevenlabs", data=big, headers={"ElevenLabs-Signature": "t=1,v0=0"}
     )
     assert resp.status == 413
+
+
+async def test_first_heartbeat_and_link_sent_at_once(
+    client: TestClient, fake: FakeElevenLabs, visitor: Visitor
+) -> None:
+    """The widget's onConnect fires its first heartbeat and the link without waiting for
+    either: one call, linked, whichever arrives first."""
+    w = Widget(visitor)
+    el_id = "conv_01atonce"
+    fake.conversations[el_id] = conversation_json(el_id, AGENT_ID, TRANSCRIPT[:2])
+    (hb_status, hb), (link_status, linked) = await asyncio.gather(
+        w.post("voice_heartbeat"),
+        w.post("voice_link_elevenlabs", {"elevenlabs_conversation_id": el_id}),
+    )
+    assert hb_status == 200 and hb["ok"] is True
+    assert link_status == 200 and linked["ok"] is True
+    _, active = await w.get("voice_call_active")
+    assert active["call_id"] == hb["call_id"]
+    status, polled = await w.get("voice_transcript_poll", "synced_count=0")
+    assert status == 200 and polled["conversation_id"] == el_id and polled["written"] == 2

@@ -32,6 +32,7 @@ from server.store.inputs import (
     ElevenLabsTurn,
     NewMessage,
     Reconciled,
+    Row,
     Visitor,
 )
 from server.store.message_writes import Writing
@@ -92,8 +93,11 @@ async def _start(
     ci_id = v.contact_inbox["id"]
     await contacts_store.lock_contact_inbox(conn, ci_id)
     live = await calls_store.live(conn, ci_id)
-    if live is not None:  # another request started it meanwhile
-        return CallState(live, conv["display_id"])
+    if live is not None:  # another request started it meanwhile (the widget's first
+        # heartbeat and its link are sent at once): a link still links it
+        if el_id is None or live["elevenlabs_conversation_id"] is not None:
+            return CallState(live, conv["display_id"])
+        return await _set_link(conn, v, live, el_id)
     now = time.time()
     call = one(
         await conn.execute(
@@ -171,6 +175,11 @@ async def link(conn: AsyncConnection, ln: CallLink) -> CallState:
     if live is None:
         return replace(await _start(conn, v, may_open=ln.may_open, el_id=el_id), replaced=replaced)
     await conversations_store.locked(conn, live["conversation_id"])
+    return await _set_link(conn, v, live, el_id)
+
+
+async def _set_link(conn: AsyncConnection, v: Visitor, live: Row, el_id: str) -> CallState:
+    """`live` (its conversation locked by the caller) linked to `el_id`."""
     call = one(
         await conn.execute(
             update(voice_calls)

@@ -39,9 +39,6 @@ class RateLimits:
     # valid token, else the client address) and per inbox (all visitors together).
     voice_urls_per_visitor: Rate | None = Rate(10, 600)
     voice_urls_per_inbox: Rate | None = Rate(60, 60)
-    # voice_transcript_poll calls (each costs an ElevenLabs request) per visitor; the fork's
-    # widget polls every 3 s while a call lasts.
-    voice_polls_per_visitor: Rate | None = Rate(30, 60)
     # toggle_typing (widget, per contact) and toggle_typing_status (agent, per user). Room
     # for a client that toggles on and off at every keystroke of a long message.
     typing_per_sender: Rate | None = Rate(300, 60)
@@ -53,6 +50,9 @@ class RateLimits:
     # for history) per socket; each reads the streams' history from the bus. A reconnect
     # spends one per subscription.
     history_per_socket: Rate | None = Rate(30, 60)
+    # voice_transcript_poll calls (each costs an ElevenLabs request) per visitor; the fork's
+    # widget polls every 3 s while a call lasts.
+    voice_polls_per_visitor: Rate | None = Rate(30, 60)
 
 
 def env_name(field_name: str) -> str:

@@ -394,8 +394,10 @@ async def test_an_existing_database_upgrades(db: Database, db_url: str) -> None:
 
     async def make_legacy(conn: Any) -> list[int]:
         # The database as revision 0001 left it: outbox rows marked published_at, or not.
-        for table in ("relay_state", "outbox", "alembic_version"):
+        for table in ("relay_state", "outbox", "alembic_version", "voice_calls"):
             await conn.exec_driver_sql(f"DROP TABLE {table}")
+        # What later revisions (0006_voice_calls) added, gone too.
+        await conn.exec_driver_sql("ALTER TABLE inboxes DROP COLUMN elevenlabs_webhook_secret")
         await conn.exec_driver_sql(LEGACY_OUTBOX.replace("BIGSERIAL PRIMARY KEY", ID))
         await conn.exec_driver_sql(
             "CREATE INDEX outbox_unpublished ON outbox (id) WHERE published_at IS NULL"

@@ -50,6 +50,7 @@ CREATE TABLE inboxes (
     widget_color TEXT NOT NULL DEFAULT '#1f93ff',
     elevenlabs_agent_id TEXT,
     elevenlabs_api_key TEXT,
+    elevenlabs_webhook_secret TEXT,
     created_at DOUBLE PRECISION NOT NULL,
     attachments_enabled BOOLEAN NOT NULL DEFAULT TRUE,
     -- Resolving a conversation sends the CSAT survey (input_csat), as Chatwoot.
@@ -192,6 +193,31 @@ CREATE INDEX csat_survey_responses_account ON csat_survey_responses (account_id,
 -- them and never writes to them (what it has published is its position in relay_state).
 -- xid: PostgreSQL, the id of the transaction that wrote the row; on SQLite the column has no
 -- default and stays NULL (there the row id plays its part).
+-- A visitor's voice call (server/voice/): live while ended_at is NULL, at most one live
+-- call per contact_inbox; end_signal tells a heartbeat still arriving for it to stop.
+CREATE TABLE voice_calls (
+    id BIGSERIAL PRIMARY KEY,
+    account_id BIGINT NOT NULL REFERENCES accounts (id),
+    inbox_id BIGINT NOT NULL REFERENCES inboxes (id),
+    contact_id BIGINT NOT NULL REFERENCES contacts (id),
+    contact_inbox_id BIGINT NOT NULL REFERENCES contact_inboxes (id),
+    conversation_id BIGINT NOT NULL REFERENCES conversations (id),
+    elevenlabs_conversation_id TEXT,
+    started_at DOUBLE PRECISION NOT NULL,
+    last_heartbeat_at DOUBLE PRECISION NOT NULL,
+    ended_at DOUBLE PRECISION,
+    end_reason TEXT,
+    end_signal BOOLEAN NOT NULL DEFAULT FALSE,
+    reconciled_at DOUBLE PRECISION
+);
+
+CREATE INDEX voice_calls_contact_inbox ON voice_calls (contact_inbox_id, id);
+CREATE INDEX voice_calls_conversation ON voice_calls (conversation_id, id);
+CREATE UNIQUE INDEX voice_calls_live ON voice_calls (contact_inbox_id) WHERE ended_at IS NULL;
+CREATE INDEX voice_calls_heartbeat ON voice_calls (last_heartbeat_at) WHERE ended_at IS NULL;
+CREATE UNIQUE INDEX voice_calls_elevenlabs ON voice_calls (elevenlabs_conversation_id)
+    WHERE elevenlabs_conversation_id IS NOT NULL;
+
 CREATE TABLE outbox (
     id BIGSERIAL PRIMARY KEY,
     conversation_id BIGINT,

@@ -39,6 +39,7 @@ def inbox_json(inbox: dict[str, Any]) -> dict[str, Any]:
         "elevenlabs_api_key_set": bool(inbox["elevenlabs_api_key"]),
         "attachments_enabled": bool(inbox["attachments_enabled"]),
         "csat_survey_enabled": bool(inbox["csat_survey_enabled"]),
+        "elevenlabs_webhook_secret_set": bool(inbox["elevenlabs_webhook_secret"]),
     }
 
 
@@ -105,6 +106,10 @@ def parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--elevenlabs-agent-id")
     p.add_argument("--elevenlabs-api-key")
+    p.add_argument(
+        "--elevenlabs-webhook-secret",
+        help="the secret of ElevenLabs' post-call webhook (POST /webhooks/elevenlabs)",
+    )
     p.add_argument(
         "--no-attachments",
         action="store_true",
@@ -259,6 +264,7 @@ async def _command(conn: AsyncConnection, args: argparse.Namespace) -> dict[str,
             hmac_mandatory=args.hmac_mandatory,
             elevenlabs_agent_id=args.elevenlabs_agent_id,
             elevenlabs_api_key=args.elevenlabs_api_key,
+            elevenlabs_webhook_secret=args.elevenlabs_webhook_secret,
         )
         if args.no_attachments:
             inbox = await accounts_store.set_attachments(conn, inbox["id"], False)

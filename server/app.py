@@ -28,7 +28,10 @@ from server.storage.directory import DirectoryStorage
 from server.store.db import Database
 from server.store.writes import Store
 from server.uploads import Attachments
+from server.voice import call_handlers as voice_calls
 from server.voice import handlers as voice
+from server.voice import webhook as voice_webhook
+from server.voice.calls import VoiceCalls
 from server.voice.elevenlabs import ElevenLabs
 from server.widget import activity, config, contact, transcript
 from server.widget import conversations as widget_conversations
@@ -56,6 +59,14 @@ def widget_routes(app: web.Application) -> None:
     r.add_get(f"{conv}/voice_signed_url", voice.signed_url)
     r.add_post(f"{conv}/voice_transcript", voice.transcript)
     r.add_post(f"{conv}/transcript", transcript.transcript)
+    r.add_get(f"{conv}/voice_call_active", voice_calls.call_active)
+    r.add_post(f"{conv}/voice_heartbeat", voice_calls.heartbeat)
+    r.add_post(f"{conv}/voice_call_ended", voice_calls.call_ended)
+    r.add_post(f"{conv}/voice_link_elevenlabs", voice_calls.link)
+    r.add_get(f"{conv}/voice_history", voice_calls.history)
+    r.add_get(f"{conv}/voice_transcript_poll", voice_calls.transcript_poll)
+    r.add_get(f"{conv}/inbox_config", voice_calls.inbox_config)
+    r.add_post("/webhooks/elevenlabs", voice_webhook.elevenlabs)
     r.add_get(f"{WIDGET}/messages", widget_messages.index)
     r.add_post(f"{WIDGET}/messages", widget_messages.create)
     r.add_patch(f"{WIDGET}/messages/{{id}}", widget_messages.update)
@@ -118,6 +129,7 @@ def create_app(settings: Settings) -> web.Application:
     svc.mailer = _mailer(settings, db)
     app[SERVICES] = svc
     app[voice.VOICE_AGENT] = ElevenLabs(settings.elevenlabs_base_url, settings.elevenlabs_timeout)
+    svc.voice = VoiceCalls(db, store, app[voice.VOICE_AGENT], settings.max_message_length)  # type: ignore[arg-type]
     widget_routes(app)
     agent_routes.add_routes(app)
     pages.add_routes(app)
@@ -184,10 +196,11 @@ async def _lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
         svc.mailer.start()
     else:
         log.info("SMTP_URL is not set: transcript requests are answered and no mail is sent")
-    relay = maintenance = None
+    relay = maintenance = sweeper = None
     if svc.settings.run_relay:
         from workers.maintenance import Maintenance
         from workers.relay import Relay, lease_for
+        from workers.voice_sweeper import VoiceSweeper
 
         relay = Relay(
             svc.db,
@@ -202,15 +215,22 @@ async def _lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
             svc.db, retention=svc.settings.outbox_retention, lease=relay.lease
         )
         maintenance.start()
+        sweeper = VoiceSweeper(
+            svc.voice, timeout=svc.settings.voice_heartbeat_timeout, lease=relay.lease
+        )
+        sweeper.start()
     try:
         yield
     finally:
         if svc.mailer is not None:
             await svc.mailer.stop(grace=min(svc.settings.shutdown_grace, 5.0))
+        if sweeper is not None:
+            await sweeper.stop()
         if maintenance is not None:
             await maintenance.stop()
         if relay is not None:
             await relay.stop()
+        await svc.voice.close()
         await app[voice.VOICE_AGENT].close()
         await svc.attachments.close()
         await svc.bus.close()

@@ -193,6 +193,7 @@ def conversation_push(
     contact_inbox: dict[str, Any],
     assignee: dict[str, Any] | None,
     last_message: dict[str, Any] | None,
+    voice_call: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     return {
         "additional_attributes": conv["additional_attributes"],
@@ -224,6 +225,22 @@ def conversation_push(
         "created_at": unix_seconds(conv["created_at"]),
         "updated_at": conv["updated_at"],
         "account_id": conv["account_id"],
+        "voice_call": voice_call_push(voice_call) if voice_call is not None else None,
+    }
+
+
+def voice_call_push(call: dict[str, Any]) -> dict[str, Any]:
+    """A conversation's latest voice call as its payload shows it: `live` while it lasts
+    (what the agent console shows as "on a voice call")."""
+    ended = call["ended_at"]
+    return {
+        "id": call["id"],
+        "live": ended is None,
+        "elevenlabs_conversation_id": call["elevenlabs_conversation_id"],
+        "started_at": unix_seconds(call["started_at"]),
+        "last_heartbeat_at": unix_seconds(call["last_heartbeat_at"]),
+        "ended_at": unix_seconds(ended) if ended is not None else None,
+        "end_reason": call["end_reason"],
     }
 
 

@@ -84,6 +84,36 @@ class DatabaseCollector(Collector):
             yield db_call_durations(self.db.call_times)
 
 
+class VoiceCollector(Collector):
+    """Voice calls (server/voice/calls.py): started, ended by reason (widget, heartbeat_lost,
+    replaced, elevenlabs_ended), turns added from ElevenLabs' transcripts, failed fetches."""
+
+    def __init__(self, voice: Any) -> None:
+        self.voice = voice
+
+    def collect(self) -> Iterator[Any]:
+        voice = self.voice
+        yield CounterMetricFamily(
+            "chat_voice_calls_started", "Voice calls started.", value=voice.started
+        )
+        ended = CounterMetricFamily(
+            "chat_voice_calls_ended", "Voice calls ended, by reason.", labels=["reason"]
+        )
+        for reason in ("widget", "heartbeat_lost", "replaced", "elevenlabs_ended"):
+            ended.add_metric([reason], voice.ended[reason])
+        yield ended
+        yield CounterMetricFamily(
+            "chat_voice_turns_reconciled",
+            "Voice turns written from ElevenLabs' transcript (the browser never posted them).",
+            value=voice.turns_reconciled,
+        )
+        yield CounterMetricFamily(
+            "chat_voice_reconcile_failures",
+            "Fetches of a call's ElevenLabs transcript that failed.",
+            value=voice.reconcile_failures,
+        )
+
+
 class ServiceCollector(Collector):
     """Reads the counters of a web process's services when scraped."""
 
@@ -241,6 +271,8 @@ class Metrics:
     def __init__(self, services: Any, token: str | None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(ServiceCollector(services))
+        if services.voice is not None:
+            self.registry.register(VoiceCollector(services.voice))
         self.registry.register(DatabaseCollector(services.db))
         self.token = token
         self.http = Histogram(
@@ -275,7 +307,9 @@ class WorkerMetrics:
     oldest: the relay's lag from commit to publish, read from the table at scrape time: the
     rows the relay's recorded position does not cover)."""
 
-    def __init__(self, db: Any, relay: Any, token: str | None, timeout: float) -> None:
+    def __init__(
+        self, db: Any, relay: Any, token: str | None, timeout: float, voice: Any = None
+    ) -> None:
         self.db = db
         self.relay = relay
         self.token = token
@@ -290,6 +324,8 @@ class WorkerMetrics:
             registry=self.registry,
         )
         self.registry.register(_RelayCollector(relay))
+        if voice is not None:
+            self.registry.register(VoiceCollector(voice))
         self.registry.register(DatabaseCollector(db))
 
     async def _read_backlog(self) -> None:

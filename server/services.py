@@ -66,6 +66,7 @@ class Services:
     attachments: Any = None  # server.uploads.Attachments: storage, thumbnails, limits
     # Transcript mails (server/mail/mailer.py); None: SMTP_URL is not set.
     mailer: Mailer | None = None
+    voice: Any = None  # server.voice.calls.VoiceCalls: reconciliation, call counters
 
 
 SERVICES = web.AppKey("services", Services)

@@ -268,6 +268,13 @@ class Settings(BaseSettings):
         "https://api.elevenlabs.io", description="an http:// or https:// URL"
     )
     elevenlabs_timeout: float = positive(10.0)
+    # Seconds without a heartbeat after which the server ends a voice call ("heartbeat_lost",
+    # workers/voice_sweeper.py); the fork's widget sends one every 3 s and counts a call
+    # live for 20 s after the last.
+    voice_heartbeat_timeout: float = between(20.0, 1, 3600, " seconds")
+    # Seconds within which a voice turn without an event_id, identical to the last turn of its
+    # role in the same call, is that turn again (answered with "duplicate": true); 0: never.
+    voice_duplicate_window: float = between(10.0, 0, 3600, " seconds")
     widget_token_expiry_days: int = Field(
         180,
         ge=1,
@@ -409,6 +416,7 @@ class Settings(BaseSettings):
     limit_conversations_per_contact: RateSetting = _DEFAULT_LIMITS.conversations_per_contact
     limit_voice_urls_per_visitor: RateSetting = _DEFAULT_LIMITS.voice_urls_per_visitor
     limit_voice_urls_per_inbox: RateSetting = _DEFAULT_LIMITS.voice_urls_per_inbox
+    limit_voice_polls_per_visitor: RateSetting = _DEFAULT_LIMITS.voice_polls_per_visitor
     limit_typing_per_sender: RateSetting = _DEFAULT_LIMITS.typing_per_sender
     limit_widget_updates_per_contact: RateSetting = _DEFAULT_LIMITS.widget_updates_per_contact
     limit_presence_per_socket: RateSetting = _DEFAULT_LIMITS.presence_per_socket

@@ -1,12 +1,18 @@
-"""A fake ElevenLabs API on 127.0.0.1 for the voice tests: the one endpoint we call,
-GET /v1/convai/conversation/get-signed-url, with switches for the failures we must survive.
+"""A fake ElevenLabs API on 127.0.0.1 for the voice tests: the endpoints we call,
+GET /v1/convai/conversation/get-signed-url (with switches for the failures we must survive)
+and GET /v1/convai/conversations/{id} (a conversation's transcript, as a test sets it), and
+the signing of ElevenLabs' post-call webhook (`webhook_signature`, the scheme the SDK's
+construct_event checks: "t=<unix seconds>,v0=<hex HMAC-SHA256 of '<t>.<body>'>").
 
-It checks what the real API checks (the `xi-api-key` header and the `agent_id` query) so a
-test sees the server sent the stored key and agent id, and records every request it got."""
+It checks what the real API checks (the `xi-api-key` header, the agent, the conversation) so
+a test sees the server sent the stored key, and records every request it got."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +20,42 @@ import orjson
 from aiohttp import web
 
 SIGNED_URL_PATH = "/v1/convai/conversation/get-signed-url"
+CONVERSATION_PATH = "/v1/convai/conversations/{conversation_id}"
+
+
+def webhook_signature(body: bytes, secret: str, timestamp: int | None = None) -> str:
+    """The `ElevenLabs-Signature` header ElevenLabs sends with a webhook `body`."""
+    t = int(time.time()) if timestamp is None else timestamp
+    digest = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={t},v0={digest}"
+
+
+def conversation_json(
+    conversation_id: str,
+    agent_id: str,
+    turns: list[tuple[str, str]],
+    *,
+    status: str = "done",
+    dynamic_variables: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """An ElevenLabs conversation as GET /v1/convai/conversations/{id} answers it (and a
+    post-call webhook's `data`): `turns` as (role "user" or "agent", message)."""
+    start = int(time.time()) - 60
+    return {
+        "agent_id": agent_id,
+        "conversation_id": conversation_id,
+        "status": status,
+        "transcript": [
+            {"role": role, "message": message, "time_in_call_secs": i}
+            for i, (role, message) in enumerate(turns)
+        ],
+        "metadata": {"start_time_unix_secs": start, "call_duration_secs": len(turns)},
+        "has_audio": True,
+        "has_user_audio": True,
+        "has_response_audio": True,
+        "has_auxiliary_audio": False,
+        "conversation_initiation_client_data": {"dynamic_variables": dynamic_variables or {}},
+    }
 
 
 @dataclass
@@ -32,6 +74,8 @@ class FakeElevenLabs:
     trickle_interval: float = 0.1
     trickle_bytes_sent: int = 0
     requests: list[dict[str, Any]] = field(default_factory=list)
+    # conversation id -> its JSON (conversation_json), what GET conversations/{id} answers
+    conversations: dict[str, dict[str, Any]] = field(default_factory=dict)
     base_url: str = ""
     _runner: web.AppRunner | None = None
 
@@ -64,6 +108,22 @@ class FakeElevenLabs:
             )
         return web.json_response({"signed_url": self.signed_url_for(agent_id)})
 
+    async def _conversation(self, request: web.Request) -> web.StreamResponse:
+        self.requests.append(
+            {"headers": dict(request.headers), "query": dict(request.query), "path": request.path}
+        )
+        if self.mode == "error":
+            return web.json_response({"detail": {"message": "boom"}}, status=self.error_status)
+        if request.headers.get("xi-api-key") != self.api_key:
+            return web.json_response({"detail": {"status": "invalid_api_key"}}, status=401)
+        found = self.conversations.get(request.match_info["conversation_id"])
+        if found is None:
+            return web.json_response({"detail": {"status": "conversation_not_found"}}, status=404)
+        return web.json_response(found)
+
+    def conversation_requests(self) -> list[dict[str, Any]]:
+        return [r for r in self.requests if r["path"].startswith("/v1/convai/conversations/")]
+
     async def _trickle(self, request: web.Request) -> web.StreamResponse:
         body = orjson.dumps({"signed_url": self.signed_url_for(self.agent_id)})
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
@@ -81,6 +141,7 @@ class FakeElevenLabs:
     async def __aenter__(self) -> FakeElevenLabs:
         app = web.Application()
         app.router.add_get(SIGNED_URL_PATH, self._signed_url)
+        app.router.add_get(CONVERSATION_PATH, self._conversation)
         self._runner = web.AppRunner(app, shutdown_timeout=0.1)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)  # port 0: a free port

@@ -39,7 +39,7 @@ def test_every_api_route_is_documented_and_every_documented_path_exists(tmp_path
         (route.method, route.resource.canonical)
         for route in app.router.routes()
         if route.resource is not None
-        and route.resource.canonical.startswith("/api/")
+        and route.resource.canonical.startswith(("/api/", "/webhooks/"))
         and route.method != "HEAD"
     }
     assert registered - documented_operations() == set(), "routes missing from the document"
@@ -152,6 +152,26 @@ async def test_a_real_session_conforms_to_the_document(api: TestClient) -> None:
     await c.check(await v.post("events", event), "POST", f"{w}/events")
     await c.check(await v.post("events", {"name": ""}), "POST", f"{w}/events")
     await c.check(await v.get("campaigns"), "GET", f"{w}/campaigns")
+    # A voice call's lifecycle (tests/test_voice_calls.py has the rest of it).
+    vc = f"{w}/conversations"
+    for action, method, body in (
+        ("inbox_config", "GET", None),
+        ("voice_call_active", "GET", None),
+        ("voice_heartbeat", "POST", {}),
+        ("voice_link_elevenlabs", "POST", {"elevenlabs_conversation_id": "conv_openapi"}),
+        ("voice_link_elevenlabs", "POST", {}),  # 400
+        ("voice_call_active", "GET", None),
+        ("voice_history?limit=5", "GET", None),
+        ("voice_transcript_poll?synced_count=0", "GET", None),  # no API key: nothing
+        ("voice_call_ended", "POST", {}),
+        ("voice_heartbeat", "POST", {}),  # end_requested
+    ):
+        resp = await v.request(method, f"conversations/{action}", json=body)
+        await c.check(resp, method, f"{vc}/{action.split('?')[0]}")
+    hook = await api.post(
+        "/webhooks/elevenlabs", json={"data": {"conversation_id": "conv_openapi"}}
+    )
+    await c.check(hook, "POST", "/webhooks/elevenlabs")  # 401: no signature
 
     # The agent side.
     agent = {"api_access_token": world.admin["access_token"]}

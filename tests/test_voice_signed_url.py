@@ -62,7 +62,15 @@ async def test_signed_url(voice_client: TestClient, fake: FakeElevenLabs, caplog
     inbox = await make_inbox(voice_client, elevenlabs_agent_id=AGENT_ID, elevenlabs_api_key=API_KEY)
     status, body, text = await signed_url(voice_client, inbox)
     assert status == 200, body
-    assert body == {"signed_url": fake.signed_url_for(AGENT_ID)}
+    # The fork's display fields beside the URL: no agent in this account (the inbox's name),
+    # the account's name, no avatar, no visitor (no conversation_id).
+    assert body == {
+        "signed_url": fake.signed_url_for(AGENT_ID),
+        "account_id": inbox["account_id"],
+        "agent_name": "Voice site",
+        "brand_name": "Voice",
+        "avatar_url": None,
+    }
     [req] = fake.requests
     assert req["query"]["agent_id"] == AGENT_ID
     assert req["headers"]["xi-api-key"] == API_KEY

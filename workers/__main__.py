@@ -1,5 +1,6 @@
-"""`python -m workers`: the outbox relay and maintenance, alone, for a scaled deploy
-(DATABASE_URL + REDIS_URL). Several may run; a lease keeps one relay active."""
+"""`python -m workers`: the outbox relay, maintenance and the voice call sweeper, alone,
+for a scaled deploy (DATABASE_URL + REDIS_URL). Several may run; a lease keeps one relay
+active."""
 
 from __future__ import annotations
 
@@ -17,8 +18,12 @@ from server.lifecycle import describe, run_process, until_signalled
 from server.metrics import WorkerMetrics
 from server.settings import Settings
 from server.store.db import Database
+from server.store.writes import Store
+from server.voice.calls import VoiceCalls
+from server.voice.elevenlabs import ElevenLabs
 from workers.maintenance import Maintenance
 from workers.relay import Relay, lease_for
+from workers.voice_sweeper import VoiceSweeper
 
 log = logging.getLogger("workers")
 
@@ -52,9 +57,14 @@ async def run(settings: Settings) -> None:
     relay.start()
     maintenance = Maintenance(db, retention=settings.outbox_retention, lease=relay.lease)
     maintenance.start()
+    # Calls whose heartbeats stopped are ended here, by whichever worker holds the lease.
+    elevenlabs = ElevenLabs(settings.elevenlabs_base_url, settings.elevenlabs_timeout)
+    voice = VoiceCalls(db, Store(db), elevenlabs, settings.max_message_length)
+    sweeper = VoiceSweeper(voice, timeout=settings.voice_heartbeat_timeout, lease=relay.lease)
+    sweeper.start()
     health = Health(standard_checks(db, bus), timeout=settings.health_timeout)
     metrics = (
-        WorkerMetrics(db, relay, settings.metrics_token, settings.health_timeout)
+        WorkerMetrics(db, relay, settings.metrics_token, settings.health_timeout, voice)
         if settings.metrics_enabled
         else None
     )
@@ -66,6 +76,9 @@ async def run(settings: Settings) -> None:
     log.info("worker stopping")
     if probe is not None:
         await probe.cleanup()
+    await sweeper.stop()
+    await voice.close()
+    await elevenlabs.close()
     await maintenance.stop()
     await relay.stop()
     await bus.close()

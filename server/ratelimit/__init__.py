@@ -39,6 +39,7 @@ WHAT = {
     "conversations_per_contact": "new conversations for this contact",
     "voice_urls_per_visitor": "voice_signed_url calls for this visitor",
     "voice_urls_per_inbox": "voice_signed_url calls for this inbox",
+    "voice_polls_per_visitor": "voice_transcript_poll calls for this visitor",
     "typing_per_sender": "typing updates",
     "widget_updates_per_contact": "answers and label changes from this visitor",
     "presence_per_socket": "presence updates and subscriptions on this socket",

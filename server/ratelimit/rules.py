@@ -59,6 +59,9 @@ class RateLimits:
     # Widget events recorded (POST /widget/events) per contact: the widget sends one when
     # it opens; a loop past this is refused instead of written.
     widget_events_per_contact: Rate | None = Rate(60, 60)
+    # voice_transcript_poll calls (each costs an ElevenLabs request) per visitor; the fork's
+    # widget polls every 3 s while a call lasts.
+    voice_polls_per_visitor: Rate | None = Rate(30, 60)
 
 
 def env_name(field_name: str) -> str:

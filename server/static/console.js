@@ -22,6 +22,10 @@ import { HttpError, MESSAGE, bubbleBody, byId, clockTime, h, isVoice, request } 
 import { consoleSummary } from "./interactive.js";
 
 const TOKEN_KEY = "agent-console:token";
+
+// The conversation's latest voice call is live (conversation.updated carries it as the call
+// starts, is linked and ends).
+const onVoiceCall = (conv) => Boolean(conv.voice_call && conv.voice_call.live);
 const TYPING_IDLE_MS = 2000;
 const TYPING_TIMEOUT_MS = 30000;
 const PRESENCE_EVERY_MS = 20000;
@@ -464,6 +468,7 @@ class AgentConsole {
             text: typing ? "typing…" : last ? snippet(last) : "No messages yet",
           }),
           unread ? h("span", { class: "badge", text: String(unread) }) : null,
+          onVoiceCall(conv) ? h("span", { class: "pill on-call", text: "on a voice call" }) : null,
           h("span", { class: `pill ${conv.status}`, text: conv.status }),
         ),
         conv.labels && conv.labels.length
@@ -569,6 +574,7 @@ class AgentConsole {
         h("div", { class: "view-sub", text: `#${conv.id} · ${sender.email || "anonymous visitor"}` }),
         labelBar,
       ),
+      onVoiceCall(conv) ? h("span", { class: "pill on-call", text: "on a voice call" }) : null,
       h("span", { class: `pill ${conv.status}`, text: conv.status }),
       h("button", {
         type: "button",

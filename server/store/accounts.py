@@ -39,6 +39,9 @@ async def next_display_id(conn: AsyncConnection, account_id: int) -> int:
     return int(result.scalar_one())
 
 
+VOICE_COLUMNS = ("elevenlabs_agent_id", "elevenlabs_api_key", "elevenlabs_webhook_secret")
+
+
 async def create_inbox(
     conn: AsyncConnection,
     *,
@@ -47,9 +50,11 @@ async def create_inbox(
     website_url: str | None = None,
     end_conversation: bool = False,
     hmac_mandatory: bool = False,
-    elevenlabs_agent_id: str | None = None,
-    elevenlabs_api_key: str | None = None,
+    **voice: str | None,
 ) -> dict[str, Any]:
+    """`voice`: the ElevenLabs settings (VOICE_COLUMNS), each None when absent."""
+    unknown = set(voice) - set(VOICE_COLUMNS)
+    assert not unknown, f"not a voice setting: {unknown}"
     result = await conn.execute(
         insert(inboxes)
         .values(
@@ -63,8 +68,7 @@ async def create_inbox(
             welcome_title="Hi there!",
             welcome_tagline="We make it simple to connect with us.",
             widget_color="#1f93ff",
-            elevenlabs_agent_id=elevenlabs_agent_id,
-            elevenlabs_api_key=elevenlabs_api_key,
+            **{name: voice.get(name) for name in VOICE_COLUMNS},
             created_at=time.time(),
         )
         .returning(*inboxes.c)

@@ -128,7 +128,10 @@ class TranscriptTurn:
     """One turn of a voice call (`source`: "user", the visitor; "ai", the voice agent). With
     no usable conversation (none, or the current one resolved) the turn opens one tagged
     initiated_from=voice_agent, but only with `may_open` (else WouldOpen: the caller spends
-    the budget of new conversations first). `event_id` makes a retried turn one message."""
+    the budget of new conversations first). `event_id` makes a retried turn one message;
+    without one, a turn identical to the last turn of its role in the same call (or, with
+    no live call, the same conversation) less than `duplicate_window` seconds old is that
+    turn again (the fork's duplicate guard)."""
 
     visitor: Visitor
     source: str
@@ -136,6 +139,7 @@ class TranscriptTurn:
     event_id: str | None
     flood_limit: int
     may_open: bool = False
+    duplicate_window: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +157,7 @@ class SentMessage:
 class WrittenTurn:
     id: int
     display_id: int
-    duplicate: bool  # the event_id was written before: this is that message
+    duplicate: bool  # written before (the same event_id, or a repeated turn): that message
 
 
 # -- conversations -----------------------------------------------------------------------------
@@ -274,3 +278,87 @@ class WidgetEvent:
     name: str
     info: Row
     keep: int
+
+
+# -- voice calls -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CallHeartbeat:
+    """voice_heartbeat: the visitor's live call is alive now; with none, a call starts on the
+    visitor's current conversation (or one opened for it, with `may_open`, as a transcript
+    turn's), unless a call of theirs was just ended elsewhere (`end_signal`, within
+    `signal_window` seconds): then that end is answered instead (end_requested)."""
+
+    visitor: Visitor
+    signal_window: float
+    may_open: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CallLink:
+    """voice_link_elevenlabs: the ElevenLabs conversation of the visitor's call (starting one
+    as a heartbeat does). A live call linked to another ElevenLabs conversation is ended
+    ("replaced") and a new one starts."""
+
+    visitor: Visitor
+    elevenlabs_conversation_id: str
+    may_open: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CallEnd:
+    """The end of a call: the visitor's live one (`visitor`), or the call `call_id` (the
+    server's, when its heartbeats stopped before `stale_before`). `reason`: widget,
+    heartbeat_lost, replaced."""
+
+    reason: str
+    visitor: Visitor | None = None
+    call_id: int | None = None
+    stale_before: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ElevenLabsTurn:
+    """One turn of ElevenLabs' own transcript: its position, who spoke ("user" or "ai").
+    `key` is stable for the turn (external_event_id): written once, whoever writes it."""
+
+    index: int
+    source: str
+    content: str
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallTranscript:
+    """ElevenLabs' transcript of the call `call_id` (linked to `elevenlabs_conversation_id`):
+    every turn not written yet is written, in order. `final`: the call is over and this is
+    its whole transcript (reconciled_at is set)."""
+
+    call_id: int
+    elevenlabs_conversation_id: str
+    turns: tuple[ElevenLabsTurn, ...]
+    final: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CallState:
+    """A call as a call write left it (None: there was none), its conversation's display_id,
+    and what the write did: `started`, `ended` (this write ended it), `end_requested` (a
+    heartbeat told to stop), `replaced` (the call a link ended first)."""
+
+    call: Row | None
+    display_id: int | None = None
+    started: bool = False
+    ended: bool = False
+    end_requested: bool = False
+    replaced: Row | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reconciled:
+    """What a transcript write did: the turns it wrote, and the conversation's display_id."""
+
+    written: int
+    display_id: int | None
+    refused: str | None = None  # why nothing was written (the call is unknown, not linked...)

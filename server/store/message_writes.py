@@ -19,6 +19,7 @@ from server.store import contacts as contacts_store
 from server.store import conversation_writes, payloads
 from server.store import conversations as conversations_store
 from server.store import messages as messages_store
+from server.store import voice_calls as calls_store
 from server.store.inputs import (
     AgentMessage,
     NewConversation,
@@ -146,34 +147,62 @@ async def agent_message(
 
 
 async def transcript_turn(conn: AsyncConnection, engine: Engine, t: TranscriptTurn) -> WrittenTurn:
+    """A turn goes to the visitor's live call's conversation (tagged with the call), else to
+    their current one as the spec page says. The conversation is read under its row lock
+    before looking for the turn: two tries of one turn at once would otherwise both miss it
+    (and the second insert would hit the unique index: a 500, not the first message)."""
     v = t.visitor
-    conv, _ = await conversation_writes.current_or_open(
-        conn,
-        v,
-        additional={"initiated_from": "voice_agent"},
-        reuse_resolved=False,
-        may_open=t.may_open,
-        # With an event_id, the conversation is read under its row lock before looking for
-        # the turn: two tries of one turn in flight at once would otherwise both miss it,
-        # and the second insert would hit the unique index (a 500, not the first message).
-        lock=t.event_id is not None,
-    )
+    call = await calls_store.live(conn, v.contact_inbox["id"])
+    if call is not None:
+        conv = await conversations_store.locked(conn, call["conversation_id"])
+    else:
+        conv, _ = await conversation_writes.current_or_open(
+            conn,
+            v,
+            additional={"initiated_from": "voice_agent"},
+            reuse_resolved=False,
+            may_open=t.may_open,
+            lock=True,
+        )
+    user_turn = t.source == "user"
+    message_type = events.INCOMING if user_turn else events.OUTGOING
+    now = time.time()
     if t.event_id is not None:
         existing = await messages_store.by_external_event(conn, conv["id"], t.event_id)
         if existing is not None:
             return WrittenTurn(existing["id"], conv["display_id"], duplicate=True)
-    user_turn = t.source == "user"
+    elif t.duplicate_window > 0:
+        last = await messages_store.last_of_type(conn, conv["id"], message_type)
+        if _repeats(last, t, call, now):
+            return WrittenTurn(last["id"], conv["display_id"], duplicate=True)  # type: ignore[index]
+    attrs: dict[str, Any] = {"voice_transcript": True, "role": t.source}
+    if call is not None:
+        attrs["voice_call_id"] = call["id"]
     new = NewMessage(
-        message_type=events.INCOMING if user_turn else events.OUTGOING,
+        message_type=message_type,
         content=t.content,
         sender_type="Contact" if user_turn else None,
         sender_id=v.contact["id"] if user_turn else None,
-        content_attributes={"voice_transcript": True, "role": t.source},
+        content_attributes=attrs,
         external_event_id=t.event_id,
     )
-    w = Writing(new, v.contact, v.contact_inbox, Flood(t.flood_limit), time.time())
+    w = Writing(new, v.contact, v.contact_inbox, Flood(t.flood_limit), now)
     msg, conv = await engine.write_message(conn, conv["id"], w)
     return WrittenTurn(msg["id"], conv["display_id"], duplicate=False)
+
+
+def _repeats(last: Row | None, t: TranscriptTurn, call: Row | None, now: float) -> bool:
+    """`last` (the conversation's newest message of the turn's type) is this same turn: a
+    voice turn of the same role and call, with the same words, within the window."""
+    if last is None or last["created_at"] < now - t.duplicate_window:
+        return False
+    attrs = last["content_attributes"]
+    return (
+        attrs.get("voice_transcript") is True
+        and attrs.get("role") == t.source
+        and attrs.get("voice_call_id") == (call["id"] if call is not None else None)
+        and last["content"] == t.content
+    )
 
 
 async def open_with_message(

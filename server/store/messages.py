@@ -103,6 +103,24 @@ async def agent_history(
     return AgentHistory(conv, list(zip(rows, senders, strict=True)), files, contact, assignee)
 
 
+async def last_of_type(
+    conn: AsyncConnection, conversation_id: int, message_type: int
+) -> dict[str, Any] | None:
+    """The conversation's newest message of `message_type` (the index messages_conversation,
+    read backwards)."""
+    return one(
+        await conn.execute(
+            select(messages)
+            .where(
+                messages.c.conversation_id == conversation_id,
+                messages.c.message_type == message_type,
+            )
+            .order_by(messages.c.id.desc())
+            .limit(1)
+        )
+    )
+
+
 async def by_external_event(
     conn: AsyncConnection, conversation_id: int, event_id: str
 ) -> dict[str, Any] | None:

@@ -15,6 +15,7 @@ from server.store import accounts as accounts_store
 from server.store import all_rows
 from server.store import contacts as contacts_store
 from server.store import conversations as conversations_store
+from server.store import voice_calls as calls_store
 from server.store.inputs import Visitor
 from server.store.prepared import Prepared
 from server.store.rules import visible_to_visitor
@@ -78,7 +79,8 @@ async def conversation(
     if last is not None:
         wanted |= user_ids([last])
     users = await accounts_store.users_by_id(conn, wanted) if wanted else {}
-    return _conversation(conv, contact, contact_inbox, users, last)
+    call = await calls_store.latest_of_conversation(conn, conv["id"])
+    return _conversation(conv, contact, contact_inbox, users, last, call)
 
 
 async def conversations(conn: AsyncConnection, convs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -105,6 +107,7 @@ async def conversations(conn: AsyncConnection, convs: list[dict[str, Any]]) -> l
     last_rows = all_rows(await conn.execute(select(messages).where(messages.c.id.in_(last_ids))))
     wanted = {c["assignee_id"] for c in convs if c["assignee_id"]} | user_ids(last_rows)
     users = await accounts_store.users_by_id(conn, wanted)
+    calls = await calls_store.latest_of_conversations(conn, [c["id"] for c in convs])
     contact_by_id = {c["id"]: c for c in contact_rows}
     ci_by_id = {ci["id"]: ci for ci in ci_rows}
     last_by_conv = {m["conversation_id"]: m for m in last_rows}
@@ -115,13 +118,19 @@ async def conversations(conn: AsyncConnection, convs: list[dict[str, Any]]) -> l
             ci_by_id[conv["contact_inbox_id"]],
             users,
             last_by_conv.get(conv["id"]),
+            calls.get(conv["id"]),
         )
         for conv in convs
     ]
 
 
 def _conversation(
-    conv: Row, contact: Row, contact_inbox: Row, users: Mapping[int, Row], last: Row | None
+    conv: Row,
+    contact: Row,
+    contact_inbox: Row,
+    users: Mapping[int, Row],
+    last: Row | None,
+    call: Row | None,
 ) -> dict[str, Any]:
     last_push = None
     if last is not None:
@@ -134,6 +143,7 @@ def _conversation(
         contact_inbox=contact_inbox,
         assignee=users.get(conv["assignee_id"]) if conv["assignee_id"] else None,
         last_message=last_push,
+        voice_call=dict(call) if call is not None else None,
     )
 
 

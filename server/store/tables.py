@@ -121,6 +121,8 @@ inboxes = Table(
     Column("widget_color", Text, nullable=False, server_default=_default("'#1f93ff'")),
     Column("elevenlabs_agent_id", Text),
     Column("elevenlabs_api_key", Text),
+    # The HMAC secret of ElevenLabs' post-call webhook (POST /webhooks/elevenlabs).
+    Column("elevenlabs_webhook_secret", Text),
     Column("created_at", Double, nullable=False),
     # The widget's `attachments` feature: visitors may send files (revision 0003).
     Column("attachments_enabled", Boolean, nullable=False, server_default=_default("TRUE")),
@@ -268,6 +270,37 @@ csat_survey_responses = Table(
     Column("created_at", Double, nullable=False),
     Column("updated_at", Double, nullable=False),
     Index("csat_survey_responses_account", "account_id", "id"),
+)
+
+# A voice call of a visitor (server/voice/): live while `ended_at` is NULL, one live call per
+# contact_inbox at most. `end_signal`: the call was ended elsewhere (another tab, the
+# server) and a heartbeat still arriving for it is told to stop (end_requested).
+voice_calls = Table(
+    "voice_calls",
+    metadata,
+    _id(),
+    Column("account_id", BigInteger, ForeignKey("accounts.id"), nullable=False),
+    Column("inbox_id", BigInteger, ForeignKey("inboxes.id"), nullable=False),
+    Column("contact_id", BigInteger, ForeignKey("contacts.id"), nullable=False),
+    Column("contact_inbox_id", BigInteger, ForeignKey("contact_inboxes.id"), nullable=False),
+    Column("conversation_id", BigInteger, ForeignKey("conversations.id"), nullable=False),
+    Column("elevenlabs_conversation_id", Text),
+    Column("started_at", Double, nullable=False),
+    Column("last_heartbeat_at", Double, nullable=False),
+    Column("ended_at", Double),
+    Column("end_reason", Text),
+    Column("end_signal", Boolean, nullable=False, server_default=_default("FALSE")),
+    Column("reconciled_at", Double),
+    Index("voice_calls_contact_inbox", "contact_inbox_id", "id"),
+    Index("voice_calls_conversation", "conversation_id", "id"),
+    _partial("voice_calls_live", "contact_inbox_id", where="ended_at IS NULL", unique=True),
+    _partial("voice_calls_heartbeat", "last_heartbeat_at", where="ended_at IS NULL"),
+    _partial(
+        "voice_calls_elevenlabs",
+        "elevenlabs_conversation_id",
+        where="elevenlabs_conversation_id IS NOT NULL",
+        unique=True,
+    ),
 )
 
 outbox = Table(

@@ -20,6 +20,7 @@ from server.store import (
     label_writes,
     message_writes,
     status_writes,
+    voice_call_writes,
     widget_events,
 )
 from server.store import messages as messages_store
@@ -30,16 +31,23 @@ from server.store.inputs import (
     Answer,
     AnsweredMessage,
     AttributeChange,
+    CallEnd,
+    CallHeartbeat,
+    CallLink,
+    CallState,
+    CallTranscript,
     ContactAttributeRemoval,
     LabelChange,
     MarkRead,
     NewConversation,
     NewLabel,
     OpenedConversation,
+    Reconciled,
     Row,
     SentMessage,
     StatusChange,
     TranscriptTurn,
+    Visitor,
     VisitorMessage,
     WidgetEvent,
     WrittenTurn,
@@ -48,6 +56,7 @@ from server.store.inputs import (
 T = TypeVar("T")
 
 WouldOpen = conversation_writes.WouldOpen
+CallConflict = voice_call_writes.CallConflict
 
 
 class Store:
@@ -135,6 +144,35 @@ class Store:
 
     async def record_widget_event(self, e: WidgetEvent) -> None:
         await self.db.write(widget_events.record, e)
+
+    # -- voice calls (server/store/voice_call_writes.py) --
+
+    async def call_heartbeat(self, h: CallHeartbeat) -> CallState:
+        """Raises WouldOpen as transcript_turn does, when the call needs a new conversation."""
+        return await self.db.write(voice_call_writes.heartbeat, h)
+
+    async def link_call(self, ln: CallLink) -> CallState:
+        """Raises CallConflict when the ElevenLabs conversation is another call's; WouldOpen
+        as call_heartbeat."""
+        try:
+            return await self.db.write(voice_call_writes.link, ln)
+        except voice_call_writes.CallConflict:
+            raise
+        except Exception as exc:
+            # Two links of one ElevenLabs conversation at once: the unique index refused the
+            # second (voice_calls_elevenlabs).
+            if voice_call_writes.is_link_conflict(exc):
+                raise voice_call_writes.CallConflict() from None
+            raise
+
+    async def end_call(self, e: CallEnd) -> CallState:
+        return await self.db.write(voice_call_writes.end, e)
+
+    async def clear_call_signal(self, v: Visitor) -> None:
+        await self.db.write(voice_call_writes.clear_end_signal, v)
+
+    async def call_transcript(self, t: CallTranscript) -> Reconciled:
+        return await self.db.write(voice_call_writes.write_transcript, self.engine, t)
 
 
 async def _original(

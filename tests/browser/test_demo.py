@@ -189,6 +189,26 @@ def test_voice_turns_are_styled_apart(demo_server: DemoServer, pages: Pages, age
     expect(agent.locator(".message:not(.voice) .text")).to_have_text([typed])
 
 
+def test_console_shows_a_live_voice_call(demo_server: DemoServer, pages: Pages, agent: Any) -> None:
+    """A call's heartbeat starts it, the agent console shows "on a voice call" (list and
+    header) from conversation.updated, and the badge goes when the call ends."""
+    visitor = open_widget(pages.new(), demo_server)
+    visitor.fill(".cw-input", unique("Calling you"))
+    visitor.keyboard.press("Enter")
+    cid = widget_conversation_id(visitor)
+    agent.locator(f'.conv-item[data-id="{cid}"]').click()
+    badge = agent.locator(".pill.on-call")
+    expect(badge).to_have_count(0)
+
+    auth = {"X-Auth-Token": widget_auth_token(visitor)}
+    base = f"/api/v1/widget/conversations/{{}}?website_token={demo_server.website_token}"
+    call(demo_server, "POST", base.format("voice_heartbeat"), {}, auth)
+    expect(badge).to_have_count(2)  # in the list and in the open conversation's header
+    expect(badge.first).to_have_text("on a voice call")
+    call(demo_server, "POST", base.format("voice_call_ended"), {}, auth)
+    expect(badge).to_have_count(0)
+
+
 def test_widget_iframe_page_boots_from_its_globals(demo_server: DemoServer, pages: Pages) -> None:
     """GET /widget (Chatwoot's iframe page) loads /static/widget-frame.js."""
     page = pages.new(400, 640)

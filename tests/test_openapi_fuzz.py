@@ -2,14 +2,14 @@
 generated from docs/openapi.json, valid ones and broken ones, each answer checked for a 5xx
 and against the document (status documented, content type, schema, headers).
 
-Bounded: a few examples per operation and mode, derandomized (the same cases every run), and
-a time budget per engine after which no new operation is started."""
+Bounded by count, not by time: a few examples per operation and mode, derandomized (the same
+cases every run), every operation in both modes on every run (a time budget made how much
+was checked depend on the machine's load)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +37,9 @@ CHECKS = [
     response_schema_conformance,
     response_headers_conformance,
 ]
-EXAMPLES = 15  # per operation and generation mode
-BUDGET = 60.0  # seconds per engine
+# Examples per operation: valid requests, then broken ones (which mostly meet the same
+# parameter checks, so fewer find anything new).
+EXAMPLES = {GenerationMode.POSITIVE: 10, GenerationMode.NEGATIVE: 6}
 
 
 def fuzz(base_url: str, website_token: str, access_token: str) -> tuple[list[str], int]:
@@ -54,15 +55,12 @@ def fuzz(base_url: str, website_token: str, access_token: str) -> tuple[list[str
     }
     failures: list[str] = []
     ran = 0
-    deadline = time.monotonic() + BUDGET
     for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
         for result in schema.get_all_operations():
-            if time.monotonic() > deadline:
-                return failures, ran
             operation = result.ok()
 
             @settings(
-                max_examples=EXAMPLES,
+                max_examples=EXAMPLES[mode],
                 deadline=None,
                 derandomize=True,
                 database=None,
@@ -103,6 +101,7 @@ async def test_schemathesis_finds_no_5xx_and_no_answer_off_the_document(
     finally:
         server.stop()
     assert not failures, "\n\n".join(failures)
-    operations = sum(m in ("get", "post", "patch") for item in DOC["paths"].values() for m in item)
-    assert ran >= operations, f"only {ran} operation runs within {BUDGET:g} s"
+    methods = ("get", "post", "put", "patch", "delete")
+    operations = sum(m in methods for item in DOC["paths"].values() for m in item)
+    assert ran == 2 * operations, f"{ran} operation runs, {operations} operations"
     assert "Traceback" not in server.output(), server.output()[-3000:]

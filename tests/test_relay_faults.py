@@ -68,6 +68,7 @@ class Relays:
         lease_redis_url: str | None = None,
         db_url: str | None = None,
         stall_timeout: float = 30.0,
+        ttl: float = TTL,
     ) -> Relay:
         db = Database(db_url or self.db_url)
         await db.start()
@@ -82,9 +83,9 @@ class Relays:
         relay = Relay(
             db,
             bus,
-            RedisLease(lease_redis, ttl=TTL),
+            RedisLease(lease_redis, ttl=ttl),
             poll_interval=POLL,
-            lease_ttl=TTL,
+            lease_ttl=ttl,
             stall_timeout=stall_timeout,
         )
         relay.start()

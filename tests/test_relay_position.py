@@ -189,9 +189,11 @@ async def test_takeover_after_a_crash_repeats_only_what_was_not_recorded(
     client: TestClient, visitor: Visitor, relays: Relays, db_url: str
 ) -> None:
     db = client.app[SERVICES].db
-    first = await relays.start()
+    # A lease of 4 s: the standby must not take over before the crash, which a 1 s lease let
+    # it do when a loaded machine held up the holder's renewals (then it published all).
+    first = await relays.start(ttl=4.0)
     await until(lambda: first.lease.held, 5, "the first relay takes the lease")
-    second = await relays.start()
+    second = await relays.start(ttl=4.0)
     cable = await CableClient.connect(client)
     await cable.subscribe(visitor_identifier(visitor.pubsub_token or ""))
     sent = [(await visitor.send(f"recorded {i}"))["content"] for i in range(5)]
@@ -209,8 +211,9 @@ async def test_takeover_after_a_crash_repeats_only_what_was_not_recorded(
         assert repeated == 3
     assert repeated <= 3  # SQLite records each batch with the next read: maybe all three
 
+    assert second.published == 0, "the standby took over before the crash"
     sent += [(await visitor.send(f"after {i}"))["content"] for i in range(3)]
-    await until(lambda: second.lease.held, 10, "the standby takes over")
+    await until(lambda: second.lease.held, 15, "the standby takes over")
     await received_once_in_order(cable, sent, timeout=10)
     assert second.published == repeated + 3
     await all_recorded(db)

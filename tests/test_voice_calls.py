@@ -544,3 +544,132 @@ async def test_first_heartbeat_and_link_sent_at_once(
     assert active["call_id"] == hb["call_id"]
     status, polled = await w.get("voice_transcript_poll", "synced_count=0")
     assert status == 200 and polled["conversation_id"] == el_id and polled["written"] == 2
+
+
+def said(msgs: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return [(m["content_attributes"]["role"], m["content"]) for m in msgs]
+
+
+async def test_missed_turns_take_their_place_in_every_list(
+    client: TestClient, fake: FakeElevenLabs, world: dict[str, Any], visitor: Visitor
+) -> None:
+    """The turns ElevenLabs' transcript adds are dated between the turns around them, so the
+    widget's list, the agent's list and voice_history show the call in the order it was said
+    (and a client re-sorting by created_at, as Chatwoot's widget does, keeps that order);
+    `after=` still hands a reconnecting widget every added turn, by id."""
+    w = Widget(visitor)
+    el_id = "conv_01inplace"
+    await w.post("voice_heartbeat")
+    await w.post("voice_link_elevenlabs", {"elevenlabs_conversation_id": el_id})
+    posted_ids = []
+    for i, (role, text) in enumerate(TRANSCRIPT):
+        if i % 2 == 1:
+            _, turn = await w.post("voice_transcript", {"source": source(role), "content": text})
+            posted_ids.append(turn["id"])
+    fake.conversations[el_id] = conversation_json(el_id, AGENT_ID, TRANSCRIPT)
+    await w.post("voice_call_ended")
+    await client.app[SERVICES].voice.idle()
+
+    expected = [(source(r), t) for r, t in TRANSCRIPT]
+    msgs = await until(lambda: _when(voice_messages(visitor), lambda m: len(m) >= len(TRANSCRIPT)))
+    assert said(msgs) == expected
+    stamps = [m["created_at"] for m in msgs]
+    assert stamps == sorted(stamps)
+
+    display_id = msgs[0]["conversation_id"]
+    resp = await client.get(
+        f"/api/v1/accounts/{world['account']['id']}/conversations/{display_id}/messages",
+        headers={"api_access_token": world["agent"]["access_token"]},
+    )
+    assert resp.status == 200
+    agents = [m for m in (await resp.json())["payload"] if m["content_attributes"].get("role")]
+    assert said(agents) == expected
+
+    status, history = await w.get("voice_history", "limit=20")
+    assert status == 200
+    lines = [("user" if x["role"] == "user" else "ai", x["content"]) for x in history["lines"]]
+    assert lines == expected
+
+    # A widget that was offline since the last turn it saw gets the added ones by id.
+    resp = await visitor.get(f"messages?after={max(posted_ids)}")
+    added = [m for m in (await resp.json())["payload"] if m["content_attributes"].get("role")]
+    assert sorted(m["content_attributes"]["turn"] for m in added) == [0, 2, 4, 6]
+
+
+async def test_a_turn_posted_before_the_first_heartbeat_is_not_written_twice(
+    client: TestClient, fake: FakeElevenLabs, visitor: Visitor
+) -> None:
+    """The SDK's greeting can reach voice_transcript before the widget's first heartbeat has
+    started the call: the call counts it as its own turn when it reconciles."""
+    w = Widget(visitor)
+    el_id = "conv_01early"
+    role, text = TRANSCRIPT[0]
+    status, early = await w.post("voice_transcript", {"source": source(role), "content": text})
+    assert status == 200
+    await w.post("voice_heartbeat")
+    await w.post("voice_link_elevenlabs", {"elevenlabs_conversation_id": el_id})
+    for role, text in TRANSCRIPT[1:3]:
+        await w.post("voice_transcript", {"source": source(role), "content": text})
+    fake.conversations[el_id] = conversation_json(el_id, AGENT_ID, TRANSCRIPT)
+    await w.post("voice_call_ended")
+    await client.app[SERVICES].voice.idle()
+
+    msgs = await until(lambda: _when(voice_messages(visitor), lambda m: len(m) >= len(TRANSCRIPT)))
+    assert said(msgs) == [(source(r), t) for r, t in TRANSCRIPT]
+    assert msgs[0]["id"] == early["id"]
+
+
+async def test_a_turn_posted_after_the_call_ended_is_not_written_twice(
+    client: TestClient, fake: FakeElevenLabs, visitor: Visitor
+) -> None:
+    """The last turn's POST can arrive after voice_call_ended, and after the server has
+    already written that turn from ElevenLabs' transcript: it gets the written turn back."""
+    w = Widget(visitor)
+    el_id = "conv_01late"
+    await w.post("voice_heartbeat")
+    await w.post("voice_link_elevenlabs", {"elevenlabs_conversation_id": el_id})
+    for role, text in TRANSCRIPT[:-1]:
+        await w.post("voice_transcript", {"source": source(role), "content": text})
+    fake.conversations[el_id] = conversation_json(el_id, AGENT_ID, TRANSCRIPT)
+    await w.post("voice_call_ended")
+    await client.app[SERVICES].voice.idle()
+    msgs = await until(lambda: _when(voice_messages(visitor), lambda m: len(m) >= len(TRANSCRIPT)))
+
+    role, text = TRANSCRIPT[-1]
+    status, late = await w.post("voice_transcript", {"source": source(role), "content": text})
+    assert status == 200
+    assert late == {
+        "id": msgs[-1]["id"],
+        "conversation_id": msgs[-1]["conversation_id"],
+        "duplicate": True,
+    }
+    assert said(await voice_messages(visitor)) == [(source(r), t) for r, t in TRANSCRIPT]
+
+
+async def test_a_late_turn_before_the_reconciliation_is_counted_once(
+    client: TestClient, fake: FakeElevenLabs, visitor: Visitor
+) -> None:
+    """The last turn's POST arrives after voice_call_ended but before ElevenLabs' transcript
+    is fetched (here: not yet available): it joins the ended call, and the webhook that
+    brings the transcript later matches it instead of writing it again."""
+    w = Widget(visitor)
+    el_id = "conv_01latefirst"
+    await w.post("voice_heartbeat")
+    await w.post("voice_link_elevenlabs", {"elevenlabs_conversation_id": el_id})
+    for role, text in TRANSCRIPT[:-1]:
+        await w.post("voice_transcript", {"source": source(role), "content": text})
+    await w.post("voice_call_ended")  # the fake knows no transcript yet: a 404
+    await client.app[SERVICES].voice.idle()
+    role, text = TRANSCRIPT[-1]
+    status, late = await w.post("voice_transcript", {"source": source(role), "content": text})
+    assert status == 200 and "duplicate" not in late
+
+    data = conversation_json(el_id, AGENT_ID, TRANSCRIPT)
+    body = orjson.dumps({"type": "post_call_transcription", "data": data})
+    resp = await client.post(
+        "/webhooks/elevenlabs",
+        data=body,
+        headers={"ElevenLabs-Signature": webhook_signature(body, SECRET)},
+    )
+    assert resp.status == 200 and (await resp.json())["written"] == 0
+    assert said(await voice_messages(visitor)) == [(source(r), t) for r, t in TRANSCRIPT]

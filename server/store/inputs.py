@@ -77,6 +77,9 @@ class NewMessage:
     echo_id: str | None = None
     external_event_id: str | None = None
     attachments: tuple[NewAttachment, ...] = ()
+    # When it was said, if not now: a voice turn ElevenLabs' transcript adds after the fact
+    # is dated between the turns around it, so lists sorted by created_at show it in place.
+    created_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,6 +330,7 @@ class ElevenLabsTurn:
     source: str
     content: str
     key: str
+    said_at: float | None = None  # epoch seconds, when ElevenLabs dates the turn
 
 
 @dataclass(frozen=True, slots=True)

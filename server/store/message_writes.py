@@ -84,7 +84,7 @@ def message_row(conv: Row, new: NewMessage, now: float, message_id: int | None =
         "external_event_id": new.external_event_id,
         "content_attributes": dict(new.content_attributes),
         "additional_attributes": {},
-        "created_at": now,
+        "created_at": now if new.created_at is None else new.created_at,
         "updated_at": now,
     }
     return row if message_id is None else {"id": message_id, **row}
@@ -148,11 +148,18 @@ async def agent_message(
 
 async def transcript_turn(conn: AsyncConnection, engine: Engine, t: TranscriptTurn) -> WrittenTurn:
     """A turn goes to the visitor's live call's conversation (tagged with the call), else to
+    the call that ended in the last TURN_GRACE (its last turn's POST came late), else to
     their current one as the spec page says. The conversation is read under its row lock
     before looking for the turn: two tries of one turn at once would otherwise both miss it
     (and the second insert would hit the unique index: a 500, not the first message)."""
     v = t.visitor
+    now = time.time()
     call = await calls_store.live(conn, v.contact_inbox["id"])
+    late = False
+    if call is None:
+        call = await calls_store.latest_of_visitor(conn, v.contact_inbox["id"])
+        late = call is not None and call["ended_at"] >= now - calls_store.TURN_GRACE
+        call = call if late else None
     if call is not None:
         conv = await conversations_store.locked(conn, call["conversation_id"])
     else:
@@ -166,12 +173,15 @@ async def transcript_turn(conn: AsyncConnection, engine: Engine, t: TranscriptTu
         )
     user_turn = t.source == "user"
     message_type = events.INCOMING if user_turn else events.OUTGOING
-    now = time.time()
     if t.event_id is not None:
         existing = await messages_store.by_external_event(conn, conv["id"], t.event_id)
         if existing is not None:
             return WrittenTurn(existing["id"], conv["display_id"], duplicate=True)
-    elif t.duplicate_window > 0:
+    elif late and call is not None:
+        written = await calls_store.reconciled_turn(conn, call, t.source, t.content)
+        if written is not None:
+            return WrittenTurn(written["id"], conv["display_id"], duplicate=True)
+    if t.event_id is None and t.duplicate_window > 0:
         last = await messages_store.last_of_type(conn, conv["id"], message_type)
         if _repeats(last, t, call, now):
             return WrittenTurn(last["id"], conv["display_id"], duplicate=True)  # type: ignore[index]

@@ -17,7 +17,7 @@ from server.store import attachments as attachments_store
 from server.store import contacts as contacts_store
 from server.store import conversations as conversations_store
 from server.store.inputs import AgentsConversation, OpenedConversation, Row, SentMessage, Visitor
-from server.store.rules import FloodError, visible_to_visitor
+from server.store.rules import FloodError, in_display_order, visible_to_visitor
 from server.store.tables import conversations, messages
 
 WIDGET_PAGE = 20
@@ -33,23 +33,24 @@ async def page(
     after: int | None,
     visitor: bool,
 ) -> list[dict[str, Any]]:
-    """Contract §2.3 paging, ascending: newest 20; 20 before `before`; up to 100 after
-    `after`; both: the range [after, before), up to 1000. `visitor`: only what the visitor
-    may see (rules.visible_to_visitor)."""
+    """Contract §2.3 paging, cut by id: newest 20; 20 before `before`; up to 100 after
+    `after`; both: the range [after, before), up to 1000; each page `in_display_order`. `visitor`:
+    only what the visitor may see (rules.visible_to_visitor)."""
     query = select(messages).where(messages.c.conversation_id == conversation_id)
     if visitor:
         query = query.where(visible_to_visitor())
     if before is not None and after is not None:
         query = query.where(messages.c.id >= after, messages.c.id < before)
-        return all_rows(await conn.execute(query.order_by(messages.c.id).limit(RANGE_LIMIT)))
-    if after is not None:
+        rows = all_rows(await conn.execute(query.order_by(messages.c.id).limit(RANGE_LIMIT)))
+    elif after is not None:
         query = query.where(messages.c.id > after)
-        return all_rows(await conn.execute(query.order_by(messages.c.id).limit(WIDGET_AFTER_PAGE)))
-    if before is not None:
-        query = query.where(messages.c.id < before)
-    rows = all_rows(await conn.execute(query.order_by(messages.c.id.desc()).limit(WIDGET_PAGE)))
-    rows.reverse()
-    return rows
+        rows = all_rows(await conn.execute(query.order_by(messages.c.id).limit(WIDGET_AFTER_PAGE)))
+    else:
+        if before is not None:
+            query = query.where(messages.c.id < before)
+        rows = all_rows(await conn.execute(query.order_by(messages.c.id.desc()).limit(WIDGET_PAGE)))
+        rows.reverse()
+    return in_display_order(rows)
 
 
 @dataclass(frozen=True, slots=True)

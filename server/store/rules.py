@@ -4,6 +4,8 @@
   (contract §1.4), whatever its status: `latest_conversation_id`.
 - Visible to the visitor: private notes and activity messages reach agents only:
   `visible_to_visitor` (the SQL of `events.visible_to_visitor`).
+- Display order: a page of messages is shown in id order, with the voice turns added from
+  ElevenLabs' transcript merged in by date: `in_display_order`.
 - The bump: what a new message changes on its conversation: `bump`, `unread_increment`.
 - The flood check: at most `limit` messages a minute per conversation: `Flood`.
 - Row splitting: a statement that reads several tables at once labels the columns of each
@@ -62,6 +64,35 @@ BUMPED_COLUMNS = (
     conversations.c.last_activity_at,
 )
 BUMPED_NAMES = tuple(c.name for c in BUMPED_COLUMNS)
+
+
+# external_event_id of a voice turn taken from ElevenLabs' transcript:
+# "elevenlabs:<conversation>:<index>" (server/store/voice_call_writes.py).
+ELEVENLABS_KEY_PREFIX = "elevenlabs:"
+
+
+def in_display_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A page of a conversation's messages (read in id order) as it is shown: in id order
+    (commit order), except the voice turns taken from ElevenLabs' transcript after the call,
+    which come later by id than the turns said after them: each goes before the first
+    message dated after it (they are dated between the turns around them). Chatwoot's widget
+    re-sorts by created_at; this order agrees with that one. Pages are still cut by id
+    (`before=`, `after=` stay id-monotonic)."""
+    added = [r for r in rows if (r["external_event_id"] or "").startswith(ELEVENLABS_KEY_PREFIX)]
+    if not added:
+        return rows
+    added.sort(key=lambda r: (r["created_at"], r["id"]))
+    shown: list[dict[str, Any]] = []
+    a = 0
+    for row in rows:
+        if (row["external_event_id"] or "").startswith(ELEVENLABS_KEY_PREFIX):
+            continue
+        while a < len(added) and added[a]["created_at"] < row["created_at"]:
+            shown.append(added[a])
+            a += 1
+        shown.append(row)
+    shown.extend(added[a:])
+    return shown
 
 
 def bump(*where: Any) -> Update:

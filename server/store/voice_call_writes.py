@@ -42,11 +42,8 @@ from server.store.tables import messages, voice_calls
 if TYPE_CHECKING:
     from server.store.engine import Engine
 
-# external_event_id of a turn taken from ElevenLabs' transcript: "elevenlabs:<conv>:<index>".
-# A browser's event_id may not start with it (server/voice/handlers.py).
-KEY_PREFIX = "elevenlabs:"
-# At most this many of a call's turns are read or written at once.
-MAX_TURNS = 1000
+KEY_PREFIX = calls_store.KEY_PREFIX
+MAX_TURNS = calls_store.MAX_TURNS
 # Turns ElevenLabs reports are written whatever the conversation's flood budget: they are
 # the record of what was said, not a visitor's traffic.
 _NO_FLOOD = Flood(1_000_000)
@@ -251,11 +248,41 @@ def align(
     return matched, missing
 
 
+def place(
+    turns: tuple[ElevenLabsTurn, ...], written: dict[int, float], now: float
+) -> dict[int, float]:
+    """When each of `turns` (not written yet) is dated, by its index: `written` holds the
+    created_at of the call's turns already written, by index. A turn is dated when ElevenLabs
+    says it was said if that falls strictly between the written turns around it, else spread
+    evenly between them; so every list sorted by created_at shows the call in the order it
+    was said, whatever the clocks say. A turn after the last written one is dated by `now`
+    at the latest."""
+    by_index = {t.index: t for t in turns}
+    order = sorted(set(written) | set(by_index))
+    placed: dict[int, float] = {}
+    lower: float | None = None
+    for pos, index in enumerate(order):
+        if index in written:
+            lower = written[index]
+            continue
+        later = [i for i in order[pos + 1 :] if i in written]
+        upper = written[later[0]] if later else None
+        gap = len([i for i in order[pos:] if i in by_index and (not later or i < later[0])])
+        hi = upper if upper is not None else max(now, (lower or now) + gap)
+        lo = lower if lower is not None else hi - gap
+        at = by_index[index].said_at
+        if at is None or not lo < at < hi:
+            at = lo + (hi - lo) / (gap + 1)
+        placed[index] = lower = at
+    return placed
+
+
 async def write_transcript(conn: AsyncConnection, engine: Engine, t: CallTranscript) -> Reconciled:
     """Every turn of ElevenLabs' transcript the call's conversation lacks, written in the
     transcript's order under the conversation's row lock (a poll, the end of the call and
-    the webhook at once write each turn once: a written turn has its key). The browser's
-    turns it matches get their position (content_attributes.turn) too."""
+    the webhook at once write each turn once: a written turn has its key), each dated in its
+    place (`place`). The browser's turns it matches get their position (content_attributes
+    .turn) and the call, when they were posted before the call started."""
     call = await calls_store.by_id(conn, t.call_id)
     if call is None or call["elevenlabs_conversation_id"] != t.elevenlabs_conversation_id:
         return Reconciled(0, None, refused="the call is not linked to this ElevenLabs conversation")
@@ -267,14 +294,24 @@ async def write_transcript(conn: AsyncConnection, engine: Engine, t: CallTranscr
     todo = tuple(turn for turn in t.turns[:MAX_TURNS] if turn.key not in keys)
     matched, missing = align(todo, posted)
     by_id = {m["id"]: m for m in posted}
+    written = {
+        m["content_attributes"]["turn"]: m["created_at"]
+        for m in existing
+        if (m["external_event_id"] or "").startswith(KEY_PREFIX)
+        and isinstance(m["content_attributes"].get("turn"), int)
+    }
     for msg_id, index in matched.items():
-        attrs = by_id[msg_id]["content_attributes"]
-        if attrs.get("turn") != index:
+        row = by_id[msg_id]
+        written[index] = row["created_at"]
+        attrs = row["content_attributes"]
+        if attrs.get("turn") != index or attrs.get("voice_call_id") != call["id"]:
             await conn.execute(
                 update(messages)
                 .where(messages.c.id == msg_id)
-                .values(content_attributes={**attrs, "turn": index})
+                .values(content_attributes={**attrs, "turn": index, "voice_call_id": call["id"]})
             )
+    now = time.time()
+    dated = place(tuple(missing), written, now)
     for turn in missing:
         user_turn = turn.source == "user"
         new = NewMessage(
@@ -289,14 +326,11 @@ async def write_transcript(conn: AsyncConnection, engine: Engine, t: CallTranscr
                 "turn": turn.index,
             },
             external_event_id=turn.key,
+            created_at=dated[turn.index],
         )
-        await engine.write_message(
-            conn, conv["id"], Writing(new, contact, ci, _NO_FLOOD, time.time())
-        )
+        await engine.write_message(conn, conv["id"], Writing(new, contact, ci, _NO_FLOOD, now))
     if t.final:
         await conn.execute(
-            update(voice_calls)
-            .where(voice_calls.c.id == call["id"])
-            .values(reconciled_at=time.time())
+            update(voice_calls).where(voice_calls.c.id == call["id"]).values(reconciled_at=now)
         )
     return Reconciled(len(missing), conv["display_id"])

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from server.store import all_rows, one
 from server.store import conversations as conversations_store
 from server.store.prepared import Prepared
+from server.store.rules import ELEVENLABS_KEY_PREFIX, in_display_order
 from server.store.tables import (
     account_users,
     conversations,
@@ -117,18 +118,53 @@ def _voice_turns(conv_id: int) -> Any:
     )
 
 
+# A browser's event_id may not start with it (server/voice/handlers.py).
+KEY_PREFIX = ELEVENLABS_KEY_PREFIX
+# At most this many of a call's turns are read or written at once.
+MAX_TURNS = 1000
+# A turn the browser posts while the visitor has no live call belongs to the call that starts
+# or ended this close to it (the SDK's first turn can beat the first heartbeat; the last
+# turn's POST can come after voice_call_ended).
+TURN_GRACE = 60.0
+
+
 async def turns_of_call(conn: AsyncConnection, call: dict[str, Any], limit: int) -> list[dict]:
-    """The voice turns written while `call` was live (content_attributes.voice_call_id), by id.
-    Only the call's conversation is read, from the call's start on."""
+    """The voice turns of `call`, by id: those tagged with it (content_attributes
+    .voice_call_id), and the untagged ones posted in the TURN_GRACE before it started. Only
+    the call's conversation is read, from the call's start on."""
     rows = all_rows(
         await conn.execute(
             _voice_turns(call["conversation_id"])
-            .where(messages.c.created_at >= call["started_at"] - 60)
+            .where(messages.c.created_at >= call["started_at"] - TURN_GRACE)
             .order_by(messages.c.id)
             .limit(limit)
         )
     )
-    return [r for r in rows if r["content_attributes"].get("voice_call_id") == call["id"]]
+    return [r for r in rows if _of_call(r, call)]
+
+
+async def reconciled_turn(
+    conn: AsyncConnection, call: dict[str, Any], source: str, content: str
+) -> dict[str, Any] | None:
+    """The turn of `call` written from ElevenLabs' transcript that a late POST of the
+    browser repeats (same role, same words), if there is one."""
+    words = " ".join(content.split())
+    for row in await turns_of_call(conn, call, MAX_TURNS):
+        attrs = row["content_attributes"]
+        if (
+            (row["external_event_id"] or "").startswith(KEY_PREFIX)
+            and attrs.get("role") == source
+            and " ".join((row["content"] or "").split()) == words
+        ):
+            return row
+    return None
+
+
+def _of_call(row: dict[str, Any], call: dict[str, Any]) -> bool:
+    tagged = row["content_attributes"].get("voice_call_id")
+    if tagged is not None:
+        return bool(tagged == call["id"])
+    return row["created_at"] <= call["started_at"]
 
 
 async def history(conn: AsyncConnection, conv_id: int, limit: int) -> list[dict[str, Any]]:
@@ -137,7 +173,7 @@ async def history(conn: AsyncConnection, conv_id: int, limit: int) -> list[dict[
         await conn.execute(_voice_turns(conv_id).order_by(messages.c.id.desc()).limit(limit))
     )
     rows.reverse()
-    return rows
+    return in_display_order(rows)
 
 
 async def history_of_visitor(

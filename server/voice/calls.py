@@ -140,6 +140,7 @@ class VoiceCalls:
                 source="user" if role == "user" else "ai",
                 content=message[: self.max_turn_length],
                 key=turn_key(t.conversation_id, index),
+                said_at=t.said_at.get(index),
             )
             for index, role, message in t.turns
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -28,6 +28,9 @@ class Transcript:
     status: str
     turns: tuple[tuple[int, str, str], ...]  # (position in ElevenLabs' list, role, message)
     dynamic_variables: dict[str, Any]
+    # position -> when the turn was said (epoch seconds): the call's start_time_unix_secs
+    # plus the turn's time_in_call_secs, for the turns ElevenLabs dates
+    said_at: dict[int, float] = field(default_factory=dict)
 
 
 def transcript_from(data: dict[str, Any]) -> Transcript:
@@ -35,12 +38,18 @@ def transcript_from(data: dict[str, Any]) -> Transcript:
     webhook's `data`). Turns without words (tool calls, silence) are skipped but keep their
     position, so a turn's position never changes as the transcript grows."""
     turns = []
+    said_at = {}
+    metadata = data.get("metadata")
+    start = _number(metadata.get("start_time_unix_secs")) if isinstance(metadata, dict) else None
     for index, turn in enumerate(data.get("transcript") or []):
         if not isinstance(turn, dict):
             continue
         role, message = turn.get("role"), turn.get("message")
         if role in ("user", "agent") and isinstance(message, str) and message.strip():
             turns.append((index, role, message.strip()))
+            offset = _number(turn.get("time_in_call_secs"))
+            if start is not None and offset is not None:
+                said_at[index] = start + offset
     client_data = data.get("conversation_initiation_client_data") or {}
     variables = client_data.get("dynamic_variables") if isinstance(client_data, dict) else None
     return Transcript(
@@ -49,7 +58,15 @@ def transcript_from(data: dict[str, Any]) -> Transcript:
         status=str(data.get("status") or ""),
         turns=tuple(turns),
         dynamic_variables=variables if isinstance(variables, dict) else {},
+        said_at=said_at,
     )
+
+
+def _number(value: Any) -> float | None:
+    """A finite, non-negative number of seconds from ElevenLabs' JSON, else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if 0 <= value < 1e11 else None
 
 
 class WebhookSignatureError(Exception):

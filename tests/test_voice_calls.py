@@ -673,3 +673,26 @@ async def test_a_late_turn_before_the_reconciliation_is_counted_once(
     )
     assert resp.status == 200 and (await resp.json())["written"] == 0
     assert said(await voice_messages(visitor)) == [(source(r), t) for r, t in TRANSCRIPT]
+
+
+async def test_turns_of_a_call_the_browser_never_posted_are_dated_when_said(
+    client: TestClient, fake: FakeElevenLabs, visitor: Visitor
+) -> None:
+    """A browser that posted no turn at all: every turn comes from ElevenLabs' transcript,
+    dated at the call's start plus the turn's time_in_call_secs, never in the future."""
+    w = Widget(visitor)
+    el_id = "conv_01nothing"
+    await w.post("voice_heartbeat")
+    await w.post("voice_link_elevenlabs", {"elevenlabs_conversation_id": el_id})
+    data = conversation_json(el_id, AGENT_ID, TRANSCRIPT)
+    fake.conversations[el_id] = data
+    await w.post("voice_call_ended")
+    await client.app[SERVICES].voice.idle()
+
+    msgs = await until(lambda: _when(voice_messages(visitor), lambda m: len(m) >= len(TRANSCRIPT)))
+    assert said(msgs) == [(source(r), t) for r, t in TRANSCRIPT]
+    start = data["metadata"]["start_time_unix_secs"]
+    assert [m["created_at"] for m in msgs] == [
+        start + turn["time_in_call_secs"] for turn in data["transcript"]
+    ]
+    assert all(m["created_at"] <= time.time() for m in msgs)

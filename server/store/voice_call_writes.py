@@ -255,8 +255,8 @@ def place(
     created_at of the call's turns already written, by index. A turn is dated when ElevenLabs
     says it was said if that falls strictly between the written turns around it, else spread
     evenly between them; so every list sorted by created_at shows the call in the order it
-    was said, whatever the clocks say. A turn after the last written one is dated by `now`
-    at the latest."""
+    was said, whatever the clocks say. No turn is dated after `now` (unless the turn before
+    it already is)."""
     by_index = {t.index: t for t in turns}
     order = sorted(set(written) | set(by_index))
     placed: dict[int, float] = {}
@@ -268,10 +268,15 @@ def place(
         later = [i for i in order[pos + 1 :] if i in written]
         upper = written[later[0]] if later else None
         gap = len([i for i in order[pos:] if i in by_index and (not later or i < later[0])])
-        hi = upper if upper is not None else max(now, (lower or now) + gap)
-        lo = lower if lower is not None else hi - gap
+        if upper is not None:
+            hi = upper
+        elif lower is None or lower < now:
+            hi = now
+        else:  # the turn before is dated ahead of this clock: just after it
+            hi = lower + 0.001 * (gap + 1)
         at = by_index[index].said_at
-        if at is None or not lo < at < hi:
+        if at is None or not at < hi or (lower is not None and not lower < at):
+            lo = lower if lower is not None else hi - gap - 1
             at = lo + (hi - lo) / (gap + 1)
         placed[index] = lower = at
     return placed

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Text, bindparam, select, type_coerce
+from sqlalchemy import Text, bindparam, or_, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.store import all_rows, one
@@ -131,11 +131,18 @@ TURN_GRACE = 60.0
 async def turns_of_call(conn: AsyncConnection, call: dict[str, Any], limit: int) -> list[dict]:
     """The voice turns of `call`, by id: those tagged with it (content_attributes
     .voice_call_id), and the untagged ones posted in the TURN_GRACE before it started. Only
-    the call's conversation is read, from the call's start on."""
+    the call's conversation is read, from the call's start on (and the turns taken from its
+    ElevenLabs transcript, which can be dated before it)."""
+    el_id = call["elevenlabs_conversation_id"]
+    keyed = (
+        [messages.c.external_event_id.startswith(f"{KEY_PREFIX}{el_id}:", autoescape=True)]
+        if el_id
+        else []
+    )
     rows = all_rows(
         await conn.execute(
             _voice_turns(call["conversation_id"])
-            .where(messages.c.created_at >= call["started_at"] - TURN_GRACE)
+            .where(or_(messages.c.created_at >= call["started_at"] - TURN_GRACE, *keyed))
             .order_by(messages.c.id)
             .limit(limit)
         )

@@ -129,7 +129,14 @@ def create_app(settings: Settings) -> web.Application:
     svc.mailer = _mailer(settings, db)
     app[SERVICES] = svc
     app[voice.VOICE_AGENT] = ElevenLabs(settings.elevenlabs_base_url, settings.elevenlabs_timeout)
-    svc.voice = VoiceCalls(db, store, app[voice.VOICE_AGENT], settings.max_message_length)  # type: ignore[arg-type]
+    svc.voice = VoiceCalls(
+        db,
+        store,
+        app[voice.VOICE_AGENT],  # type: ignore[arg-type]
+        settings.max_message_length,
+        retry_after=settings.voice_reconcile_retry,
+        attempts=settings.voice_reconcile_attempts,
+    )
     widget_routes(app)
     agent_routes.add_routes(app)
     pages.add_routes(app)

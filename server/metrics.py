@@ -112,6 +112,12 @@ class VoiceCollector(Collector):
             "Fetches of a call's ElevenLabs transcript that failed.",
             value=voice.reconcile_failures,
         )
+        yield CounterMetricFamily(
+            "chat_voice_reconcile_retries",
+            "Fetches of an ended call's transcript tried again (ElevenLabs failed, or was"
+            " still processing the call).",
+            value=voice.reconcile_retries,
+        )
 
 
 class ServiceCollector(Collector):

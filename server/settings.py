@@ -275,6 +275,11 @@ class Settings(BaseSettings):
     # Seconds within which a voice turn without an event_id, identical to the last turn of its
     # role in the same call, is that turn again (answered with "duplicate": true); 0: never.
     voice_duplicate_window: float = between(10.0, 0, 3600, " seconds")
+    # Seconds before the first retry of an ended call's transcript fetch, when ElevenLabs
+    # failed or was still processing the call; each retry waits twice as long as the one
+    # before (VOICE_RECONCILE_ATTEMPTS fetches in all, then the post-call webhook is left).
+    voice_reconcile_retry: float = between(30.0, 0.05, 3600, " seconds")
+    voice_reconcile_attempts: int = between(5, 1, 20)
     widget_token_expiry_days: int = Field(
         180,
         ge=1,
@@ -417,6 +422,7 @@ class Settings(BaseSettings):
     limit_voice_urls_per_visitor: RateSetting = _DEFAULT_LIMITS.voice_urls_per_visitor
     limit_voice_urls_per_inbox: RateSetting = _DEFAULT_LIMITS.voice_urls_per_inbox
     limit_voice_polls_per_visitor: RateSetting = _DEFAULT_LIMITS.voice_polls_per_visitor
+    limit_voice_calls_per_visitor: RateSetting = _DEFAULT_LIMITS.voice_calls_per_visitor
     limit_typing_per_sender: RateSetting = _DEFAULT_LIMITS.typing_per_sender
     limit_widget_updates_per_contact: RateSetting = _DEFAULT_LIMITS.widget_updates_per_contact
     limit_presence_per_socket: RateSetting = _DEFAULT_LIMITS.presence_per_socket

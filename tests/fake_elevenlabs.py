@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import hmac
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,6 +77,9 @@ class FakeElevenLabs:
     requests: list[dict[str, Any]] = field(default_factory=list)
     # conversation id -> its JSON (conversation_json), what GET conversations/{id} answers
     conversations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # called as each GET conversations/{id} arrives, before it is answered: a test changes
+    # what ElevenLabs knows from one fetch to the next
+    on_conversation: Callable[[], None] | None = None
     base_url: str = ""
     _runner: web.AppRunner | None = None
 
@@ -112,6 +116,8 @@ class FakeElevenLabs:
         self.requests.append(
             {"headers": dict(request.headers), "query": dict(request.query), "path": request.path}
         )
+        if self.on_conversation is not None:
+            self.on_conversation()
         if self.mode == "error":
             return web.json_response({"detail": {"message": "boom"}}, status=self.error_status)
         if request.headers.get("xi-api-key") != self.api_key:

@@ -78,6 +78,8 @@ async def client(
         elevenlabs_base_url=fake.base_url,
         elevenlabs_timeout=5.0,
         voice_heartbeat_timeout=heartbeat_timeout,
+        voice_reconcile_retry=0.05,
+        voice_reconcile_attempts=3,
     )
     return await aiohttp_client(create_app(settings))
 
@@ -696,3 +698,62 @@ async def test_turns_of_a_call_the_browser_never_posted_are_dated_when_said(
         start + turn["time_in_call_secs"] for turn in data["transcript"]
     ]
     assert all(m["created_at"] <= time.time() for m in msgs)
+
+
+async def test_an_ended_call_is_fetched_again_until_elevenlabs_has_all_of_it(
+    client: TestClient, fake: FakeElevenLabs, visitor: Visitor
+) -> None:
+    """At the end of the call ElevenLabs is still processing it (half the turns so far),
+    then fails once, then has it all: the server keeps what it got, tries again, and ends
+    with the whole transcript, none twice; /metrics counts the retries."""
+    w = Widget(visitor)
+    el_id = "conv_01processing"
+    await w.post("voice_heartbeat")
+    await w.post("voice_link_elevenlabs", {"elevenlabs_conversation_id": el_id})
+    fake.conversations[el_id] = conversation_json(
+        el_id, AGENT_ID, TRANSCRIPT[:4], status="processing"
+    )
+    answers = iter(["processing", "error", "done"])
+
+    def next_answer() -> None:
+        step = next(answers, "done")
+        fake.mode = "error" if step == "error" else "ok"
+        if step == "done":
+            fake.conversations[el_id] = conversation_json(el_id, AGENT_ID, TRANSCRIPT)
+
+    fake.on_conversation = next_answer
+    await w.post("voice_call_ended")
+    voice = client.app[SERVICES].voice
+    await voice.idle()
+
+    msgs = await voice_messages(visitor)
+    assert said(msgs) == [(source(r), t) for r, t in TRANSCRIPT]
+    assert voice.reconcile_retries == 2
+    metrics = await (await client.get("/metrics")).text()
+    assert "chat_voice_reconcile_retries_total 2.0" in metrics
+
+
+async def test_call_writes_are_rate_limited_per_visitor(
+    client: TestClient, visitor: Visitor
+) -> None:
+    """Heartbeats, links and ends are writes: a script looping on them meets a 429 with
+    Retry-After, and another visitor is not affected."""
+    w = Widget(visitor)
+    statuses = []
+    for _ in range(200):  # the default budget is 90 at once
+        resp = await visitor.client.post(
+            w.url("voice_heartbeat"),
+            data=b"{}",
+            headers={**w.headers(), "Content-Type": "application/json"},
+        )
+        statuses.append(resp.status)
+        if resp.status == 429:
+            assert int(resp.headers["Retry-After"]) >= 1
+            assert "voice call" in (await resp.json())["error"]
+            break
+    assert statuses[-1] == 429 and set(statuses[:-1]) == {200}
+    status, _ = await w.post("voice_call_ended")
+    assert status == 429
+    other = Widget(await Visitor(client, visitor.website_token).start())
+    status, _ = await other.post("voice_heartbeat")
+    assert status == 200

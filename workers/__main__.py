@@ -59,7 +59,14 @@ async def run(settings: Settings) -> None:
     maintenance.start()
     # Calls whose heartbeats stopped are ended here, by whichever worker holds the lease.
     elevenlabs = ElevenLabs(settings.elevenlabs_base_url, settings.elevenlabs_timeout)
-    voice = VoiceCalls(db, Store(db), elevenlabs, settings.max_message_length)
+    voice = VoiceCalls(
+        db,
+        Store(db),
+        elevenlabs,
+        settings.max_message_length,
+        retry_after=settings.voice_reconcile_retry,
+        attempts=settings.voice_reconcile_attempts,
+    )
     sweeper = VoiceSweeper(voice, timeout=settings.voice_heartbeat_timeout, lease=relay.lease)
     sweeper.start()
     health = Health(standard_checks(db, bus), timeout=settings.health_timeout)

@@ -62,6 +62,9 @@ class RateLimits:
     # voice_transcript_poll calls (each costs an ElevenLabs request) per visitor; the fork's
     # widget polls every 3 s while a call lasts.
     voice_polls_per_visitor: Rate | None = Rate(30, 60)
+    # voice_heartbeat, voice_link_elevenlabs and voice_call_ended per visitor (the contact
+    # of a valid token): each is a write. The fork's widget sends a heartbeat every 3 s.
+    voice_calls_per_visitor: Rate | None = Rate(90, 60)
 
 
 def env_name(field_name: str) -> str:

@@ -366,3 +366,4 @@ class Reconciled:
     written: int
     display_id: int | None
     refused: str | None = None  # why nothing was written (the call is unknown, not linked...)
+    unfinished: bool = False  # ElevenLabs was still processing the call: more turns may come

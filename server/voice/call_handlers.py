@@ -34,12 +34,17 @@ T = TypeVar("T")
 END_SIGNAL_WINDOW = 30.0
 HISTORY_DEFAULT, HISTORY_MAX = 20, 50
 # ElevenLabs conversation ids are short words ("conv_01j..."); anything else is refused.
+# The rate limit heartbeats, links and ends spend (each is a write).
+CALL_BUDGET = "voice_calls_per_visitor"
 _EL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 
 
-async def maybe_visitor(request: web.Request) -> tuple[dict[str, Any], Visitor | None]:
+async def maybe_visitor(
+    request: web.Request, *, budget: str | None = None
+) -> tuple[dict[str, Any], Visitor | None]:
     """The inbox (404 for an unknown website_token) and the visitor of a valid X-Auth-Token
-    for it, or None."""
+    for it, or None. `budget`: the rate limit the visitor spends first (keyed by the
+    token's claims, before any SQL)."""
     inbox = await context.inbox(request)
     svc = services(request)
     claims = context.contact_claims(
@@ -47,6 +52,8 @@ async def maybe_visitor(request: web.Request) -> tuple[dict[str, Any], Visitor |
     )
     if claims is None or claims["inbox_id"] != inbox["id"]:
         return inbox, None
+    if budget is not None:
+        await svc.limiter.check(budget, f"{inbox['id']}:{claims['source_id']}")
     found = await svc.db.read(contacts_store.find_identity, inbox["id"], claims["source_id"])
     if found is None:
         return inbox, None
@@ -92,7 +99,7 @@ async def heartbeat(request: web.Request) -> web.Response:
     """Every 3 s of a live call: the call is alive (started by the first one). A call ended
     elsewhere answers end_requested, and the widget stops it."""
     svc = services(request)
-    _, v = await maybe_visitor(request)
+    _, v = await maybe_visitor(request, budget=CALL_BUDGET)
     now = events.iso(time.time())
     if v is None:
         return json_response(
@@ -129,7 +136,7 @@ async def call_ended(request: web.Request) -> web.Response:
     """The widget ended the call (for every tab: their heartbeats get end_requested). Always
     200, as the fork's; the transcript is reconciled in the background."""
     svc = services(request)
-    _, v = await maybe_visitor(request)
+    _, v = await maybe_visitor(request, budget=CALL_BUDGET)
     if v is None:
         return json_response({"ok": True, "ended": False, "call_id": None})
     state = await svc.store.end_call(CallEnd("widget", visitor=v))
@@ -143,7 +150,9 @@ async def link(request: web.Request) -> web.Response:
     """Ties the ElevenLabs conversation (what the SDK says after connecting) to the
     visitor's call. The same id for another visitor's call is a 409."""
     svc = services(request)
-    v = await context.visitor(request)
+    _, v = await maybe_visitor(request, budget=CALL_BUDGET)
+    if v is None:
+        v = await context.visitor(request)  # the 401 (or 404) a visitor route gives
     body = await json_body(request)
     el_id = body.get("elevenlabs_conversation_id")
     if el_id is None or (isinstance(el_id, str) and not el_id.strip()):

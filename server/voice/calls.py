@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 from server.store import voice_calls as calls_store
@@ -28,14 +29,28 @@ CONCURRENCY = 4
 MAX_PENDING = 1000
 
 
+# ElevenLabs' statuses of a conversation whose transcript may still grow.
+UNFINISHED = frozenset({"initiated", "in-progress", "processing"})
+
+
 class VoiceCalls:
     def __init__(
-        self, db: Database, store: Store, client: ElevenLabs, max_turn_length: int
+        self,
+        db: Database,
+        store: Store,
+        client: ElevenLabs,
+        max_turn_length: int,
+        *,
+        retry_after: float = 30.0,
+        attempts: int = 5,
     ) -> None:
         self.db = db
         self.store = store
         self.client = client
         self.max_turn_length = max_turn_length
+        self.retry_after = retry_after
+        self.attempts = attempts
+        self.reconcile_retries = 0
         self.started = 0
         self.ended: Counter[str] = Counter()  # by reason
         self.turns_reconciled = 0
@@ -73,19 +88,44 @@ class VoiceCalls:
         task.add_done_callback(self._tasks.discard)
 
     async def _reconcile_ended(self, call_id: int) -> None:
+        """Fetch an ended call's transcript until ElevenLabs has all of it: a fetch that
+        fails, or finds the conversation still being processed (its turns written so far
+        are kept), is tried again after `retry_after` seconds, doubling, `attempts` fetches
+        in all; past them the post-call webhook is what completes the call."""
+        delay = self.retry_after
+        for attempt in range(1, self.attempts + 1):
+            done = await self._reconcile_once(call_id, last=attempt == self.attempts)
+            if done:
+                return
+            if attempt < self.attempts:
+                self.reconcile_retries += 1
+                await asyncio.sleep(delay)
+                delay *= 2
+        log.warning(
+            "voice call %s: ElevenLabs' transcript still incomplete after %d fetches; the"
+            " post-call webhook can still complete it",
+            call_id,
+            self.attempts,
+        )
+
+    async def _reconcile_once(self, call_id: int, *, last: bool) -> bool:
+        """One fetch of an ended call's transcript; True when nothing is left to fetch."""
         async with self._slots:
             try:
-                await self.reconcile(call_id, final=True)
+                written = await self.reconcile(call_id, final=True)
             except ElevenLabsError as exc:  # the client logged the request that failed
                 log.warning(
-                    "voice call %s: its transcript was not fetched (%s); the post-call webhook"
-                    " can still complete it",
+                    "voice call %s: its transcript was not fetched (%s); %s",
                     call_id,
                     exc,
+                    "the post-call webhook can still complete it" if last else "trying again",
                 )
+                return False
             except Exception:
                 self.reconcile_failures += 1
                 log.exception("voice call %s: reconciling its transcript failed", call_id)
+                return True
+        return not written.unfinished
 
     async def idle(self) -> None:
         """Waits for the reconciliations under way (tests, shutdown)."""
@@ -144,9 +184,11 @@ class VoiceCalls:
             )
             for index, role, message in t.turns
         )
+        unfinished = t.status in UNFINISHED
         written = await self.store.call_transcript(
-            CallTranscript(call["id"], t.conversation_id, turns, final=final)
+            CallTranscript(call["id"], t.conversation_id, turns, final=final and not unfinished)
         )
+        written = replace(written, unfinished=unfinished)
         self.turns_reconciled += written.written
         if written.written:
             log.info(

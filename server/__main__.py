@@ -26,7 +26,7 @@ def load_settings() -> Settings | None:
         return None
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m server")
     sub = parser.add_subparsers(dest="mode")
     sub.add_parser("serve", help="run the web process (the default)")
@@ -45,7 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     new.add_argument("-m", "--message", required=True, help="what the revision changes")
     admin.parser(sub)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.mode == "new-migration":
         from server.store.new_migration import write_revision
 

@@ -4,6 +4,8 @@ subprocesses against a temporary SQLite file and a temporary PostgreSQL database
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import os
 import re
 import signal
@@ -16,7 +18,10 @@ from typing import Any
 import aiohttp
 import orjson
 
+from server import admin as server_admin
+from server.__main__ import build_parser
 from server.auth import decode_contact_token
+from server.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "cli-secret-" + "c" * 40
@@ -58,6 +63,19 @@ async def admin(db_url: str, tmp_path: Path, *args: str) -> tuple[int, str, str]
         await proc.wait()
         raise
     return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def admin_in_process(db_url: str, tmp_path: Path, *args: str) -> tuple[int, str, str]:
+    """`admin`, with the command's own code run in this process (the parser, the settings
+    from the same environment, `server.admin.run`), without the seconds a new interpreter
+    takes to start: for tests about what a command does. `admin` itself is kept for the
+    tests of the command line as a person runs it."""
+    parsed = build_parser().parse_args(["admin", *args])
+    settings = Settings.from_env(env_for(db_url, tmp_path))
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = await server_admin.run(settings, parsed)
+    return code, out.getvalue(), err.getvalue()
 
 
 def one_json_object(stdout: str) -> dict[str, Any]:

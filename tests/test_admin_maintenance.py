@@ -1,7 +1,8 @@
-"""Admin commands that list and rotate (issue 16 item 6), as real `python -m server admin`
-subprocesses, checked against a real app on the same database (both engines): a rotated
-agent token stops working at once, a rotated HMAC key refuses the old key's hashes, a
-deactivated agent reaches nothing, and listings never print secrets."""
+"""Admin commands that list and rotate (issue 16 item 6), each run as `python -m server
+admin` runs it (its parser, settings and `server.admin.run`, in this process: the command
+line itself is tests/test_admin_cli.py's), checked against a real app on the same database
+(both engines): a rotated agent token stops working at once, a rotated HMAC key refuses the
+old key's hashes, a deactivated agent reaches nothing, and listings never print secrets."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from aiohttp.test_utils import TestClient
 from server.app import create_app
 from server.auth import identifier_hash
 from tests.conftest import make_settings
-from tests.test_admin_cli import SECRET, admin
+from tests.test_admin_cli import SECRET
+from tests.test_admin_cli import admin_in_process as admin
 
 
 async def ok(db_url: str, tmp_path: Path, *args: str) -> dict[str, Any]:

@@ -382,7 +382,8 @@ async def test_create_inbox_no_attachments_flag(
 ) -> None:
     """`python -m server admin create-inbox --no-attachments`, as a real subprocess: the
     inbox is stored without the feature, and its widget does not offer it."""
-    from tests.test_admin_cli import admin, one_json_object
+    from tests.test_admin_cli import admin_in_process as admin
+    from tests.test_admin_cli import one_json_object
 
     if db_url.startswith("sqlite"):
         await migrate(db_url)

@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient
 from server.services import SERVICES
 from server.store import label_writes
 from tests.conftest import Visitor, World, build_world
-from tests.test_admin_cli import admin as run_admin
+from tests.test_admin_cli import admin_in_process as run_admin
 from tests.test_admin_cli import one_json_object
 from tests.test_agent_api import call, started
 from tests.test_realtime_events import agent_cable, relayed, visitor_cable

@@ -137,6 +137,14 @@ def parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     for name in ("rotate-agent-token", "deactivate-agent"):
         cmds.add_parser(name).add_argument("--agent", type=int, required=True)
     cmds.add_parser("rotate-hmac-token").add_argument("--inbox", type=int, required=True)
+    p = cmds.add_parser(
+        "set-inbox-voice",
+        help="set or clear (an empty value) an inbox's ElevenLabs settings; the others stay",
+    )
+    p.add_argument("--inbox", type=int, required=True)
+    p.add_argument("--elevenlabs-agent-id")
+    p.add_argument("--elevenlabs-api-key")
+    p.add_argument("--elevenlabs-webhook-secret")
 
 
 class AdminError(Exception):
@@ -179,6 +187,33 @@ async def _rotate_hmac_token(conn: AsyncConnection, args: argparse.Namespace) ->
     return inbox_json(inbox)
 
 
+VOICE_OPTIONS = ("elevenlabs_agent_id", "elevenlabs_api_key", "elevenlabs_webhook_secret")
+
+
+async def _set_inbox_voice(conn: AsyncConnection, args: argparse.Namespace) -> dict[str, Any]:
+    """A new API key, webhook secret or agent: the webhook and the transcript fetches read
+    the inbox afresh, widget requests within the 5 s web processes cache an inbox
+    (services.InboxCache). The values are never printed back, only whether each is set."""
+    changes = {}
+    for name in VOICE_OPTIONS:
+        value = getattr(args, name)
+        if value is None:
+            continue
+        value = value.strip()
+        if len(value) > 500 or any(c.isspace() or not c.isprintable() for c in value):
+            raise AdminError(f"--{name.replace('_', '-')} must be at most 500 printable characters")
+        changes[name] = value or None
+    if not changes:
+        raise AdminError(
+            "give at least one of --elevenlabs-agent-id, --elevenlabs-api-key,"
+            " --elevenlabs-webhook-secret"
+        )
+    inbox = await accounts_store.update_inbox(conn, args.inbox, changes)
+    if inbox is None:
+        raise AdminError(f"no inbox with id {args.inbox}")
+    return _listed_inbox(inbox)
+
+
 async def _create_label(
     conn: AsyncConnection, account_id: int, args: argparse.Namespace
 ) -> dict[str, Any]:
@@ -203,6 +238,7 @@ MAINTENANCE = {
     "rotate-agent-token": _rotate_agent_token,
     "deactivate-agent": _deactivate_agent,
     "rotate-hmac-token": _rotate_hmac_token,
+    "set-inbox-voice": _set_inbox_voice,
 }
 
 

@@ -24,6 +24,7 @@ from server.store import accounts as accounts_store
 from tests.cable import CableClient, agent_identifier
 from tests.conftest import Visitor, make_settings
 from tests.fake_elevenlabs import FakeElevenLabs, conversation_json, webhook_signature
+from tests.test_admin_cli import admin_in_process
 
 API_KEY = "sk_test_SUPERSECRET_4f9a1c"
 AGENT_ID = "agent_01testagent"
@@ -757,3 +758,67 @@ async def test_call_writes_are_rate_limited_per_visitor(
     other = Widget(await Visitor(client, visitor.website_token).start())
     status, _ = await other.post("voice_heartbeat")
     assert status == 200
+
+
+async def test_an_operator_rotates_the_webhook_secret_and_the_api_key(
+    client: TestClient,
+    fake: FakeElevenLabs,
+    world: dict[str, Any],
+    visitor: Visitor,
+    db_url: str,
+    tmp_path: Any,
+) -> None:
+    """`admin set-inbox-voice` changes an inbox's ElevenLabs settings: the next fetch of a
+    transcript sends the new API key, the old webhook secret is refused from the next
+    delivery, voice_signed_url sees a change within the inbox cache's 5 s; nothing secret is
+    printed back, and bad values are refused."""
+    inbox = str(world["inbox"]["id"])
+    new_secret = "wsec_" + "n" * 24
+    fake.api_key = "sk_test_NEWKEY_" + "z" * 12
+    code, out, err = await admin_in_process(
+        db_url, tmp_path, "set-inbox-voice", "--inbox", inbox,
+        "--elevenlabs-webhook-secret", new_secret, "--elevenlabs-api-key", fake.api_key,
+    )  # fmt: skip
+    assert code == 0, err
+    shown = orjson.loads(out)
+    assert shown["elevenlabs_webhook_secret_set"] is True
+    assert shown["elevenlabs_agent_id"] == AGENT_ID and shown["elevenlabs_api_key_set"] is True
+    assert new_secret not in out and fake.api_key not in out
+
+    w = Widget(visitor)
+    el_id = "conv_01rotated"
+    fake.conversations[el_id] = conversation_json(el_id, AGENT_ID, TRANSCRIPT)
+    await w.post("voice_heartbeat")
+    await w.post("voice_link_elevenlabs", {"elevenlabs_conversation_id": el_id})
+    await w.post("voice_call_ended")
+    await client.app[SERVICES].voice.idle()
+    assert fake.conversation_requests()[-1]["headers"]["xi-api-key"] == fake.api_key
+    assert len(await voice_messages(visitor)) == len(TRANSCRIPT)
+
+    body = orjson.dumps(
+        {"type": "post_call_transcription", "data": conversation_json(el_id, AGENT_ID, TRANSCRIPT)}
+    )
+    for secret, status in ((SECRET, 401), (new_secret, 200)):
+        headers = {"ElevenLabs-Signature": webhook_signature(body, secret)}
+        resp = await client.post("/webhooks/elevenlabs", data=body, headers=headers)
+        assert resp.status == status, await resp.text()
+
+    for args in (
+        ("--inbox", inbox),
+        ("--inbox", "999999", "--elevenlabs-api-key", "k"),
+        ("--inbox", inbox, "--elevenlabs-api-key", "two words"),
+    ):
+        code, _, err = await admin_in_process(db_url, tmp_path, "set-inbox-voice", *args)
+        assert code == 2 and orjson.loads(err)["error"], (args, err)
+    # An empty value clears: the inbox has no voice agent any more (the spec page's 422,
+    # answered before any budget is spent or ElevenLabs asked).
+    code, _, err = await admin_in_process(
+        db_url, tmp_path, "set-inbox-voice", "--inbox", inbox, "--elevenlabs-agent-id", ""
+    )
+    assert code == 0, err
+
+    async def refused() -> Any:
+        status, answer = await w.get("voice_signed_url")
+        return answer if status == 422 else None
+
+    assert await until(refused) == {"error": "No agent_id configured on this inbox"}

@@ -295,6 +295,17 @@ async def rotate_hmac_token(conn: AsyncConnection, inbox_id: int) -> dict[str, A
     )
 
 
+async def update_inbox(
+    conn: AsyncConnection, inbox_id: int, changes: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The inbox with `changes` (columns of `inboxes`) applied; None: no such inbox."""
+    return one(
+        await conn.execute(
+            update(inboxes).where(inboxes.c.id == inbox_id).values(**changes).returning(*inboxes.c)
+        )
+    )
+
+
 async def remove_memberships(conn: AsyncConnection, user_id: int) -> None:
     """The user leaves every account and inbox: they reach nothing any more."""
     await conn.execute(delete(inbox_members).where(inbox_members.c.user_id == user_id))

@@ -68,10 +68,29 @@ async def visible_to_agent(
     return conv
 
 
-def _filter(account_id: int, inbox_ids: list[int], status: str | None) -> Any:
+ASSIGNEE_TYPES = ("me", "unassigned", "assigned", "all")
+
+
+def _filter(
+    account_id: int,
+    inbox_ids: list[int],
+    status: str | None,
+    *,
+    assignee_type: str = "all",
+    user_id: int | None = None,
+    search: Any = None,
+) -> Any:
     where = [conversations.c.account_id == account_id, conversations.c.inbox_id.in_(inbox_ids)]
     if status is not None:
         where.append(conversations.c.status == status)
+    if assignee_type == "me":
+        where.append(conversations.c.assignee_id == user_id)
+    elif assignee_type == "unassigned":
+        where.append(conversations.c.assignee_id.is_(None))
+    elif assignee_type == "assigned":
+        where.append(conversations.c.assignee_id.is_not(None))
+    if search is not None:
+        where.append(search)
     return and_(*where)
 
 
@@ -83,12 +102,25 @@ async def list_for_inboxes(
     status: str | None,
     page: int,
     per_page: int,
+    assignee_type: str = "all",
+    user_id: int | None = None,
+    search: Any = None,
 ) -> list[dict[str, Any]]:
-    """Conversations of the given inboxes, latest activity first."""
+    """Conversations of the given inboxes, latest activity first; `assignee_type` (me,
+    unassigned, assigned, all) as Chatwoot's ConversationFinder, `search` a further clause
+    (conversation_search.matching)."""
+    where = _filter(
+        account_id,
+        inbox_ids,
+        status,
+        assignee_type=assignee_type,
+        user_id=user_id,
+        search=search,
+    )
     return all_rows(
         await conn.execute(
             select(conversations)
-            .where(_filter(account_id, inbox_ids, status))
+            .where(where)
             .order_by(conversations.c.last_activity_at.desc(), conversations.c.id.desc())
             .limit(per_page)
             .offset((page - 1) * per_page)
@@ -103,8 +135,11 @@ async def assignment_counts(
     *,
     status: str | None,
     user_id: int,
+    search: Any = None,
 ) -> dict[str, int]:
-    """The agent list's meta: mine / unassigned / all under the same filter, in one query."""
+    """The agent list's meta: mine / unassigned / all under the same filter (the status, a
+    search; not the assignee filter: the counts are what each filter would show), in one
+    query."""
     row = (
         await conn.execute(
             select(
@@ -113,7 +148,7 @@ async def assignment_counts(
                 func.sum(case((conversations.c.assignee_id.is_(None), 1), else_=0)),
             )
             .select_from(conversations)
-            .where(_filter(account_id, inbox_ids, status))
+            .where(_filter(account_id, inbox_ids, status, search=search))
         )
     ).one()
     return {

@@ -167,13 +167,23 @@ async def agent_list(
     status: str | None,
     page: int,
     per_page: int,
+    assignee_type: str = "all",
+    search: Any = None,
 ) -> tuple[dict[str, int], list[dict[str, Any]]]:
     """An agent's page of conversations: (meta, each one's push data). The meta counts mine,
-    unassigned and all under the same filter."""
+    unassigned and all under the same status and search."""
     rows = await conversations_store.list_for_inboxes(
-        conn, account_id, inbox_ids, status=status, page=page, per_page=per_page
+        conn,
+        account_id,
+        inbox_ids,
+        status=status,
+        page=page,
+        per_page=per_page,
+        assignee_type=assignee_type,
+        user_id=user_id,
+        search=search,
     )
     meta = await conversations_store.assignment_counts(
-        conn, account_id, inbox_ids, status=status, user_id=user_id
+        conn, account_id, inbox_ids, status=status, user_id=user_id, search=search
     )
     return meta, await conversations(conn, rows)

@@ -37,10 +37,19 @@ async def _visible(request: web.Request, who: auth.Agent) -> dict[str, Any]:
     return found
 
 
+def _record(contact: dict[str, Any]) -> dict[str, Any]:
+    """Chatwoot's contact record, plus whether its identifier was proven (identifier_hash):
+    what the console's contact panel shows as a verified identity."""
+    return {
+        **views.contact_record(contact),
+        "identifier_verified": bool(contact["identifier_verified"]),
+    }
+
+
 async def show(request: web.Request) -> web.Response:
     who = await auth.agent(request)
     contact = await _visible(request, who)
-    return json_response({"payload": views.contact_record(contact)})
+    return json_response({"payload": _record(contact)})
 
 
 def changes(body: dict[str, Any]) -> dict[str, Any]:
@@ -78,7 +87,7 @@ async def update(request: web.Request) -> web.Response:
     contact = await svc.store.edit_contact(edit)
     if contact is None:
         raise not_found()
-    return json_response({"payload": views.contact_record(contact)})
+    return json_response({"payload": _record(contact)})
 
 
 async def conversations_of(request: web.Request) -> web.Response:

@@ -102,10 +102,11 @@ async def conversations_of(request: web.Request) -> web.Response:
             conn,
             who.account_id,
             who.inbox_ids,
-            status=None,
+            conversations_store.ListFilter(
+                who.user["id"], search=conversations.c.contact_id == contact["id"]
+            ),
             page=1,
             per_page=CONVERSATIONS_SHOWN,
-            search=conversations.c.contact_id == contact["id"],
         )
         return await payloads.conversations(conn, rows)
 

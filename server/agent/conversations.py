@@ -61,11 +61,9 @@ async def index(request: web.Request) -> web.Response:
         payloads.agent_list,
         who.account_id,
         who.inbox_ids,
-        user_id=who.user["id"],
-        status=status,
+        conversations_store.ListFilter(who.user["id"], status, assignee_type),
         page=page,
         per_page=PER_PAGE,
-        assignee_type=assignee_type,
     )
     return json_response({"data": {"meta": meta, "payload": payload}})
 
@@ -95,11 +93,12 @@ async def search(request: web.Request) -> web.Response:
         payloads.agent_list,
         who.account_id,
         who.inbox_ids,
-        user_id=who.user["id"],
-        status=None,
+        conversations_store.ListFilter(
+            who.user["id"],
+            search=conversation_search.matching(who.account_id, who.inbox_ids, query),
+        ),
         page=page,
         per_page=PER_PAGE,
-        search=conversation_search.matching(who.account_id, who.inbox_ids, query),
     )
     return json_response({"data": {"meta": meta, "payload": payload}})
 

@@ -3,6 +3,7 @@ Writes are in conversation_writes.py (and, for messages, message_writes.py)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, bindparam, case, func, select
@@ -71,6 +72,18 @@ async def visible_to_agent(
 ASSIGNEE_TYPES = ("me", "unassigned", "assigned", "all")
 
 
+@dataclass(frozen=True, slots=True)
+class ListFilter:
+    """Which of an agent's conversations a list shows: `status` (None: any), `assignee_type`
+    (me, unassigned, assigned, all: Chatwoot's ConversationFinder) for the agent `user_id`,
+    and `search`, a further clause (conversation_search.matching, a contact's)."""
+
+    user_id: int
+    status: str | None = None
+    assignee_type: str = "all"
+    search: Any = None
+
+
 def _filter(
     account_id: int,
     inbox_ids: list[int],
@@ -98,24 +111,19 @@ async def list_for_inboxes(
     conn: AsyncConnection,
     account_id: int,
     inbox_ids: list[int],
+    f: ListFilter,
     *,
-    status: str | None,
     page: int,
     per_page: int,
-    assignee_type: str = "all",
-    user_id: int | None = None,
-    search: Any = None,
 ) -> list[dict[str, Any]]:
-    """Conversations of the given inboxes, latest activity first; `assignee_type` (me,
-    unassigned, assigned, all) as Chatwoot's ConversationFinder, `search` a further clause
-    (conversation_search.matching)."""
+    """Conversations of the given inboxes under `f`, latest activity first."""
     where = _filter(
         account_id,
         inbox_ids,
-        status,
-        assignee_type=assignee_type,
-        user_id=user_id,
-        search=search,
+        f.status,
+        assignee_type=f.assignee_type,
+        user_id=f.user_id,
+        search=f.search,
     )
     return all_rows(
         await conn.execute(

@@ -77,19 +77,20 @@ export class Assigner {
     const menu = h("select", { class: "assign-select", "aria-label": "Assignee" });
     const fill = (agents) => {
       const known = agents.some((a) => a.id === current);
-      menu.replaceChildren(
-        h("option", { value: "", text: "Unassigned", selected: current === null }),
-        agents.map((a) =>
+      const options = [
+        h("option", { value: "", text: "Unassigned" }),
+        ...agents.map((a) =>
           h("option", {
             value: String(a.id),
             text: a.id === me ? `${a.available_name || a.name} (me)` : a.available_name || a.name,
-            selected: a.id === current,
           }),
         ),
-        current !== null && !known
-          ? h("option", { value: String(current), text: conv.meta.assignee.name, selected: true })
-          : null,
-      );
+      ];
+      if (current !== null && !known) {
+        options.push(h("option", { value: String(current), text: conv.meta.assignee.name }));
+      }
+      menu.replaceChildren(...options);
+      menu.value = current === null ? "" : String(current);
     };
     fill(current !== null ? [conv.meta.assignee] : []);
     this.agentsOf(conv.inbox_id)

@@ -631,7 +631,7 @@ class AgentConsole {
         h("div", { class: "view-sub", text: `#${conv.id} · ${sender.email || "anonymous visitor"}` }),
         labelBar,
       ),
-      onVoiceCall(conv) ? h("span", { class: "pill on-call", text: "on a voice call" }) : null,
+      onVoiceCall(conv) ? h("span", { class: "pill on-call", text: "on a voice call" }) : "", // replaceChildren writes null as "null"
       this.assigner.control(conv),
       h("span", { class: `pill ${conv.status}`, text: conv.status }),
       h("button", {

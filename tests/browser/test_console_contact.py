@@ -79,6 +79,7 @@ def test_contact_panel_shows_the_visitor_and_edits_the_name(
 
     panel = agent.locator(".contact-panel")
     expect(panel.locator(".contact-name dd")).to_have_text(name)
+    expect(agent.locator(".view-header")).not_to_contain_text("null")
     expect(panel.locator(".contact-phone dd")).to_have_text("+14155552671")
     expect(panel.locator(".contact-email dd")).to_contain_text("@calc.example")
     expect(panel.locator(".contact-identity .pill")).to_have_text("not verified")

@@ -16,6 +16,7 @@ from server import events
 from server.services import SERVICES
 from server.store import accounts as accounts_store
 from server.store.tables import contacts, messages
+from tests.cable import CableClient, agent_identifier, visitor_identifier
 from tests.conftest import World
 from tests.test_agent_api import (
     API,
@@ -29,6 +30,7 @@ from tests.test_agent_api import (
     snapshot,
     started,
 )
+from tests.test_realtime_events import relayed
 
 
 def acc_url(world: World, path: str) -> str:
@@ -383,3 +385,44 @@ async def test_contacts_are_scoped_to_visible_inboxes(client: TestClient, world:
     assert status == 404
     # The administrator sees every inbox of the account.
     assert (await get_ok(client, url, world.admin))["payload"]["id"] == theirs.contact_id
+
+
+# -- over /cable --------------------------------------------------------------------------------
+
+
+async def test_assignment_and_its_line_reach_agents_live_and_the_visitor_not(
+    client: TestClient, world: World
+) -> None:
+    visitor = await started(client, world.inbox["website_token"])
+    did = display_id(visitor)
+    await relayed(client)
+    agent_socket = await CableClient.connect(client)
+    await agent_socket.subscribe(
+        agent_identifier(world.agent["pubsub_token"], world.account["id"], world.agent["id"])
+    )
+    visitor_socket = await CableClient.connect(client)
+    await visitor_socket.subscribe(visitor_identifier(visitor.pubsub_token or ""))
+    try:
+        url = conv_url(world, did, "/assignments")
+        await post_ok(client, url, world.agent, {"assignee_id": world.agent["id"]})
+        line = await agent_socket.wait_event(events.MESSAGE_CREATED)
+        assert line["message_type"] == events.ACTIVITY
+        assert line["content"] == "Agent A self-assigned this conversation"
+        changed = await agent_socket.wait_event(events.ASSIGNEE_CHANGED)
+        assert changed["meta"]["assignee"]["id"] == world.agent["id"]
+        updated = await agent_socket.wait_event(events.CONVERSATION_UPDATED)
+        assert updated["meta"]["assignee"]["id"] == world.agent["id"]
+        # The visitor hears the conversation change; then a reply, which follows the line and
+        # assignee.changed in commit order: neither of those reached the visitor before it.
+        seen = await visitor_socket.wait_event(events.CONVERSATION_UPDATED)
+        assert seen["meta"]["assignee"]["id"] == world.agent["id"]
+        await post_ok(client, conv_url(world, did, "/messages"), world.agent, {"content": "hi"})
+        await visitor_socket.wait_event(events.MESSAGE_CREATED, lambda d: d["content"] == "hi")
+        got = [e["event"] for e in visitor_socket.events() if e["event"] != "presence.update"]
+        assert events.ASSIGNEE_CHANGED not in got
+        assert [e["data"]["content"] for e in visitor_socket.events(events.MESSAGE_CREATED)] == [
+            "hi"
+        ]
+    finally:
+        await agent_socket.close()
+        await visitor_socket.close()

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from server import events
 from server.errors import unprocessable
 from server.store import activity, conversation_writes, one, outbox
+from server.store import contacts as contacts_store
 from server.store.inputs import Assignment
 from server.store.tables import account_users, inbox_members, users
 
@@ -51,17 +52,19 @@ async def assign(
 ) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
     """(the conversation as it is now, its assignee); None when the agent sees no such
     conversation. Assigning whom it has already writes nothing."""
-    conv, known = await conversation_writes.find(conn, a.conversation, lock=True)
+    conv, _ = await conversation_writes.find(conn, a.conversation, lock=True)
     if conv is None:
         return None
     assignee = None if a.assignee_id is None else await assignable(conn, conv, a.assignee_id)
     if conv["assignee_id"] == a.assignee_id:
         return conv, assignee
+    contact, contact_inbox = await contacts_store.identity_of(conn, conv["contact_inbox_id"])
+    known = {"contact": contact, "contact_inbox": contact_inbox}
     changed = await conversation_writes.change(conn, conv["id"], assignee_id=a.assignee_id)
     changed = await activity.write_line(
         conn, engine, changed, activity.assignee_line(assignee, a.actor), known
     )
-    data = await conversation_writes.emit(conn, changed, [events.CONVERSATION_UPDATED])
+    data = await conversation_writes.emit(conn, changed, [events.CONVERSATION_UPDATED], **known)
     await outbox.add(
         conn,
         events.ASSIGNEE_CHANGED,

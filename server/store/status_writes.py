@@ -37,6 +37,10 @@ async def change_status(
     if conv is None:
         return None
     status = s.status or ("resolved" if conv["status"] == "open" else "open")
+    if s.actor is not None and conv["status"] != status and "contact" not in known:
+        # Read once for the events and the activity line.
+        contact, contact_inbox = await contacts_store.identity_of(conn, conv["contact_inbox_id"])
+        known = {"contact": contact, "contact_inbox": contact_inbox}
     changed = await conversation_writes.set_status(conn, conv, status, **known)
     if changed is None:
         return conv

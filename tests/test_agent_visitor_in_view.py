@@ -190,6 +190,9 @@ async def test_assignment_accepts_only_agents_of_the_inbox(
         assert body == {"error": "assignee_id must be an agent's id or null"}
     status, _ = await call(client, "POST", url, world.agent, [1])
     assert status == 400
+    # No assignee_id (Chatwoot's team assignment): nothing changes, null.
+    status, body = await call(client, "POST", url, world.agent, {"team_id": 1})
+    assert (status, body) == (200, None)
     assert await snapshot(client) == before
     # An administrator of the account answers every inbox.
     body = await post_ok(client, url, world.agent, {"assignee_id": world.admin["id"]})
@@ -201,8 +204,9 @@ async def test_assignment_is_scoped_like_every_conversation(
 ) -> None:
     theirs = await started(client, world.other_inbox["website_token"])
     url = conv_url(world, display_id(theirs), "/assignments")
-    status, body = await call(client, "POST", url, world.agent, {"assignee_id": None})
-    assert status == 404 and body == {"error": "Resource could not be found"}
+    for payload in ({"assignee_id": None}, {}):
+        status, body = await call(client, "POST", url, world.agent, payload)
+        assert status == 404 and body == {"error": "Resource could not be found"}
     _, outsider = await second_account(client)
     status, _ = await call(client, "POST", url, outsider, {"assignee_id": None})
     assert status == 401

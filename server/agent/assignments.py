@@ -17,8 +17,8 @@ from server.store.inputs import Assignment
 
 
 def _assignee_id(body: dict[str, Any]) -> int | None:
-    """`assignee_id`: an agent's id, or null (or absent) to unassign, as Chatwoot's."""
-    value = body.get("assignee_id")
+    """`assignee_id`: an agent's id, or null to unassign, as Chatwoot's."""
+    value = body["assignee_id"]
     if value is None or value == "":
         return None
     if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 18:
@@ -34,7 +34,13 @@ async def create(request: web.Request) -> web.Response:
     svc = services(request)
     who = await auth.agent(request)
     display_id = auth.path_id(request, "display_id")
-    assignee_id = _assignee_id(await json_body(request))
+    body = await json_body(request)
+    if "assignee_id" not in body:
+        # As Chatwoot's: without assignee_id (a team assignment, which we do not model)
+        # nothing changes and the answer is null; but the conversation must be visible.
+        await auth.conversation(request, who)
+        return json_response(None)
+    assignee_id = _assignee_id(body)
     done = await svc.store.assign(Assignment(who.names(display_id), assignee_id, who.user))
     if done is None:
         raise not_found()

@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy import select
 
 from server import events
+from server.auth import identifier_hash
 from server.services import SERVICES
 from server.store import accounts as accounts_store
 from server.store.tables import contacts, messages
@@ -430,3 +431,28 @@ async def test_assignment_and_its_line_reach_agents_live_and_the_visitor_not(
     finally:
         await agent_socket.close()
         await visitor_socket.close()
+
+
+async def test_contact_shows_a_proven_identifier_as_verified(
+    client: TestClient, world: World
+) -> None:
+    plain = await started(client, world.inbox["website_token"])
+    resp = await plain.patch("contact/set_user", {"identifier": "plain-1"})
+    assert resp.status == 200
+    shown = await get_ok(client, acc_url(world, f"/contacts/{plain.contact_id}"), world.agent)
+    assert (shown["payload"]["identifier"], shown["payload"]["identifier_verified"]) == (
+        "plain-1",
+        False,
+    )
+    proven = await started(client, world.inbox["website_token"])
+    proof = identifier_hash(world.inbox["hmac_token"], "proven-1")
+    resp = await proven.patch(
+        "contact/set_user", {"identifier": "proven-1", "identifier_hash": proof}
+    )
+    assert resp.status == 200, await resp.text()
+    assert "widget_auth_token" not in await resp.json()  # still the visitor's own contact
+    shown = await get_ok(client, acc_url(world, f"/contacts/{proven.contact_id}"), world.agent)
+    assert (shown["payload"]["identifier"], shown["payload"]["identifier_verified"]) == (
+        "proven-1",
+        True,
+    )

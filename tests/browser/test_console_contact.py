@@ -6,12 +6,14 @@ lines. Visitors are made through the widget API (as the widget makes them), quic
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 from typing import Any
 
 import pytest
 from playwright.sync_api import expect
 
+from server.auth import identifier_hash
 from tests.browser.conftest import DemoServer, Pages, agent_call, call, open_console
 
 
@@ -108,6 +110,30 @@ def test_contact_panel_shows_the_visitor_and_edits_the_name(
     expect(panel.locator(".contact-name")).to_have_count(0)
     panel.locator(".contact-toggle").click()
     expect(panel.locator(".contact-name dd")).to_have_text(renamed)
+
+
+def hmac_token(server: DemoServer) -> str:
+    """The demo inbox's HMAC key, read from the server's SQLite file (as the site's backend
+    would have it: the server never sends it)."""
+    path = server.process.env["DATABASE_URL"].split("///", 1)[1]
+    with sqlite3.connect(path) as db:
+        row = db.execute(
+            "SELECT hmac_token FROM inboxes WHERE website_token = ?", (server.website_token,)
+        ).fetchone()
+    return str(row[0])
+
+
+def test_contact_panel_shows_a_verified_identity(server: DemoServer, pages: Pages) -> None:
+    visitor = ApiVisitor(server)
+    identifier = unique("user")
+    proof = identifier_hash(hmac_token(server), identifier)
+    visitor._call("PATCH", "contact/set_user", {"identifier": identifier, "identifier_hash": proof})
+    cid = visitor.open_conversation("signed in")
+    agent = console(pages, server)
+    agent.click(f'.conv-item[data-id="{cid}"]')
+    identity = agent.locator(".contact-panel .contact-identity")
+    expect(identity).to_contain_text(identifier)
+    expect(identity.locator(".pill")).to_have_text("verified")
 
 
 def test_assign_to_me_shows_under_mine(server: DemoServer, pages: Pages) -> None:

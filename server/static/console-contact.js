@@ -39,7 +39,7 @@ export class ContactPanel {
       return;
     }
     if (same) {
-      this.render();
+      if (!this.editing) this.render(); // a re-render would drop what the agent is typing
       return;
     }
     this.editing = false;

@@ -93,6 +93,11 @@ def test_contact_panel_shows_the_visitor_and_edits_the_name(
     renamed = unique("Grace")
     panel.locator(".contact-edit").click()
     panel.locator('input[name="name"]').fill(renamed)
+    # A conversation.updated meanwhile (another agent assigns it) keeps what is typed.
+    me = agent.evaluate("() => window.agentConsole.profile.id")
+    agent_call(server, "POST", f"/conversations/{cid}/assignments", {"assignee_id": me})
+    expect(agent.locator(".view-header .assign-select")).to_have_value(str(me))
+    expect(panel.locator('input[name="name"]')).to_have_value(renamed)
     panel.locator('input[name="phone_number"]').fill("555")  # not E.164: refused, shown
     panel.locator(".contact-save").click()
     expect(panel.locator(".contact-error")).to_contain_text("E.164")

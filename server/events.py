@@ -20,6 +20,7 @@ TYPING_ON = "conversation.typing_on"
 TYPING_OFF = "conversation.typing_off"
 PRESENCE_UPDATE = "presence.update"
 CONTACT_UPDATED = "contact.updated"
+ASSIGNEE_CHANGED = "assignee.changed"
 
 INCOMING, OUTGOING, ACTIVITY, TEMPLATE = 0, 1, 2, 3
 

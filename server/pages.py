@@ -44,7 +44,7 @@ async def console_page(request: web.Request) -> web.Response:
     return _page(
         "Agent console",
         '<div id="console" class="console"></div>',
-        css=("console.css",),
+        css=("console.css", "console-visitor.css"),
         script="console.js",
     )
 

@@ -231,6 +231,32 @@ async def test_a_real_session_conforms_to_the_document(api: TestClient) -> None:
     await c.check(resp, "POST", one + "/toggle_status")
     resolved = await v.get("conversations/toggle_status")
     await c.check(resolved, "GET", f"{w}/conversations/toggle_status")
+    # Issue 19: assignment, inbox members, search, the contact panel's endpoints.
+    resp = await api.post(
+        f"{path}/assignments", json={"assignee_id": world.admin["id"]}, headers=agent
+    )
+    assert (await c.check(resp, "POST", one + "/assignments"))["id"] == world.admin["id"]
+    resp = await api.post(f"{path}/assignments", json={"assignee_id": None}, headers=agent)
+    assert await c.check(resp, "POST", one + "/assignments") is None
+    resp = await api.post(f"{path}/assignments", json={"assignee_id": 999_999}, headers=agent)
+    await c.check(resp, "POST", one + "/assignments")  # 422
+    acc = f"/api/v1/accounts/{world.account['id']}"
+    members = f"{acc}/inbox_members/{world.inbox['id']}"
+    resp = await api.get(members, headers=agent)
+    await c.check(resp, "GET", "/api/v1/accounts/{account_id}/inbox_members/{inbox_id}")
+    resp = await api.get(f"{base}/search?q=Anyone", headers=agent)
+    assert (await c.check(resp, "GET", convs + "/search"))["data"]["payload"]
+    resp = await api.get(f"{base}/search?q=a", headers=agent)
+    await c.check(resp, "GET", convs + "/search")  # 400
+    contact_t = "/api/v1/accounts/{account_id}/contacts/{contact_id}"
+    contact_url = f"{acc}/contacts/{cfg['contact']['id']}"
+    await c.check(await api.get(contact_url, headers=agent), "GET", contact_t)
+    resp = await api.put(contact_url, json={"name": "Ada L."}, headers=agent)
+    await c.check(resp, "PUT", contact_t)
+    resp = await api.patch(contact_url, json={"email": "nope"}, headers=agent)
+    await c.check(resp, "PATCH", contact_t)  # 422
+    resp = await api.get(f"{contact_url}/conversations", headers=agent)
+    await c.check(resp, "GET", contact_t + "/conversations")
 
     # Errors, each in the document's error shapes.
     resp = await api.post(f"{w}/config?website_token=unknown")

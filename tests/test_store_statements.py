@@ -22,7 +22,11 @@ before it):
   conversation moved into the write's transaction (PostgreSQL: no BEGIN/COMMIT of its own).
 
 Issue 17 added one statement to resolving a conversation: the inbox's CSAT setting (and, when
-it is on, whether the conversation had its survey; then the survey message's write)."""
+it is on, whether the conversation had its survey; then the survey message's write).
+
+Issue 19 added the activity line to an agent's status change ("Conversation was marked
+resolved by Ada"): its write, in the change's transaction (the bump, the message, its
+message.created); the contact is read once, before the change, for the events and the line."""
 
 from __future__ import annotations
 
@@ -196,11 +200,14 @@ EXPECTED: dict[str, dict[str, list[str]]] = {
             "BEGIN",
             "SAVEPOINT",
             "SELECT conversations",
-            "UPDATE conversations",
             "SELECT contacts",
+            "UPDATE conversations",
             "SELECT messages",
             "SELECT voice_calls",
             "INSERT outbox",
+            "INSERT outbox",
+            "UPDATE conversations",  # the activity line: its bump, the message, its event
+            "INSERT messages",
             "INSERT outbox",
             "SELECT inboxes",  # resolving: does the inbox send the CSAT survey?
             "RELEASE",
@@ -339,12 +346,14 @@ EXPECTED: dict[str, dict[str, list[str]]] = {
             *AGENT_ACCESS,
             "BEGIN",
             "SELECT conversations FOR UPDATE",
-            "UPDATE conversations",
             "SELECT contacts",
+            "UPDATE conversations",
             "SELECT messages",
             "SELECT voice_calls",
             "INSERT outbox + NOTIFY",
             "INSERT outbox + NOTIFY",
+            "UPDATE conversations",  # the activity line: its bump, the message, its event
+            "INSERT messages + INSERT outbox + NOTIFY",
             "SELECT inboxes",  # resolving: does the inbox send the CSAT survey?
             "COMMIT",
         ],

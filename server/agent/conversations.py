@@ -14,8 +14,8 @@ from server.agent import auth
 from server.errors import bad_request, json_response, not_found
 from server.params import json_body, opt_int
 from server.services import services
+from server.store import conversation_search, payloads
 from server.store import conversations as conversations_store
-from server.store import payloads
 from server.store.inputs import MarkRead, StatusChange
 
 PER_PAGE = 25
@@ -31,21 +31,72 @@ def _status_filter(raw: str | None) -> str | None:
     return None if status == "all" else status
 
 
-async def index(request: web.Request) -> web.Response:
-    svc = services(request)
-    who = await auth.agent(request)
-    status = _status_filter(request.query.get("status"))
+def _assignee_type(raw: str | None) -> str:
+    """?assignee_type=: me, unassigned, assigned or all (the default), as Chatwoot's."""
+    value = raw or "all"
+    if value not in conversations_store.ASSIGNEE_TYPES:
+        raise bad_request(
+            f"assignee_type must be one of: {', '.join(conversations_store.ASSIGNEE_TYPES)}"
+        )
+    return value
+
+
+def page_param(request: web.Request) -> int:
+    """?page=, from 1."""
     page = opt_int(request.query.get("page"), "page")
     page = 1 if page is None else page
     if not 1 <= page <= MAX_PAGE:
         raise bad_request(f"page must be between 1 and {MAX_PAGE}")
+    return page
+
+
+async def index(request: web.Request) -> web.Response:
+    svc = services(request)
+    who = await auth.agent(request)
+    status = _status_filter(request.query.get("status"))
+    assignee_type = _assignee_type(request.query.get("assignee_type"))
+    page = page_param(request)
 
     meta, payload = await svc.db.read(
         payloads.agent_list,
         who.account_id,
         who.inbox_ids,
-        user_id=who.user["id"],
-        status=status,
+        conversations_store.ListFilter(who.user["id"], status, assignee_type),
+        page=page,
+        per_page=PER_PAGE,
+    )
+    return json_response({"data": {"meta": meta, "payload": payload}})
+
+
+SEARCH_MIN, SEARCH_MAX = 2, 100
+
+
+def search_query(request: web.Request) -> str:
+    """?q=: 2 to 100 characters once trimmed."""
+    query = (request.query.get("q") or "").strip()
+    if not SEARCH_MIN <= len(query) <= SEARCH_MAX:
+        raise bad_request(f"q must be {SEARCH_MIN} to {SEARCH_MAX} characters")
+    if "\x00" in query:
+        raise bad_request("q must not contain NUL characters")
+    return query
+
+
+async def search(request: web.Request) -> web.Response:
+    """GET conversations/search?q=: conversations of any status whose contact (name, email,
+    phone number, identifier) or messages contain `q`, latest activity first, 25 a page,
+    in the list's shape (Chatwoot's)."""
+    svc = services(request)
+    who = await auth.agent(request)
+    query = search_query(request)
+    page = page_param(request)
+    meta, payload = await svc.db.read(
+        payloads.agent_list,
+        who.account_id,
+        who.inbox_ids,
+        conversations_store.ListFilter(
+            who.user["id"],
+            search=conversation_search.matching(who.account_id, who.inbox_ids, query),
+        ),
         page=page,
         per_page=PER_PAGE,
     )
@@ -75,7 +126,8 @@ async def toggle_status(request: web.Request) -> web.Response:
     who = await auth.agent(request)
     display_id = auth.path_id(request, "display_id")
     wanted = _status_input(await json_body(request))
-    conv = await svc.store.change_status(StatusChange(who.names(display_id), wanted))
+    change = StatusChange(who.names(display_id), wanted, actor=who.user)
+    conv = await svc.store.change_status(change)
     if conv is None:
         raise not_found()
     return json_response(

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from server.agent import conversations, csat, labels, messages, profile, widget_events
+from server.agent import (
+    assignments,
+    contacts,
+    conversations,
+    csat,
+    labels,
+    messages,
+    profile,
+    widget_events,
+)
 
 API = "/api/v1"
 
@@ -21,6 +30,8 @@ def add_routes(app: web.Application) -> None:
     convs = f"{API}/accounts/{{account_id}}/conversations"
     one = f"{convs}/{{display_id}}"
     r.add_get(convs, conversations.index)
+    # Before {display_id}, which would take "search" for an id (and answer 404).
+    r.add_get(f"{convs}/search", conversations.search)
     r.add_get(one, conversations.show)
     r.add_get(f"{one}/messages", messages.index)
     r.add_post(f"{one}/messages", messages.create)
@@ -29,6 +40,13 @@ def add_routes(app: web.Application) -> None:
     r.add_post(f"{one}/toggle_status", conversations.toggle_status)
     r.add_post(f"{one}/toggle_typing_status", conversations.toggle_typing_status)
     r.add_post(f"{one}/update_last_seen", conversations.update_last_seen)
+    r.add_post(f"{one}/assignments", assignments.create)
+    r.add_get(f"{account}/inbox_members/{{inbox_id}}", assignments.inbox_members)
+    contact = f"{account}/contacts/{{contact_id}}"
+    r.add_get(contact, contacts.show)
+    r.add_put(contact, contacts.update)
+    r.add_patch(contact, contacts.update)
+    r.add_get(f"{contact}/conversations", contacts.conversations_of)
     r.add_get(
         f"{API}/accounts/{{account_id}}/contacts/{{contact_id}}/widget_events",
         widget_events.index,

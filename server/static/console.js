@@ -13,6 +13,9 @@
 //              replaces the set (conversation.updated carries everyone's changes)
 //   interactive what a form, option list, email prompt or CSAT survey offered and the
 //              visitor's answer, under the message (interactive.js)
+//   visitor    the contact panel, assignment and its filters, search, the list paged on
+//              scroll (console-contact.js, console-assign.js, console-search.js,
+//              console-paging.js)
 //   realtime   RoomChannel with the agent's pubsub_token + account_id + user_id, on the
 //              extended protocol: a reconnect resumes and gets what it missed; only when it
 //              cannot are the list and the open conversation fetched again (?after=)
@@ -20,6 +23,10 @@
 import { Cable } from "./cable.js";
 import { HttpError, MESSAGE, bubbleBody, byId, clockTime, h, isVoice, request } from "./dom.js";
 import { consoleSummary } from "./interactive.js";
+import { Assigner, assigneeFilterBar, assigneeMatches } from "./console-assign.js";
+import { ContactPanel } from "./console-contact.js";
+import { ListPager } from "./console-paging.js";
+import { SearchBox } from "./console-search.js";
 
 const TOKEN_KEY = "agent-console:token";
 
@@ -45,6 +52,8 @@ class AgentConsole {
     this.typingOn = null; // {id, isPrivate} while our "typing on" is out
     this.typingIdle = null;
     this.accountLabels = []; // the account's labels: what the "Add label" menu offers
+    this.assigneeFilter = "all"; // me | unassigned | all
+    this.pager = new ListPager((page) => this.loadPage(page));
   }
 
   async start() {
@@ -143,9 +152,16 @@ class AgentConsole {
   // -- data ---------------------------------------------------------------------------
 
   async loadConversations() {
-    const answer = await this.api("GET", "/conversations", { query: { status: this.filter, page: 1 } });
+    await this.pager.reset();
+  }
+
+  // One page of the list under the current filters (console-paging.js asks for the next).
+  async loadPage(page) {
+    const query = { status: this.filter, assignee_type: this.assigneeFilter, page };
+    const answer = await this.api("GET", "/conversations", { query });
     for (const conv of answer.data.payload) this.conversations.set(conv.id, conv);
     this.renderList();
+    return answer.data.payload;
   }
 
   async loadLabels() {
@@ -180,7 +196,10 @@ class AgentConsole {
     if (!(data.messages && data.messages.length) && old.messages) conv.messages = old.messages;
     this.conversations.set(conv.id, conv);
     this.renderList();
-    if (conv.id === this.selectedId) this.renderViewHeader();
+    if (conv.id === this.selectedId) {
+      this.renderViewHeader();
+      this.contactPanel.show(conv);
+    }
   }
 
   async select(id) {
@@ -191,6 +210,7 @@ class AgentConsole {
     location.hash = `conversation=${id}`;
     this.renderList();
     this.renderView();
+    this.contactPanel.show(this.conversations.get(id));
     if (!this.conversations.has(id)) {
       try {
         await this.fetchConversation(id);
@@ -355,6 +375,9 @@ class AgentConsole {
         this.contactsOnline = data.contacts || {};
         this.renderList();
         return;
+      case "contact.updated":
+        this.onContactUpdated(data);
+        return;
     }
   }
 
@@ -363,7 +386,7 @@ class AgentConsole {
     if (!conv) {
       this.fetchConversation(msg.conversation_id).catch(() => {});
     } else if (event === "message.created") {
-      conv.messages = [msg];
+      if (msg.message_type !== MESSAGE.activity) conv.messages = [msg]; // the list's snippet
       if (msg.conversation) {
         conv.last_activity_at = msg.conversation.last_activity_at;
         conv.unread_count = msg.conversation.unread_count;
@@ -380,6 +403,19 @@ class AgentConsole {
       if (event === "message.created" && msg.message_type === MESSAGE.incoming) this.markSeen();
     }
     this.renderList();
+  }
+
+  // A contact changed (edited by an agent, attributes removed by the widget): its name in the
+  // list and the contact panel.
+  onContactUpdated(contact) {
+    for (const conv of this.conversations.values()) {
+      if (conv.meta && conv.meta.sender && conv.meta.sender.id === contact.id) {
+        conv.meta = { ...conv.meta, sender: { ...conv.meta.sender, ...contact } };
+      }
+    }
+    this.renderList();
+    if (this.selectedId) this.renderViewHeader();
+    this.contactPanel.onContactUpdated(contact);
   }
 
   upsertMessage(msg) {
@@ -412,7 +448,14 @@ class AgentConsole {
         h("button", { type: "button", "data-filter": f, onclick: () => this.setFilter(f), text: f[0].toUpperCase() + f.slice(1) }),
       ),
     );
+    this.assigneeBar = assigneeFilterBar((filter) => this.setAssigneeFilter(filter));
+    this.search = new SearchBox(this);
+    this.assigner = new Assigner(this);
+    this.contactPanel = new ContactPanel(this);
     this.listBox = h("ul", { class: "conv-list" });
+    ListPager.onScrollEnd(this.listBox, () =>
+      (this.search.active ? this.search.more() : this.pager.next()).catch(() => {}),
+    );
     this.view = h("section", { class: "conv-view" });
     this.toast = h("div", { class: "toast", hidden: true });
     this.root.replaceChildren(
@@ -424,7 +467,13 @@ class AgentConsole {
         this.status,
         h("button", { type: "button", class: "signout", onclick: () => this.signOut(), text: "Sign out" }),
       ),
-      h("div", { class: "panes" }, h("aside", { class: "sidebar" }, this.filters, this.listBox), this.view),
+      h(
+        "div",
+        { class: "panes" },
+        h("aside", { class: "sidebar" }, this.search.el, this.filters, this.assigneeBar, this.listBox),
+        this.view,
+        this.contactPanel.el,
+      ),
       this.toast,
     );
     this.renderView();
@@ -435,11 +484,18 @@ class AgentConsole {
     await this.loadConversations();
   }
 
+  async setAssigneeFilter(filter) {
+    this.assigneeFilter = filter;
+    await this.loadConversations();
+  }
+
   renderList() {
     if (!this.listBox) return;
     for (const button of this.filters.children) button.classList.toggle("active", button.dataset.filter === this.filter);
-    const shown = [...this.conversations.values()]
-      .filter((c) => this.filter === "all" || c.status === this.filter)
+    this.assigneeBar.render(this.assigneeFilter);
+    const shown = (this.search.active ? this.search.shown() : [...this.conversations.values()])
+      .filter((c) => this.search.active || this.filter === "all" || c.status === this.filter)
+      .filter((c) => this.search.active || assigneeMatches(c, this.assigneeFilter, this.profile.id))
       .sort((a, b) => (b.last_activity_at || 0) - (a.last_activity_at || 0) || b.id - a.id);
     const items = shown.map((conv) => {
       const last = conv.messages && conv.messages[0];
@@ -476,7 +532,8 @@ class AgentConsole {
           : null,
       );
     });
-    this.listBox.replaceChildren(...(items.length ? items : [h("li", { class: "conv-none", text: "No conversations" })]));
+    const none = this.search.active ? (this.search.loading ? "Searching…" : "Nothing found") : "No conversations";
+    this.listBox.replaceChildren(...(items.length ? items : [h("li", { class: "conv-none", text: none })]));
   }
 
   renderView() {
@@ -574,7 +631,8 @@ class AgentConsole {
         h("div", { class: "view-sub", text: `#${conv.id} · ${sender.email || "anonymous visitor"}` }),
         labelBar,
       ),
-      onVoiceCall(conv) ? h("span", { class: "pill on-call", text: "on a voice call" }) : null,
+      onVoiceCall(conv) ? h("span", { class: "pill on-call", text: "on a voice call" }) : "", // replaceChildren writes null as "null"
+      this.assigner.control(conv),
       h("span", { class: `pill ${conv.status}`, text: conv.status }),
       h("button", {
         type: "button",

@@ -1,5 +1,6 @@
-"""Contacts, written by the widget where the write emits an event: contact.updated goes to
-the account's stream (contract §4: contact.* reach agents through the account alone)."""
+"""Contacts, written where the write emits an event (the widget removing custom attributes,
+an agent editing a contact): contact.updated goes to the account's stream (contract §4:
+contact.* reach agents through the account alone)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server import events
+from server.errors import unprocessable
 from server.store import contacts as contacts_store
 from server.store import one, outbox
-from server.store.inputs import ContactAttributeRemoval
-from server.store.tables import contacts
+from server.store.inputs import ContactAttributeRemoval, ContactEdit
+from server.store.tables import contact_inboxes, contacts
 
 
 async def remove_attributes(conn: AsyncConnection, r: ContactAttributeRemoval) -> dict[str, Any]:
@@ -30,6 +32,61 @@ async def remove_attributes(conn: AsyncConnection, r: ContactAttributeRemoval) -
         return row
     kept = {key: value for key, value in attrs.items() if key not in removed}
     changed = await contacts_store.update_contact(conn, contact_id, {"custom_attributes": kept})
+    await outbox.add(
+        conn,
+        events.CONTACT_UPDATED,
+        {**events.contact_push(changed), "account_id": changed["account_id"]},
+        [events.account_channel(changed["account_id"])],
+        conversation_id=None,
+    )
+    return changed
+
+
+async def visible_contact(
+    conn: AsyncConnection, account_id: int, inbox_ids: tuple[int, ...], contact_id: int
+) -> dict[str, Any] | None:
+    """The contact, when it is of the agent's account and has been seen in one of the inboxes
+    the agent sees (a contact_inbox there); None otherwise, as for one that does not exist."""
+    seen = select(contact_inboxes.c.id).where(
+        contact_inboxes.c.contact_id == contacts.c.id,
+        contact_inboxes.c.inbox_id.in_(inbox_ids),
+    )
+    return one(
+        await conn.execute(
+            select(contacts).where(
+                contacts.c.id == contact_id,
+                contacts.c.account_id == account_id,
+                seen.exists(),
+            )
+        )
+    )
+
+
+EMAIL_TAKEN = "email has already been taken"
+
+
+async def edit(conn: AsyncConnection, e: ContactEdit) -> dict[str, Any] | None:
+    """The contact with the agent's changes (None: the agent sees no such contact), and
+    contact.updated to the account when something changed. An email another contact of the
+    account has is a 422, as Chatwoot's uniqueness validation."""
+    row = await visible_contact(conn, e.account_id, e.inbox_ids, e.contact_id)
+    if row is None:
+        return None
+    changes = {k: v for k, v in e.changes.items() if row[k] != v}
+    if not changes:
+        return row
+    email = changes.get("email")
+    if email is not None:
+        taken = await conn.execute(
+            select(contacts.c.id).where(
+                contacts.c.account_id == e.account_id,
+                contacts.c.email == email,
+                contacts.c.id != e.contact_id,
+            )
+        )
+        if taken.first() is not None:
+            raise unprocessable(EMAIL_TAKEN)
+    changed = await contacts_store.update_contact(conn, e.contact_id, changes)
     await outbox.add(
         conn,
         events.CONTACT_UPDATED,

@@ -252,7 +252,9 @@ async def _agent_messages_read(conn: AsyncConnection, conv: Row, v: Visitor, now
             select(messages)
             .where(
                 messages.c.conversation_id == conv["id"],
-                messages.c.message_type != events.INCOMING,
+                # Agent replies and templates: never activity lines, which the visitor
+                # does not see (a "read" of one would be an event for nothing).
+                messages.c.message_type.in_((events.OUTGOING, events.TEMPLATE)),
                 messages.c.private.is_(False),
                 messages.c.status.in_(("sent", "delivered")),
             )

@@ -3,6 +3,7 @@ Writes are in conversation_writes.py (and, for messages, message_writes.py)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, bindparam, case, func, select
@@ -68,10 +69,41 @@ async def visible_to_agent(
     return conv
 
 
-def _filter(account_id: int, inbox_ids: list[int], status: str | None) -> Any:
+ASSIGNEE_TYPES = ("me", "unassigned", "assigned", "all")
+
+
+@dataclass(frozen=True, slots=True)
+class ListFilter:
+    """Which of an agent's conversations a list shows: `status` (None: any), `assignee_type`
+    (me, unassigned, assigned, all: Chatwoot's ConversationFinder) for the agent `user_id`,
+    and `search`, a further clause (conversation_search.matching, a contact's)."""
+
+    user_id: int
+    status: str | None = None
+    assignee_type: str = "all"
+    search: Any = None
+
+
+def _filter(
+    account_id: int,
+    inbox_ids: list[int],
+    status: str | None,
+    *,
+    assignee_type: str = "all",
+    user_id: int | None = None,
+    search: Any = None,
+) -> Any:
     where = [conversations.c.account_id == account_id, conversations.c.inbox_id.in_(inbox_ids)]
     if status is not None:
         where.append(conversations.c.status == status)
+    if assignee_type == "me":
+        where.append(conversations.c.assignee_id == user_id)
+    elif assignee_type == "unassigned":
+        where.append(conversations.c.assignee_id.is_(None))
+    elif assignee_type == "assigned":
+        where.append(conversations.c.assignee_id.is_not(None))
+    if search is not None:
+        where.append(search)
     return and_(*where)
 
 
@@ -79,16 +111,24 @@ async def list_for_inboxes(
     conn: AsyncConnection,
     account_id: int,
     inbox_ids: list[int],
+    f: ListFilter,
     *,
-    status: str | None,
     page: int,
     per_page: int,
 ) -> list[dict[str, Any]]:
-    """Conversations of the given inboxes, latest activity first."""
+    """Conversations of the given inboxes under `f`, latest activity first."""
+    where = _filter(
+        account_id,
+        inbox_ids,
+        f.status,
+        assignee_type=f.assignee_type,
+        user_id=f.user_id,
+        search=f.search,
+    )
     return all_rows(
         await conn.execute(
             select(conversations)
-            .where(_filter(account_id, inbox_ids, status))
+            .where(where)
             .order_by(conversations.c.last_activity_at.desc(), conversations.c.id.desc())
             .limit(per_page)
             .offset((page - 1) * per_page)
@@ -103,8 +143,11 @@ async def assignment_counts(
     *,
     status: str | None,
     user_id: int,
+    search: Any = None,
 ) -> dict[str, int]:
-    """The agent list's meta: mine / unassigned / all under the same filter, in one query."""
+    """The agent list's meta: mine / unassigned / all under the same filter (the status, a
+    search; not the assignee filter: the counts are what each filter would show), in one
+    query."""
     row = (
         await conn.execute(
             select(
@@ -113,7 +156,7 @@ async def assignment_counts(
                 func.sum(case((conversations.c.assignee_id.is_(None), 1), else_=0)),
             )
             .select_from(conversations)
-            .where(_filter(account_id, inbox_ids, status))
+            .where(_filter(account_id, inbox_ids, status, search=search))
         )
     ).one()
     return {

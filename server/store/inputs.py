@@ -190,10 +190,34 @@ class OpenedConversation:
 @dataclass(frozen=True, slots=True)
 class StatusChange:
     """`status`, or with None: open <-> resolved (decided under the row lock, so two toggles at
-    once end where they started)."""
+    once end where they started). `actor`: the agent who changes it (its activity line says
+    so); None for the visitor."""
 
     conversation: Conversation
     status: str | None
+    actor: Row | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """An agent assigns the conversation to `assignee_id` (None: unassigns it). The assignee
+    must answer the conversation's inbox (a member of it, or an administrator of the
+    account): checked inside the write, against the conversation found there."""
+
+    conversation: AgentsConversation
+    assignee_id: int | None
+    actor: Row
+
+
+@dataclass(frozen=True, slots=True)
+class ContactEdit:
+    """An agent edits a contact of its account, seen in one of its inboxes: `changes` holds
+    only the fields sent (name, email, phone_number), checked by the handler."""
+
+    account_id: int
+    inbox_ids: tuple[int, ...]
+    contact_id: int
+    changes: Row
 
 
 @dataclass(frozen=True, slots=True)

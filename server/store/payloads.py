@@ -162,18 +162,18 @@ async def agent_list(
     conn: AsyncConnection,
     account_id: int,
     inbox_ids: list[int],
+    f: conversations_store.ListFilter,
     *,
-    user_id: int,
-    status: str | None,
     page: int,
     per_page: int,
 ) -> tuple[dict[str, int], list[dict[str, Any]]]:
     """An agent's page of conversations: (meta, each one's push data). The meta counts mine,
-    unassigned and all under the same filter."""
+    unassigned and all under the same status and search (not the assignee filter: the
+    counts are what each filter would show)."""
     rows = await conversations_store.list_for_inboxes(
-        conn, account_id, inbox_ids, status=status, page=page, per_page=per_page
+        conn, account_id, inbox_ids, f, page=page, per_page=per_page
     )
     meta = await conversations_store.assignment_counts(
-        conn, account_id, inbox_ids, status=status, user_id=user_id
+        conn, account_id, inbox_ids, status=f.status, user_id=f.user_id, search=f.search
     )
     return meta, await conversations(conn, rows)

@@ -1,7 +1,8 @@
-"""A conversation's status, written, and what resolving it sends: with the inbox's CSAT
-setting on, the survey (an input_csat message), in the same transaction as the resolve, so
-a resolved conversation of such an inbox always has its survey (Chatwoot's CsatSurveyService:
-once per conversation)."""
+"""A conversation's status, written, and what the change writes with it, in its transaction:
+an agent's change, its activity line ("Conversation was marked resolved by Ada",
+store/activity.py); a resolve with the inbox's CSAT setting on, the survey (an input_csat
+message), so a resolved conversation of such an inbox always has its survey (Chatwoot's
+CsatSurveyService: once per conversation)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server import events
 from server.interactive import CSAT_CONTENT
+from server.store import activity, conversation_writes
 from server.store import contacts as contacts_store
-from server.store import conversation_writes
 from server.store import csat as csat_store
 from server.store.inputs import NewMessage, StatusChange
 from server.store.message_writes import Writing
@@ -36,9 +37,16 @@ async def change_status(
     if conv is None:
         return None
     status = s.status or ("resolved" if conv["status"] == "open" else "open")
+    if s.actor is not None and conv["status"] != status and "contact" not in known:
+        # Read once for the events and the activity line.
+        contact, contact_inbox = await contacts_store.identity_of(conn, conv["contact_inbox_id"])
+        known = {"contact": contact, "contact_inbox": contact_inbox}
     changed = await conversation_writes.set_status(conn, conv, status, **known)
     if changed is None:
         return conv
+    if s.actor is not None:
+        line = activity.status_line(status, s.actor)
+        changed = await activity.write_line(conn, engine, changed, line, known)
     if status == "resolved" and await csat_store.survey_due(conn, changed):
         changed = await _send_survey(conn, engine, changed, known)
     return changed

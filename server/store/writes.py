@@ -15,6 +15,7 @@ from typing import TypeVar
 from server.errors import unprocessable
 from server.store import (
     answers,
+    assignment_writes,
     contact_writes,
     conversation_writes,
     label_writes,
@@ -30,6 +31,7 @@ from server.store.inputs import (
     AgentMessage,
     Answer,
     AnsweredMessage,
+    Assignment,
     AttributeChange,
     CallEnd,
     CallHeartbeat,
@@ -37,6 +39,7 @@ from server.store.inputs import (
     CallState,
     CallTranscript,
     ContactAttributeRemoval,
+    ContactEdit,
     LabelChange,
     MarkRead,
     NewConversation,
@@ -112,6 +115,16 @@ class Store:
     async def change_status(self, s: StatusChange) -> Row | None:
         """The conversation as it is now; None: no such conversation."""
         return await self.db.write(status_writes.change_status, self.engine, s)
+
+    async def assign(self, a: Assignment) -> tuple[Row, Row | None] | None:
+        """(the conversation as it is now, its assignee); None: no such conversation. 422
+        when the assignee does not answer the conversation's inbox."""
+        return await self.db.write(assignment_writes.assign, self.engine, a)
+
+    async def edit_contact(self, e: ContactEdit) -> Row | None:
+        """The contact as it is now; None: the agent sees no such contact. 422 when the
+        email is another contact's."""
+        return await self.db.write(contact_writes.edit, e)
 
     async def change_attributes(self, a: AttributeChange) -> Row | None:
         """The conversation as it is now; None: no conversation to change."""

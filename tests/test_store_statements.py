@@ -186,7 +186,7 @@ EXPECTED: dict[str, dict[str, list[str]]] = {
             *VISITOR,
             "BEGIN",
             "SAVEPOINT",
-            "SELECT voice_calls",  # the visitor's live call: the turn goes to its conversation
+            "SELECT voice_calls",  # the visitor's latest call (live, or ended in the last 60 s)
             "SELECT conversations",
             "SELECT messages",
             "UPDATE conversations",
@@ -335,7 +335,7 @@ EXPECTED: dict[str, dict[str, list[str]]] = {
         "transcript turn": [
             *VISITOR,
             "BEGIN",
-            "SELECT voice_calls",  # the visitor's live call: the turn goes to its conversation
+            "SELECT voice_calls",  # the visitor's latest call (live, or ended in the last 60 s)
             "SELECT conversations FOR UPDATE",
             "SELECT messages",
             "UPDATE conversations",

@@ -154,11 +154,12 @@ async def transcript_turn(conn: AsyncConnection, engine: Engine, t: TranscriptTu
     (and the second insert would hit the unique index: a 500, not the first message)."""
     v = t.visitor
     now = time.time()
-    call = await calls_store.live(conn, v.contact_inbox["id"])
+    # The visitor's latest call: their live call if they have one (a call starts only when
+    # none is live), else the one that ended last.
+    call = await calls_store.latest_of_visitor(conn, v.contact_inbox["id"])
     late = False
-    if call is None:
-        call = await calls_store.latest_of_visitor(conn, v.contact_inbox["id"])
-        late = call is not None and call["ended_at"] >= now - calls_store.TURN_GRACE
+    if call is not None and call["ended_at"] is not None:
+        late = call["ended_at"] >= now - calls_store.TURN_GRACE
         call = call if late else None
     if call is not None:
         conv = await conversations_store.locked(conn, call["conversation_id"])

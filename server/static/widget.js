@@ -449,7 +449,7 @@ class Widget {
 
   render() {
     const cfg = this.config;
-    const color = cfg.widget_color || "#1f93ff";
+    const color = readableColor(cfg.widget_color || "#1f93ff");
     this.root.classList.add("cw-root");
     this.root.classList.toggle("cw-embedded", this.embedded);
     this.root.style.setProperty("--cw-color", color);
@@ -664,4 +664,21 @@ class Widget {
     this.connectionLine.textContent = status in words ? words[status] : "Offline: messages will not arrive";
     this.connectionLine.hidden = status === "connected";
   }
+}
+
+// The inbox's color, darkened just enough for white text on it to be readable (WCAG AA,
+// 4.5:1): Chatwoot's default blue, #1f93ff, is only 3:1 with white. A color that is not
+// "#rgb" or "#rrggbb" is left as it is.
+export function readableColor(color) {
+  const hex = /^#([0-9a-f]{3}|[0-9a-f]{6})$/i.exec(color.trim());
+  if (!hex) return color;
+  const digits = hex[1].length === 3 ? [...hex[1]].map((d) => d + d).join("") : hex[1];
+  let rgb = [0, 2, 4].map((i) => parseInt(digits.slice(i, i + 2), 16));
+  const channel = (c) => {
+    const v = c / 255;
+    return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4;
+  };
+  const contrast = (c) => 1.05 / (0.2126 * channel(c[0]) + 0.7152 * channel(c[1]) + 0.0722 * channel(c[2]) + 0.05);
+  for (let i = 0; i < 40 && contrast(rgb) < 4.6; i++) rgb = rgb.map((c) => Math.floor(c * 0.95));
+  return `#${rgb.map((c) => c.toString(16).padStart(2, "0")).join("")}`;
 }

@@ -36,7 +36,7 @@ def axe_problems(page: Any) -> list[dict[str, Any]]:
             const result = await axe.run(document, { resultTypes: ["violations"] });
             return result.violations.map((v) => ({
                 id: v.id, impact: v.impact, help: v.help,
-                nodes: v.nodes.slice(0, 4).map((n) => n.target.join(" ") + " :: " + n.failureSummary),
+                nodes: v.nodes.slice(0, 6).map((n) => `${n.target.join(" ")}: ${n.failureSummary}`),
             }));
         }"""
     )
@@ -52,7 +52,8 @@ def _conversation(server: DemoServer, pages: Pages) -> int:
     visitor.fill(".cw-input", f"Hello, see https://example.com/a [{uuid.uuid4().hex[:6]}]")
     visitor.keyboard.press("Enter")
     cid = widget_conversation_id(visitor)
-    agent_call(server, "POST", f"/conversations/{cid}/messages", {"content": "Hi!\nHow can I help?"})
+    reply = {"content": "Hi!\nHow can I help?"}
+    agent_call(server, "POST", f"/conversations/{cid}/messages", reply)
     agent_call(
         server, "POST", f"/conversations/{cid}/messages", {"content": "note", "private": True}
     )
@@ -96,7 +97,8 @@ def test_axe_finds_no_serious_violation(demo_server: DemoServer, pages: Pages, s
 
 def _focused(page: Any) -> str:
     """The focused element: its tag, then its class."""
-    return str(page.evaluate("() => `${document.activeElement.tagName}.${document.activeElement.className}`"))
+    script = "() => `${document.activeElement.tagName}.${document.activeElement.className}`"
+    return str(page.evaluate(script))
 
 
 def _has_focus_ring(page: Any) -> bool:

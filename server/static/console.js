@@ -110,6 +110,14 @@ class AgentConsole {
     await Promise.all([this.loadConversations(), this.loadLabels()]);
     const fromHash = Number(new URLSearchParams(location.hash.slice(1)).get("conversation"));
     if (fromHash) this.select(fromHash);
+    // The address follows the open conversation: a link to one, or the browser's back
+    // button (on a phone: from the conversation back to the list), moves the console.
+    addEventListener("hashchange", () => {
+      const id = Number(new URLSearchParams(location.hash.slice(1)).get("conversation")) || null;
+      if (id === this.selectedId) return;
+      if (id) this.select(id);
+      else this.back();
+    });
     this.connect();
   }
 

@@ -87,6 +87,10 @@ def test_axe_finds_no_serious_violation(demo_server: DemoServer, pages: Pages, s
     console = pages.new(width, height)
     console.goto(demo_server.url + "/console")
     console.wait_for_selector(".signin-token")
+    # The hint names the command as code, not between literal backticks.
+    expect(console.locator("#signin-hint code")).to_have_text("python -m server")
+    assert "`" not in console.locator("#signin-hint").inner_text()
+    expect(console.get_by_label("Access token")).to_be_focused()
     assert axe_problems(console) == []
     open_console(console, demo_server)
     console.locator(f'.conv-item[data-id="{cid}"] .conv-open').click()

@@ -533,7 +533,13 @@ class AgentConsole {
         ),
       );
     });
-    this.listBox.replaceChildren(...(items.length ? items : [h("li", { class: "conv-none", text: "No conversations" })]));
+    // Events re-render the list all day: keep unchanged items (and the keyboard focus) where
+    // they are.
+    const focused = this.listBox.contains(document.activeElement) && document.activeElement.closest(".conv-item");
+    patchChildren(this.listBox, items.length ? items : [h("li", { class: "conv-none", text: "No conversations" })]);
+    if (focused && !this.listBox.contains(document.activeElement)) {
+      this.listBox.querySelector(`.conv-item[data-id="${focused.dataset.id}"] .conv-open`)?.focus();
+    }
   }
 
   // Unread visitor messages for the tab title: the badges' sum, plus the open

@@ -165,12 +165,16 @@ def test_console_by_keyboard(demo_server: DemoServer, pages: Pages, size: str) -
             break
     expect(item).to_be_focused()
     assert _has_focus_ring(console)
+    # The list re-renders on every event: the focus stays on the conversation.
+    agent_call(demo_server, "POST", f"/conversations/{cid}/messages", {"content": "Moved up"})
+    expect(item.locator(".snippet")).to_have_text("↩ Moved up")
+    expect(item).to_be_focused()
     console.keyboard.press("Space" if size == "phone" else "Enter")
     reply = console.locator(".reply-input")
     expect(reply).to_be_focused()
     log = console.locator(".messages")
     expect(log).to_have_attribute("aria-live", "polite")
-    expect(log.locator(".message")).to_have_count(3)
+    expect(log.locator(".message")).to_have_count(4)
 
     answer = f"Answered from the keyboard [{uuid.uuid4().hex[:6]}]"
     console.keyboard.type(answer)

@@ -229,13 +229,18 @@ def test_closed_widget_counts_and_previews_agent_messages(
     expect(preview.locator(".cw-preview-text")).to_have_text(latest)
     expect(preview.locator(".cw-preview-who")).to_have_text("Demo Agent")
     expect(launcher).to_have_attribute("aria-label", "Open chat, 2 new messages")
-    # A private note never reaches the visitor, so it never counts.
+    expect(launcher).to_be_visible()
+    # A private note never reaches the visitor, so it never counts (events of a
+    # conversation arrive in order: had it counted, the next reply would make 4).
     agent_call(
         demo_server, "POST", f"/conversations/{cid}/messages", {"content": "n", "private": True}
     )
+    agent_call(demo_server, "POST", f"/conversations/{cid}/messages", {"content": "Bye"})
+    expect(preview.locator(".cw-preview-text")).to_have_text("Bye")
+    expect(badge).to_have_text("3")
     # Opening (here with the preview) clears both and shows the messages.
     preview.click()
-    expect(visitor.locator(".cw-theirs .text")).to_have_text([now, "Found it.", latest])
+    expect(visitor.locator(".cw-theirs .text")).to_have_text([now, "Found it.", latest, "Bye"])
     expect(badge).to_be_hidden()
     expect(preview).to_be_hidden()
     expect(launcher).to_have_attribute("aria-label", "Close chat")

@@ -21,12 +21,14 @@
 //              cannot are the list and the open conversation fetched again (?after=)
 
 import { Cable } from "./cable.js";
-import { HttpError, MESSAGE, bubbleBody, byId, clockTime, h, isVoice, request } from "./dom.js";
+import { HttpError, MESSAGE, bubbleBody, byId, clockTime, h, isVoice, patchChildren, request } from "./dom.js";
+import { emojiPicker } from "./emoji.js";
 import { consoleSummary } from "./interactive.js";
 import { Assigner, assigneeFilterBar, assigneeMatches } from "./console-assign.js";
 import { ContactPanel } from "./console-contact.js";
 import { ListPager } from "./console-paging.js";
 import { SearchBox } from "./console-search.js";
+import { Notifier } from "./notify.js";
 
 const TOKEN_KEY = "agent-console:token";
 
@@ -54,6 +56,7 @@ class AgentConsole {
     this.accountLabels = []; // the account's labels: what the "Add label" menu offers
     this.assigneeFilter = "all"; // me | unassigned | all
     this.pager = new ListPager((page) => this.loadPage(page));
+    this.notifier = new Notifier({ onOpen: (id) => this.select(id) });
   }
 
   async start() {
@@ -67,6 +70,8 @@ class AgentConsole {
   renderSignIn(error = "") {
     const input = h("input", {
       class: "signin-token",
+      id: "signin-token",
+      "aria-describedby": "signin-hint",
       type: "password",
       placeholder: "Agent access token",
       autocomplete: "off",
@@ -82,12 +87,17 @@ class AgentConsole {
         },
       },
       h("h1", { text: "Agent console" }),
-      h("p", {
-        text: "Sign in with an agent access token. `python -m server` prints the demo agent's token on its first start.",
-      }),
+      h(
+        "p",
+        { id: "signin-hint" },
+        "Sign in with an agent access token. ",
+        h("code", { text: "python -m server" }),
+        " prints the demo agent's token on its first start.",
+      ),
+      h("label", { class: "signin-label", for: "signin-token", text: "Access token" }),
       input,
       h("button", { type: "submit", text: "Sign in" }),
-      error ? h("p", { class: "signin-error", text: error }) : null,
+      error ? h("p", { class: "signin-error", role: "alert", text: error }) : null,
     );
     this.root.replaceChildren(form);
     input.focus();
@@ -109,6 +119,14 @@ class AgentConsole {
     await Promise.all([this.loadConversations(), this.loadLabels()]);
     const fromHash = Number(new URLSearchParams(location.hash.slice(1)).get("conversation"));
     if (fromHash) this.select(fromHash);
+    // The address follows the open conversation: a link to one, or the browser's back
+    // button (on a phone: from the conversation back to the list), moves the console.
+    addEventListener("hashchange", () => {
+      const id = Number(new URLSearchParams(location.hash.slice(1)).get("conversation")) || null;
+      if (id === this.selectedId) return;
+      if (id) this.select(id);
+      else this.back();
+    });
     this.connect();
   }
 
@@ -145,7 +163,10 @@ class AgentConsole {
       },
     );
     this.presence = setInterval(() => this.room.perform("update_presence"), PRESENCE_EVERY_MS);
-    document.addEventListener("visibilitychange", () => this.markSeen());
+    document.addEventListener("visibilitychange", () => {
+      this.markSeen();
+      this.notifier.setUnread(this.unreadTotal());
+    });
     addEventListener("pagehide", () => this.stopTyping({ keepalive: true }));
   }
 
@@ -402,6 +423,14 @@ class AgentConsole {
       this.upsertMessage(msg);
       if (event === "message.created" && msg.message_type === MESSAGE.incoming) this.markSeen();
     }
+    if (event === "message.created" && msg.message_type === MESSAGE.incoming && !msg.private && !isVoice(msg)) {
+      const files = (msg.attachments || []).length;
+      this.notifier.incoming(msg.conversation_id, {
+        title: `New message from ${contactName(msg.sender || {})}`,
+        body: msg.content || (files ? "sent a file" : ""),
+        onScreen: msg.conversation_id === this.selectedId,
+      });
+    }
     this.renderList();
   }
 
@@ -443,7 +472,7 @@ class AgentConsole {
     this.status = h("span", { class: "connection", text: "Connecting…" });
     this.filters = h(
       "div",
-      { class: "filters" },
+      { class: "filters", role: "group", "aria-label": "Show conversations" },
       FILTERS.map((f) =>
         h("button", { type: "button", "data-filter": f, onclick: () => this.setFilter(f), text: f[0].toUpperCase() + f.slice(1) }),
       ),
@@ -452,25 +481,34 @@ class AgentConsole {
     this.search = new SearchBox(this);
     this.assigner = new Assigner(this);
     this.contactPanel = new ContactPanel(this);
-    this.listBox = h("ul", { class: "conv-list" });
+    this.listBox = h("ul", { class: "conv-list", "aria-label": "Conversations" });
     ListPager.onScrollEnd(this.listBox, () =>
       (this.search.active ? this.search.more() : this.pager.next()).catch(() => {}),
     );
-    this.view = h("section", { class: "conv-view" });
-    this.toast = h("div", { class: "toast", hidden: true });
+    this.view = h("section", { class: "conv-view", "aria-label": "Conversation" });
+    this.toast = h("div", { class: "toast", role: "status", hidden: true });
     this.root.replaceChildren(
       h(
         "header",
         { class: "topbar" },
-        h("strong", { text: "Agent console" }),
+        h("h1", { class: "brand", text: "Agent console" }),
         h("span", { class: "who", text: `${this.profile.name} · account ${this.accountId}` }),
         this.status,
+        this.notifier.controls(),
         h("button", { type: "button", class: "signout", onclick: () => this.signOut(), text: "Sign out" }),
       ),
       h(
-        "div",
+        "main",
         { class: "panes" },
-        h("aside", { class: "sidebar" }, this.search.el, this.filters, this.assigneeBar, this.listBox),
+        h(
+          "aside",
+          { class: "sidebar", "aria-label": "Conversation list" },
+          h("h2", { class: "sidebar-title", text: "Conversations" }),
+          this.search.el,
+          this.filters,
+          this.assigneeBar,
+          this.listBox,
+        ),
         this.view,
         this.contactPanel.el,
       ),
@@ -491,8 +529,13 @@ class AgentConsole {
 
   renderList() {
     if (!this.listBox) return;
-    for (const button of this.filters.children) button.classList.toggle("active", button.dataset.filter === this.filter);
+    for (const button of this.filters.children) {
+      button.classList.toggle("active", button.dataset.filter === this.filter);
+      button.setAttribute("aria-pressed", String(button.dataset.filter === this.filter));
+    }
     this.assigneeBar.render(this.assigneeFilter);
+    this.root.classList.toggle("has-selection", Boolean(this.selectedId));
+    this.notifier.setUnread(this.unreadTotal());
     const shown = (this.search.active ? this.search.shown() : [...this.conversations.values()])
       .filter((c) => this.search.active || this.filter === "all" || c.status === this.filter)
       .filter((c) => this.search.active || assigneeMatches(c, this.assigneeFilter, this.profile.id))
@@ -503,37 +546,79 @@ class AgentConsole {
       const sender = (conv.meta && conv.meta.sender) || {};
       const online = this.contactsOnline[String(sender.id)] === "online";
       const unread = conv.id === this.selectedId ? 0 : conv.unread_count || 0;
+      const selected = conv.id === this.selectedId;
       return h(
         "li",
         {
-          class: `conv-item${conv.id === this.selectedId ? " selected" : ""}${unread ? " unread" : ""}`,
+          class: `conv-item${selected ? " selected" : ""}${unread ? " unread" : ""}`,
           "data-id": String(conv.id),
-          onclick: () => this.select(conv.id),
         },
+        // A button: focusable, and Enter or Space opens the conversation.
         h(
-          "div",
-          { class: "conv-line" },
-          h("span", { class: `contact${online ? " online" : ""}`, text: contactName(sender) }),
-          h("span", { class: "conv-time", text: clockTime(conv.last_activity_at) }),
+          "button",
+          {
+            type: "button",
+            class: "conv-open",
+            "aria-current": selected ? "true" : null,
+            onclick: () => this.select(conv.id),
+          },
+          h(
+            "span",
+            { class: "conv-line" },
+            h("span", { class: `contact${online ? " online" : ""}`, text: contactName(sender) }),
+            online ? h("span", { class: "sr-only", text: " (online)" }) : null,
+            h("span", { class: "conv-time", text: clockTime(conv.last_activity_at) }),
+          ),
+          h(
+            "span",
+            { class: "conv-line" },
+            h("span", {
+              class: `snippet${typing ? " is-typing" : ""}`,
+              text: typing ? "typing…" : last ? snippet(last) : "No messages yet",
+            }),
+            unread ? h("span", { class: "badge", "aria-label": `${unread} unread`, text: String(unread) }) : null,
+            onVoiceCall(conv) ? h("span", { class: "pill on-call", text: "on a voice call" }) : null,
+            h("span", { class: `pill ${conv.status}`, text: conv.status }),
+          ),
+          conv.labels && conv.labels.length
+            ? h("span", { class: "conv-labels" }, conv.labels.map((l) => h("span", { class: "label-chip", text: l })))
+            : null,
         ),
-        h(
-          "div",
-          { class: "conv-line" },
-          h("span", {
-            class: `snippet${typing ? " is-typing" : ""}`,
-            text: typing ? "typing…" : last ? snippet(last) : "No messages yet",
-          }),
-          unread ? h("span", { class: "badge", text: String(unread) }) : null,
-          onVoiceCall(conv) ? h("span", { class: "pill on-call", text: "on a voice call" }) : null,
-          h("span", { class: `pill ${conv.status}`, text: conv.status }),
-        ),
-        conv.labels && conv.labels.length
-          ? h("div", { class: "conv-labels" }, conv.labels.map((l) => h("span", { class: "label-chip", text: l })))
-          : null,
       );
     });
+    // Events re-render the list all day: keep unchanged items (and the keyboard focus) where
+    // they are.
+    const focused = this.listBox.contains(document.activeElement) && document.activeElement.closest(".conv-item");
     const none = this.search.active ? (this.search.loading ? "Searching…" : "Nothing found") : "No conversations";
-    this.listBox.replaceChildren(...(items.length ? items : [h("li", { class: "conv-none", text: none })]));
+    patchChildren(this.listBox, items.length ? items : [h("li", { class: "conv-none", text: none })]);
+    if (focused && !this.listBox.contains(document.activeElement)) {
+      this.listBox.querySelector(`.conv-item[data-id="${focused.dataset.id}"] .conv-open`)?.focus();
+    }
+  }
+
+  // Unread visitor messages for the tab title: the badges' sum, plus the open
+  // conversation's while the tab is hidden.
+  unreadTotal() {
+    const visible = document.visibilityState === "visible";
+    let total = 0;
+    for (const conv of this.conversations.values()) {
+      if (conv.id === this.selectedId && visible) continue;
+      total += conv.unread_count || 0;
+    }
+    return total;
+  }
+
+  // Phones show one pane at a time: "back" leaves the conversation for the list.
+  back() {
+    const id = this.selectedId;
+    this.stopTyping();
+    this.selectedId = null;
+    this.messages.clear();
+    history.replaceState(null, "", location.pathname + location.search);
+    this.renderList();
+    this.renderView();
+    const item = this.listBox.querySelector(`.conv-item[data-id="${id}"] .conv-open`);
+    if (item) item.focus();
   }
 
   renderView() {
@@ -544,13 +629,18 @@ class AgentConsole {
       return;
     }
     this.viewHeader = h("header", { class: "view-header" });
-    this.list = h("div", { class: "messages" });
+    this.list = h("div", { class: "messages", role: "log", "aria-live": "polite", "aria-label": "Messages" });
     this.scroller = h("div", { class: "scroller" }, this.list);
     this.scroller.addEventListener("scroll", () => {
       if (this.scroller.scrollTop < 40) this.loadOlder().catch(() => {});
     });
     this.typingNote = h("div", { class: "typing", hidden: true });
-    this.input = h("textarea", { class: "reply-input", rows: 3, placeholder: "Reply to the visitor…" });
+    this.input = h("textarea", {
+      class: "reply-input",
+      rows: 3,
+      placeholder: "Reply to the visitor…",
+      "aria-label": "Reply",
+    });
     this.input.addEventListener("input", () => this.typed());
     this.input.addEventListener("keydown", (event) => {
       if (event.key === "Enter" && !event.shiftKey) {
@@ -564,20 +654,29 @@ class AgentConsole {
       this.input.placeholder = this.privateToggle.checked ? "Private note (only agents see it)…" : "Reply to the visitor…";
       this.stopTyping();
     });
-    this.fileInput = h("input", { type: "file", class: "file-input", multiple: true, hidden: true });
+    this.fileInput = h("input", {
+      type: "file",
+      class: "file-input",
+      multiple: true,
+      hidden: true,
+      "aria-label": "Files to send",
+    });
     this.fileInput.addEventListener("change", () => {
       const files = [...this.fileInput.files];
       this.fileInput.value = "";
       this.replyWithFiles(files);
     });
+    this.emoji = emojiPicker(this.input);
     this.composer = h(
       "form",
       { class: "composer", onsubmit: (event) => (event.preventDefault(), this.reply()) },
+      this.emoji.panel,
       this.input,
       h(
         "div",
         { class: "composer-bar" },
         h("label", { class: "private-label" }, this.privateToggle, " Private note"),
+        this.emoji.button,
         this.fileInput,
         h("button", { type: "button", class: "attach", text: "Attach file", onclick: () => this.fileInput.click() }),
         h("button", { type: "submit", class: "send", text: "Send" }),
@@ -590,11 +689,29 @@ class AgentConsole {
     this.input.focus();
   }
 
+  // The header's actions act on this conversation only, apart from the list's filters.
+  conversationActions(conv) {
+    const resolved = conv.status === "resolved";
+    return h(
+      "div",
+      { class: "view-actions", role: "group", "aria-label": "Conversation actions" },
+      onVoiceCall(conv) ? h("span", { class: "pill on-call", text: "on a voice call" }) : null,
+      this.assigner.control(conv),
+      h("span", { class: `pill ${conv.status}`, text: conv.status }),
+      h("button", {
+        type: "button",
+        class: resolved ? "reopen" : "resolve",
+        onclick: () => this.setStatus(resolved ? "open" : "resolved"),
+        text: resolved ? "Reopen" : "Resolve",
+        "aria-label": `${resolved ? "Reopen" : "Resolve"} conversation #${conv.id}`,
+      }),
+    );
+  }
+
   renderViewHeader() {
     const conv = this.conversations.get(this.selectedId);
     if (!this.viewHeader || !conv) return;
     const sender = (conv.meta && conv.meta.sender) || {};
-    const resolved = conv.status === "resolved";
     const labels = conv.labels || [];
     const addable = this.accountLabels.filter((l) => !labels.includes(l.title));
     const menu = h(
@@ -624,22 +741,21 @@ class AgentConsole {
       addable.length ? menu : null,
     );
     this.viewHeader.replaceChildren(
+      h("button", {
+        type: "button",
+        class: "back",
+        "aria-label": "Back to conversations",
+        text: "←",
+        onclick: () => this.back(),
+      }),
       h(
         "div",
-        {},
-        h("div", { class: "view-title", text: contactName(sender) }),
+        { class: "view-heading" },
+        h("h2", { class: "view-title", text: contactName(sender) }),
         h("div", { class: "view-sub", text: `#${conv.id} · ${sender.email || "anonymous visitor"}` }),
         labelBar,
       ),
-      onVoiceCall(conv) ? h("span", { class: "pill on-call", text: "on a voice call" }) : "", // replaceChildren writes null as "null"
-      this.assigner.control(conv),
-      h("span", { class: `pill ${conv.status}`, text: conv.status }),
-      h("button", {
-        type: "button",
-        class: resolved ? "reopen" : "resolve",
-        onclick: () => this.setStatus(resolved ? "open" : "resolved"),
-        text: resolved ? "Reopen" : "Resolve",
-      }),
+      this.conversationActions(conv),
     );
   }
 
@@ -652,12 +768,17 @@ class AgentConsole {
     const lastReply = [...sorted].reverse().find((m) => m.message_type === MESSAGE.outgoing && !m.private);
     const seen =
       lastReply && (lastReply.status === "read" || (conv.contact_last_seen_at || 0) >= lastReply.created_at);
-    this.list.replaceChildren(...sorted.map((m) => this.renderMessage(m, m === lastReply ? (seen ? "Seen" : "Sent") : null)));
+    patchChildren(
+      this.list,
+      sorted.map((m) => this.renderMessage(m, m === lastReply ? (seen ? "Seen" : "Sent") : null)),
+    );
     if (stickToBottom || nearBottom) box.scrollTop = box.scrollHeight;
   }
 
   renderMessage(msg, receipt) {
-    if (msg.message_type === MESSAGE.activity) return h("div", { class: "activity", text: msg.content || "" });
+    if (msg.message_type === MESSAGE.activity) {
+      return h("div", { class: "activity", "data-id": String(msg.id), text: msg.content || "" });
+    }
     const fromVisitor = msg.message_type === MESSAGE.incoming;
     const classes = ["message", fromVisitor ? "from-visitor" : "from-agent"];
     if (msg.private) classes.push("note");

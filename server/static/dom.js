@@ -1,6 +1,8 @@
 // Small helpers shared by the widget and the console: building DOM without innerHTML (so
 // message text can never become markup), JSON requests, and message labels.
 
+import { linkify } from "./linkify.js";
+
 export function h(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
   for (const [key, value] of Object.entries(attrs)) {
@@ -16,6 +18,29 @@ export function h(tag, attrs = {}, ...children) {
     node.append(child instanceof Node ? child : String(child));
   }
   return node;
+}
+
+// Puts `nodes` into `parent` in this order, keeping each child that is unchanged (same
+// data-id, equal content) where it is. A message log re-rendered this way only adds what is
+// new, so its aria-live region announces the new message, not the whole conversation again.
+export function patchChildren(parent, nodes) {
+  const old = new Map();
+  for (const child of parent.children) if (child.dataset.id) old.set(child.dataset.id, child);
+  let cursor = parent.firstChild;
+  for (const fresh of nodes) {
+    const prev = fresh.dataset && fresh.dataset.id ? old.get(fresh.dataset.id) : null;
+    const node = prev && prev.isEqualNode(fresh) ? prev : fresh;
+    if (node === cursor) {
+      cursor = cursor.nextSibling;
+      continue;
+    }
+    parent.insertBefore(node, cursor);
+  }
+  while (cursor) {
+    const next = cursor.nextSibling;
+    cursor.remove();
+    cursor = next;
+  }
 }
 
 export class HttpError extends Error {
@@ -70,6 +95,8 @@ export function clockTime(epochSeconds) {
 // Inline SVG icons: the pages must not depend on an emoji font being installed.
 const ICONS = {
   chat: "M4 4h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H9l-5 4v-4a2 2 0 0 1-2-2V6a2 2 0 0 1 2-2z",
+  smile:
+    "M12 2a10 10 0 1 1 0 20 10 10 0 0 1 0-20zm0 2a8 8 0 1 0 0 16 8 8 0 0 0 0-16zM8.5 8a1.5 1.5 0 1 1 0 3 1.5 1.5 0 0 1 0-3zm7 0a1.5 1.5 0 1 1 0 3 1.5 1.5 0 0 1 0-3zM7 13.5h10a5 5 0 0 1-10 0z",
   mic: "M12 3a3 3 0 0 1 3 3v6a3 3 0 0 1-6 0V6a3 3 0 0 1 3-3zm-7 9h2a5 5 0 0 0 10 0h2a7 7 0 0 1-6 6.9V21h-2v-2.1A7 7 0 0 1 5 12z",
 };
 
@@ -96,7 +123,7 @@ export function bubbleBody(msg) {
     parts.push(h("span", { class: "voice-tag", title: "Voice transcript" }, icon("mic", 12), " ", voiceLabel(msg)));
   }
   const files = msg.attachments || [];
-  if (msg.content || !files.length) parts.push(h("span", { class: "text", text: msg.content ?? "" }));
+  if (msg.content || !files.length) parts.push(h("span", { class: "text" }, linkify(msg.content ?? "")));
   for (const file of files) parts.push(attachmentView(file));
   return parts;
 }

@@ -14,9 +14,15 @@
 //   end       GET /conversations/toggle_status, where enabled_features has end_conversation
 //   answer    PATCH /messages/:id: an email prompt, an option list, a form, the CSAT survey
 //             (interactive.js draws them)
+//
+// On a host page it starts closed, as Chatwoot's does: the launcher bubble only, which counts
+// the agent's messages that arrive while closed and previews the latest. Opened once, it
+// stays open across the site's pages (localStorage) until the visitor closes it (the close
+// button, or Escape). On a phone the open widget fills the screen.
 
 import { Cable } from "./cable.js";
-import { HttpError, MESSAGE, bubbleBody, byId, clockTime, h, icon, isVoice, request } from "./dom.js";
+import { HttpError, MESSAGE, bubbleBody, byId, clockTime, h, icon, isVoice, patchChildren, request } from "./dom.js";
+import { emojiPicker } from "./emoji.js";
 import { widgetControl } from "./interactive.js";
 
 const API = "/api/v1/widget";
@@ -24,6 +30,7 @@ const TYPING_IDLE_MS = 2000;
 const AGENT_TYPING_TIMEOUT_MS = 30000;
 const PRESENCE_EVERY_MS = 20000;
 const CATCH_UP_PAGE = 100; // the server's page size for ?after=
+const PREVIEW_CHARS = 140;
 
 export async function mountWidget(root, options) {
   const widget = new Widget(root, options);
@@ -54,6 +61,7 @@ class Widget {
     this.agentTypingTimer = null;
     this.seenTimer = null;
     this.drafts = new Map(); // message id -> what the visitor typed into its control
+    this.unread = 0; // agent messages that arrived while the widget was closed
   }
 
   // -- boot ---------------------------------------------------------------------------
@@ -118,6 +126,10 @@ class Widget {
 
   get canAttach() {
     return (this.config.enabled_features || []).includes("attachments");
+  }
+
+  get hasEmojiPicker() {
+    return (this.config.enabled_features || []).includes("emoji_picker");
   }
 
   // -- data ---------------------------------------------------------------------------
@@ -354,6 +366,7 @@ class Widget {
           if (data.sender && data.sender.type === "user") this.showPresence({ [data.sender.id]: "online" });
           this.showAgentTyping(null);
           this.markSeen();
+          if (!this.embedded && !this.isOpen() && data.message_type !== MESSAGE.activity) this.notifyClosed(data);
         }
         return;
       case "conversation.created":
@@ -392,26 +405,58 @@ class Widget {
   // -- view ---------------------------------------------------------------------------
 
   isOpen() {
-    return this.storage.getItem(this.openKey) !== "closed";
+    return this.embedded || this.storage.getItem(this.openKey) === "open";
   }
 
   setOpen(open) {
     this.storage.setItem(this.openKey, open ? "open" : "closed");
     this.root.classList.toggle("cw-closed", !open);
     if (open) {
+      this.unread = 0;
+      this.renderLauncher();
       this.renderMessages({ stickToBottom: true });
       this.markSeen();
       this.input.focus();
+    } else if (this.launcher) {
+      this.emoji?.close();
+      this.renderLauncher();
+      this.launcher.focus();
     }
+  }
+
+  // An agent's message while the widget is closed: count it on the launcher, preview it.
+  notifyClosed(msg) {
+    this.unread += 1;
+    const who = (msg.sender && (msg.sender.available_name || msg.sender.name)) || "Support";
+    const files = (msg.attachments || []).length;
+    const text = msg.content || (files ? "sent you a file" : "");
+    this.previewWho.textContent = who;
+    this.previewText.textContent = text.length > PREVIEW_CHARS ? `${text.slice(0, PREVIEW_CHARS - 1)}…` : text;
+    this.preview.hidden = false;
+    this.renderLauncher();
+  }
+
+  renderLauncher() {
+    if (!this.launcher) return;
+    const open = this.isOpen();
+    this.badge.hidden = open || !this.unread;
+    this.badge.textContent = this.unread > 99 ? "99+" : String(this.unread);
+    if (open) this.preview.hidden = true;
+    const unread = this.unread ? `, ${this.unread} new message${this.unread === 1 ? "" : "s"}` : "";
+    this.launcher.setAttribute("aria-label", open ? "Close chat" : `Open chat${unread}`);
+    this.launcher.setAttribute("aria-expanded", String(open));
   }
 
   render() {
     const cfg = this.config;
-    const color = cfg.widget_color || "#1f93ff";
+    const color = readableColor(cfg.widget_color || "#1f93ff");
     this.root.classList.add("cw-root");
     this.root.classList.toggle("cw-embedded", this.embedded);
     this.root.style.setProperty("--cw-color", color);
-    this.statusLine = h("span", { class: "cw-presence" }, "Connecting…");
+    // Two separate facts: whether an agent is around (presence), and whether this page is
+    // connected (only shown while it is not).
+    this.statusLine = h("span", { class: "cw-presence", hidden: true });
+    this.connectionLine = h("span", { class: "cw-connection", role: "status", text: "Connecting…" });
     this.endButton = h("button", {
       class: "cw-end",
       type: "button",
@@ -427,6 +472,7 @@ class Widget {
         h("div", { class: "cw-title", text: cfg.welcome_title || cfg.website_name || "Chat with us" }),
         h("div", { class: "cw-tagline", text: cfg.welcome_tagline || "We usually reply in a few minutes." }),
         this.statusLine,
+        this.connectionLine,
       ),
       h(
         "div",
@@ -434,11 +480,15 @@ class Widget {
         this.endButton,
         this.embedded
           ? null
-          : h("button", { class: "cw-close", type: "button", title: "Close", onclick: () => this.setOpen(false) }, "×"),
+          : h(
+              "button",
+              { class: "cw-close", type: "button", title: "Close", "aria-label": "Close chat", onclick: () => this.setOpen(false) },
+              "×",
+            ),
       ),
     );
     this.olderNote = h("div", { class: "cw-older", hidden: true, text: "Loading earlier messages…" });
-    this.list = h("div", { class: "cw-list" });
+    this.list = h("div", { class: "cw-list", role: "log", "aria-live": "polite", "aria-label": "Messages" });
     this.empty = h("div", { class: "cw-empty", text: "Ask us anything, we are happy to help." });
     this.scroller = h("div", { class: "cw-messages" }, this.olderNote, this.empty, this.list);
     this.scroller.addEventListener("scroll", () => {
@@ -451,7 +501,7 @@ class Widget {
       h("span", { text: "This conversation has ended." }),
       h("button", { type: "button", class: "cw-new", onclick: () => this.startNew(), text: "Start a new conversation" }),
     );
-    this.input = h("textarea", { class: "cw-input", rows: 1, placeholder: "Type your message…" });
+    this.input = h("textarea", { class: "cw-input", rows: 1, placeholder: "Type your message…", "aria-label": "Message" });
     this.input.addEventListener("input", () => this.typed());
     this.input.addEventListener("keydown", (event) => {
       if (event.key === "Enter" && !event.shiftKey) {
@@ -459,7 +509,13 @@ class Widget {
         this.submit();
       }
     });
-    this.fileInput = h("input", { type: "file", class: "cw-file-input", multiple: true, hidden: true });
+    this.fileInput = h("input", {
+      type: "file",
+      class: "cw-file-input",
+      multiple: true,
+      hidden: true,
+      "aria-label": "Files to send",
+    });
     this.fileInput.addEventListener("change", () => {
       const files = [...this.fileInput.files];
       this.fileInput.value = "";
@@ -469,24 +525,61 @@ class Widget {
       type: "button",
       class: "cw-attach",
       title: "Send a file",
+      "aria-label": "Send a file",
       text: "+",
       hidden: !this.canAttach,
       onclick: () => this.fileInput.click(),
     });
+    this.emoji = this.hasEmojiPicker ? emojiPicker(this.input, { prefix: "cw-" }) : null;
     this.composer = h(
       "form",
       { class: "cw-composer", onsubmit: (event) => (event.preventDefault(), this.submit()) },
+      this.emoji ? this.emoji.panel : null,
       this.fileInput,
       this.attachButton,
       this.input,
+      this.emoji ? this.emoji.button : null,
       h("button", { type: "submit", class: "cw-send", text: "Send" }),
     );
-    const panel = h("section", { class: "cw-panel" }, header, this.scroller, this.typingNote, this.endedNote, this.composer);
-    const launcher = this.embedded
-      ? null
-      : h("button", { class: "cw-launcher", type: "button", title: "Chat", onclick: () => this.setOpen(!this.isOpen()) }, icon("chat", 26));
-    this.root.replaceChildren(panel, ...(launcher ? [launcher] : []));
-    this.root.classList.toggle("cw-closed", !this.embedded && !this.isOpen());
+    const panel = h(
+      "section",
+      { class: "cw-panel", role: this.embedded ? "main" : "dialog", "aria-label": cfg.website_name || "Chat" },
+      header,
+      this.scroller,
+      this.typingNote,
+      this.endedNote,
+      this.composer,
+    );
+    this.root.replaceChildren(panel, ...(this.embedded ? [] : this.renderLauncherParts()));
+    this.root.classList.toggle("cw-closed", !this.isOpen());
+    this.renderLauncher();
+    this.root.addEventListener("keydown", (event) => {
+      if (event.key === "Escape" && !this.embedded && this.isOpen()) {
+        event.preventDefault();
+        this.setOpen(false);
+      }
+    });
+  }
+
+  // The bubble in the corner, its unread badge, and the latest agent message's preview.
+  renderLauncherParts() {
+    this.badge = h("span", { class: "cw-badge", "aria-hidden": "true", hidden: true });
+    this.launcher = h(
+      "button",
+      { class: "cw-launcher", type: "button", title: "Chat", onclick: () => this.setOpen(!this.isOpen()) },
+      icon("chat", 26),
+      this.badge,
+    );
+    this.previewWho = h("span", { class: "cw-preview-who" });
+    this.previewText = h("span", { class: "cw-preview-text" });
+    this.preview = h(
+      "button",
+      { type: "button", class: "cw-preview", hidden: true, onclick: () => this.setOpen(true) },
+      this.previewWho,
+      this.previewText,
+    );
+    // The live region stays in the page, so a screen reader hears each new preview.
+    return [h("div", { class: "cw-preview-slot", "aria-live": "polite" }, this.preview), this.launcher];
   }
 
   submit() {
@@ -510,14 +603,14 @@ class Widget {
     const box = this.scroller;
     const nearBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 60;
     const items = this.sorted().map((msg) => this.renderMessage(msg));
-    this.list.replaceChildren(...items);
+    patchChildren(this.list, items);
     this.empty.hidden = items.length > 0;
     if (stickToBottom || nearBottom) box.scrollTop = box.scrollHeight;
   }
 
   renderMessage(msg) {
     if (msg.message_type === MESSAGE.activity) {
-      return h("div", { class: "cw-activity", text: msg.content || "" });
+      return h("div", { class: "cw-activity", "data-id": String(msg.id), text: msg.content || "" });
     }
     const mine = msg.message_type === MESSAGE.incoming;
     const classes = ["cw-message", mine ? "cw-mine" : "cw-theirs"];
@@ -554,19 +647,38 @@ class Widget {
     this.agentTypingTimer = setTimeout(() => (this.typingNote.hidden = true), AGENT_TYPING_TIMEOUT_MS);
   }
 
-  // presence.update (on subscribe and every 20 s), or a live sign of an agent at work.
+  // presence.update (on subscribe and every 20 s), or a live sign of an agent at work: the
+  // presence line and its dot say whether an agent is around, nothing else.
   showPresence(users) {
     const online = Object.values(users).some((s) => s === "online");
-    this.presenceText = online ? "We are online" : "We are away, leave a message";
-    if (this.cable && this.cable.isOpen()) this.statusLine.textContent = this.presenceText;
+    this.root.dataset.presence = online ? "online" : "away";
+    this.statusLine.textContent = online ? "We are online" : "We are away, leave a message";
+    this.statusLine.hidden = false;
   }
 
+  // The socket's state, in words, while it is not connected (a connected widget says nothing).
   showConnection(status) {
     this.root.dataset.connection = status;
-    if (!this.statusLine) return;
-    if (status === "connected") this.statusLine.textContent = this.presenceText || "Connected";
-    else if (status === "connecting") this.statusLine.textContent = "Connecting…";
-    else if (status === "offline") this.statusLine.textContent = "Reconnecting…";
-    else this.statusLine.textContent = "Offline";
+    if (!this.connectionLine) return;
+    const words = { connected: "", connecting: "Connecting…", offline: "Connection lost, reconnecting…" };
+    this.connectionLine.textContent = status in words ? words[status] : "Offline: messages will not arrive";
+    this.connectionLine.hidden = status === "connected";
   }
+}
+
+// The inbox's color, darkened just enough for white text on it to be readable (WCAG AA,
+// 4.5:1): Chatwoot's default blue, #1f93ff, is only 3:1 with white. A color that is not
+// "#rgb" or "#rrggbb" is left as it is.
+export function readableColor(color) {
+  const hex = /^#([0-9a-f]{3}|[0-9a-f]{6})$/i.exec(color.trim());
+  if (!hex) return color;
+  const digits = hex[1].length === 3 ? [...hex[1]].map((d) => d + d).join("") : hex[1];
+  let rgb = [0, 2, 4].map((i) => parseInt(digits.slice(i, i + 2), 16));
+  const channel = (c) => {
+    const v = c / 255;
+    return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4;
+  };
+  const contrast = (c) => 1.05 / (0.2126 * channel(c[0]) + 0.7152 * channel(c[1]) + 0.0722 * channel(c[2]) + 0.05);
+  for (let i = 0; i < 40 && contrast(rgb) < 4.6; i++) rgb = rgb.map((c) => Math.floor(c * 0.95));
+  return `#${rgb.map((c) => c.toString(16).padStart(2, "0")).join("")}`;
 }

@@ -160,10 +160,14 @@ def agent(demo_server: DemoServer, console_pages: Pages) -> Any:
     return open_console(console_pages.new(1100, 720), demo_server)
 
 
-def open_widget(page: Any, server: DemoServer) -> Any:
-    """The demo host page, with the widget connected to /cable."""
+def open_widget(page: Any, server: DemoServer, *, open_panel: bool = True) -> Any:
+    """The demo host page, with the widget connected to /cable and (unless `open_panel` is
+    false) opened with its launcher: it starts closed, as Chatwoot's does."""
     page.goto(server.url + "/")
     page.wait_for_selector(".cw-root[data-connection=connected]")
+    if open_panel and page.locator(".cw-root.cw-closed").count():
+        page.click(".cw-launcher")
+        page.wait_for_selector(".cw-input", state="visible")
     return page
 
 

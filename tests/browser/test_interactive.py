@@ -34,6 +34,7 @@ def start_chat(page: Any, server: DemoServer, website_token: str | None = None) 
     query = f"/?website_token={website_token}" if website_token else "/"
     page.goto(server.url + query)
     page.wait_for_selector(".cw-root[data-connection=connected]")
+    page.click(".cw-launcher")  # the widget starts closed
     page.fill(".cw-input", f"Hello [{uuid.uuid4().hex[:6]}]")
     page.keyboard.press("Enter")
     return widget_conversation_id(page)

@@ -22,14 +22,19 @@ from tests.browser.conftest import (
     widget_conversation_id,
 )
 
-README_SHOT = Path(__file__).resolve().parents[2] / "docs" / "screenshot.png"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+README_SHOT = DOCS / "screenshot.png"
+PHONE_SHOT = DOCS / "screenshot-phone.png"
 HEIGHT = 640
+PHONE = (390, 844)
 
 
-def _out(tmp_path: Path) -> Path:
+def _out(tmp_path: Path, readme_copy: Path = README_SHOT) -> Path:
     """The README's copy is rewritten only on request (UPDATE_SCREENSHOT=1), so a test run
     leaves the checkout clean."""
-    return README_SHOT if os.environ.get("UPDATE_SCREENSHOT") == "1" else tmp_path / "shot.png"
+    if os.environ.get("UPDATE_SCREENSHOT") == "1":
+        return readme_copy
+    return tmp_path / readme_copy.name
 
 
 def _say(page: Any, selector: str, text: str) -> None:
@@ -81,7 +86,41 @@ def test_readme_screenshot(sqlite_demo_server: DemoServer, pages: Pages, tmp_pat
     assert (width, height) == (1780, HEIGHT + 60)
 
 
-def _side_by_side(page: Any, left: bytes, right: bytes) -> bytes:
+def test_readme_phone_screenshot(
+    sqlite_demo_server: DemoServer, pages: Pages, tmp_path: Path
+) -> None:
+    """docs/screenshot-phone.png: the widget full screen on a phone, and the console on a
+    phone, with the conversation open (one pane, the back button)."""
+    server = sqlite_demo_server
+    agent = open_console(pages.new(*PHONE), server)
+    visitor = open_widget(pages.new(*PHONE), server)
+    _say(visitor, ".cw-input", "Hi! Is the Sidamo good for a moka pot?")
+    cid = widget_conversation_id(visitor)
+    agent.locator(f'.conv-item[data-id="{cid}"] .conv-open').click()
+    _say(
+        agent,
+        ".reply-input",
+        "It is! Grind it a bit finer than for filter:\nhttps://example.com/moka",
+    )
+    expect(visitor.locator(".cw-theirs .msg-link")).to_have_count(1)
+    _say(visitor, ".cw-input", "Perfect, thanks 👍")
+    expect(agent.locator(".message.from-visitor")).to_have_count(2)
+    expect(agent.locator(".receipt")).to_have_text("Seen")
+    left, right = visitor.screenshot(), agent.screenshot()
+
+    out = _out(tmp_path, PHONE_SHOT)
+    out.write_bytes(
+        _side_by_side(pages.new(2 * PHONE[0] + 40, PHONE[1] + 60), left, right, ("/", "/console"))
+    )
+    assert _png_size(out.read_bytes()) == (2 * PHONE[0] + 40, PHONE[1] + 60)
+
+
+def _side_by_side(
+    page: Any,
+    left: bytes,
+    right: bytes,
+    captions: tuple[str, str] = ("Visitor: /", "Agent: /console"),
+) -> bytes:
     """Lays the two captures out on one page and captures that."""
 
     def img(png: bytes) -> str:
@@ -91,9 +130,9 @@ def _side_by_side(page: Any, left: bytes, right: bytes) -> bytes:
         f"""<!doctype html><html><body style="margin:0;background:#d9dee6;
         font:600 14px system-ui,sans-serif;color:#3c4858">
         <div style="display:flex;gap:20px;padding:10px 10px 0">
-          <figure style="margin:0"><figcaption style="padding:0 0 8px">Visitor: /</figcaption>
+          <figure style="margin:0"><figcaption style="padding:0 0 8px">{captions[0]}</figcaption>
             <img src="{img(left)}" style="display:block;border-radius:6px"></figure>
-          <figure style="margin:0"><figcaption style="padding:0 0 8px">Agent: /console</figcaption>
+          <figure style="margin:0"><figcaption style="padding:0 0 8px">{captions[1]}</figcaption>
             <img src="{img(right)}" style="display:block;border-radius:6px"></figure>
         </div></body></html>"""
     )

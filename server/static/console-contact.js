@@ -22,7 +22,10 @@ export class ContactPanel {
     this.contact = null;
     this.earlier = [];
     this.editing = false;
-    this.collapsed = localStorage.getItem(COLLAPSED_KEY) === "1";
+    // Until the agent chooses, the panel starts open only where there is room for three
+    // panes; on a phone it opens over the conversation.
+    const chosen = localStorage.getItem(COLLAPSED_KEY);
+    this.collapsed = chosen === null ? matchMedia("(max-width: 1023px)").matches : chosen === "1";
     this.el = h("aside", { class: "contact-panel", "aria-label": "Contact" });
     this.render();
   }
@@ -67,10 +70,23 @@ export class ContactPanel {
     this.render();
   }
 
+  // On a phone the panel has no room beside the conversation: this button in the
+  // conversation's header opens it over the conversation (CSS shows it on phones only).
+  headerButton() {
+    return h("button", {
+      type: "button",
+      class: "contact-show",
+      "aria-expanded": String(!this.collapsed),
+      text: "Contact",
+      onclick: () => this.toggle(),
+    });
+  }
+
   toggle() {
     this.collapsed = !this.collapsed;
     localStorage.setItem(COLLAPSED_KEY, this.collapsed ? "1" : "0");
     this.render();
+    this.host.renderViewHeader(); // its "Contact" button says whether the panel is open
   }
 
   async save(form) {
@@ -113,7 +129,7 @@ export class ContactPanel {
   renderFields() {
     const c = this.contact;
     const verified = Boolean(c.identifier_verified || (this.conv && this.conv.meta && this.conv.meta.hmac_verified));
-    return h(
+    const fields = h(
       "dl",
       { class: "contact-fields" },
       row("Name", c.name || "—", "contact-name"),
@@ -135,6 +151,12 @@ export class ContactPanel {
             "contact-identity",
           )
         : null,
+    );
+    // The button sits beside the list: a <dl> may hold only its terms and descriptions.
+    return h(
+      "div",
+      { class: "contact-fields-box" },
+      fields,
       h("button", {
         type: "button",
         class: "contact-edit",

@@ -697,6 +697,7 @@ class AgentConsole {
       { class: "view-actions", role: "group", "aria-label": "Conversation actions" },
       onVoiceCall(conv) ? h("span", { class: "pill on-call", text: "on a voice call" }) : null,
       this.assigner.control(conv),
+      this.contactPanel.headerButton(),
       h("span", { class: `pill ${conv.status}`, text: conv.status }),
       h("button", {
         type: "button",

@@ -225,3 +225,37 @@ def test_resolve_and_reopen_write_activity_lines(server: DemoServer, pages: Page
     agent.wait_for_selector(".connection[data-state=connected]")
     agent.click(f'.conv-item[data-id="{cid}"]')
     expect(lines).to_have_count(2)
+
+
+def test_on_a_phone_the_contact_opens_over_the_conversation(
+    server: DemoServer, pages: Pages
+) -> None:
+    """At 390 px there is no room beside the conversation: the panel is hidden until the
+    header's "Contact" button opens it over the whole screen; its toggle closes it. On a
+    desktop that button is not shown (the panel sits beside the conversation)."""
+    visitor = ApiVisitor(server)
+    name = unique("Lin")
+    visitor.patch_contact(name=name)
+    cid = visitor.open_conversation("from my phone")
+    phone = open_console(pages.new(390, 844), server)
+    phone.click(f'.conv-item[data-id="{cid}"]')
+    panel = phone.locator(".contact-panel")
+    show = phone.locator(".view-header .contact-show")
+    expect(show).to_be_visible()
+    expect(show).to_have_attribute("aria-expanded", "false")
+    expect(panel).to_be_hidden()
+    expect(phone.locator(".conv-view")).to_be_visible()
+
+    show.click()
+    expect(panel.locator(".contact-name dd")).to_have_text(name)
+    found = panel.bounding_box()
+    assert found is not None and found["width"] == 390
+    expect(show).to_have_attribute("aria-expanded", "true")
+    panel.locator(".contact-toggle").click()
+    expect(panel).to_be_hidden()
+    expect(phone.locator(".composer textarea")).to_be_visible()
+
+    desktop = console(pages, server)
+    desktop.click(f'.conv-item[data-id="{cid}"]')
+    expect(desktop.locator(".view-header .contact-show")).to_be_hidden()
+    expect(desktop.locator(".contact-panel .contact-name dd")).to_have_text(name)

@@ -21,7 +21,18 @@
 //              cannot are the list and the open conversation fetched again (?after=)
 
 import { Cable } from "./cable.js";
-import { HttpError, MESSAGE, bubbleBody, byId, clockTime, h, isVoice, patchChildren, request } from "./dom.js";
+import {
+  HttpError,
+  MESSAGE,
+  bubbleBody,
+  byId,
+  clockTime,
+  h,
+  inDisplayOrder,
+  isVoice,
+  patchChildren,
+  request,
+} from "./dom.js";
 import { emojiPicker } from "./emoji.js";
 import { consoleSummary } from "./interactive.js";
 import { Assigner, assigneeFilterBar, assigneeMatches } from "./console-assign.js";
@@ -765,7 +776,7 @@ class AgentConsole {
     const box = this.scroller;
     const nearBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 60;
     const conv = this.conversations.get(this.selectedId) || {};
-    const sorted = [...this.messages.values()].sort(byId);
+    const sorted = inDisplayOrder(this.messages.values());
     const lastReply = [...sorted].reverse().find((m) => m.message_type === MESSAGE.outgoing && !m.private);
     const seen =
       lastReply && (lastReply.status === "read" || (conv.contact_last_seen_at || 0) >= lastReply.created_at);

@@ -169,3 +169,29 @@ export function attachmentView(file) {
 export function byId(a, b) {
   return (typeof a.id === "number" ? a.id : Infinity) - (typeof b.id === "number" ? b.id : Infinity);
 }
+
+// How a conversation's messages are shown: in id order (commit order), except the voice
+// turns the server took from ElevenLabs' transcript after a call (they carry
+// content_attributes.turn and come later by id than the turns said after them): each goes
+// before the first message dated after it. The server's pages follow the same rule.
+export function inDisplayOrder(messages) {
+  const sorted = [...messages].sort(byId); // messages not sent yet (no id) last
+  const placed = sorted.filter(isPlacedTurn).sort((a, b) => a.created_at - b.created_at || byId(a, b));
+  if (!placed.length) return sorted;
+  const shown = [];
+  let next = 0;
+  for (const msg of sorted) {
+    if (isPlacedTurn(msg)) continue;
+    const sent = typeof msg.id === "number";
+    while (next < placed.length && (!sent || placed[next].created_at < msg.created_at)) {
+      shown.push(placed[next++]);
+    }
+    shown.push(msg);
+  }
+  return shown.concat(placed.slice(next));
+}
+
+function isPlacedTurn(msg) {
+  const attrs = msg.content_attributes || {};
+  return typeof msg.id === "number" && attrs.voice_transcript === true && Number.isInteger(attrs.turn);
+}

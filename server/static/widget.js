@@ -21,7 +21,19 @@
 // button, or Escape). On a phone the open widget fills the screen.
 
 import { Cable } from "./cable.js";
-import { HttpError, MESSAGE, bubbleBody, byId, clockTime, h, icon, isVoice, patchChildren, request } from "./dom.js";
+import {
+  HttpError,
+  MESSAGE,
+  bubbleBody,
+  byId,
+  clockTime,
+  h,
+  icon,
+  inDisplayOrder,
+  isVoice,
+  patchChildren,
+  request,
+} from "./dom.js";
 import { emojiPicker } from "./emoji.js";
 import { widgetControl } from "./interactive.js";
 
@@ -157,7 +169,7 @@ class Widget {
   }
 
   async loadOlder() {
-    const oldest = this.sorted().find((m) => typeof m.id === "number");
+    const oldest = [...this.messages.values()].sort(byId).find((m) => typeof m.id === "number");
     if (!oldest || this.noOlder || this.loadingOlder || this.startingNew) return;
     this.loadingOlder = true;
     this.olderNote.hidden = false;
@@ -197,7 +209,7 @@ class Widget {
   }
 
   sorted() {
-    return [...this.messages.values()].sort(byId);
+    return inDisplayOrder(this.messages.values());
   }
 
   lastId() {

@@ -114,15 +114,20 @@ export class ContactPanel {
       onclick: () => this.toggle(),
     });
     if (this.collapsed || !this.contact) {
-      this.el.replaceChildren(toggle, this.collapsed ? null : h("p", { class: "contact-none", text: "No conversation open." }));
+      this.el.replaceChildren(
+        ...present(toggle, this.collapsed ? null : h("p", { class: "contact-none", text: "No conversation open." })),
+      );
       return;
     }
+    // replaceChildren writes a null as the text "null": only the parts there are.
     this.el.replaceChildren(
-      h("div", { class: "contact-head" }, h("strong", { text: "Contact" }), toggle),
-      this.editing ? this.renderForm() : this.renderFields(),
-      this.renderVisit(),
-      this.renderAttributes(),
-      this.renderEarlier(),
+      ...present(
+        h("div", { class: "contact-head" }, h("strong", { text: "Contact" }), toggle),
+        this.editing ? this.renderForm() : this.renderFields(),
+        this.renderVisit(),
+        this.renderAttributes(),
+        this.renderEarlier(),
+      ),
     );
   }
 
@@ -278,4 +283,8 @@ function browserName(agent) {
   const os = ["Windows", "Android", "iPhone", "Mac OS X", "Linux"].find((name) => agent.includes(name));
   const name = found ? found[1] : "Browser";
   return os ? `${name} on ${os.replace("Mac OS X", "macOS")}` : name;
+}
+
+function present(...parts) {
+  return parts.filter((part) => part !== null && part !== undefined);
 }

@@ -259,3 +259,6 @@ def test_on_a_phone_the_contact_opens_over_the_conversation(
     desktop.click(f'.conv-item[data-id="{cid}"]')
     expect(desktop.locator(".view-header .contact-show")).to_be_hidden()
     expect(desktop.locator(".contact-panel .contact-name dd")).to_have_text(name)
+    # A contact with no custom attributes: the panel leaves the section out (it once wrote
+    # "null" in its place).
+    expect(desktop.locator(".contact-panel")).not_to_contain_text("null")

@@ -622,6 +622,14 @@ async def test_a_turn_posted_before_the_first_heartbeat_is_not_written_twice(
     assert msgs[0]["id"] == early["id"]
 
 
+async def call_with_turns(w: Widget, el_id: str, turns: list[tuple[str, str]]) -> None:
+    """A call started, linked to `el_id`, and `turns` posted by the browser."""
+    await w.post("voice_heartbeat")
+    await w.post("voice_link_elevenlabs", {"elevenlabs_conversation_id": el_id})
+    for role, text in turns:
+        await w.post("voice_transcript", {"source": source(role), "content": text})
+
+
 async def test_a_turn_posted_after_the_call_ended_is_not_written_twice(
     client: TestClient, fake: FakeElevenLabs, visitor: Visitor
 ) -> None:
@@ -629,10 +637,7 @@ async def test_a_turn_posted_after_the_call_ended_is_not_written_twice(
     already written that turn from ElevenLabs' transcript: it gets the written turn back."""
     w = Widget(visitor)
     el_id = "conv_01late"
-    await w.post("voice_heartbeat")
-    await w.post("voice_link_elevenlabs", {"elevenlabs_conversation_id": el_id})
-    for role, text in TRANSCRIPT[:-1]:
-        await w.post("voice_transcript", {"source": source(role), "content": text})
+    await call_with_turns(w, el_id, TRANSCRIPT[:-1])
     fake.conversations[el_id] = conversation_json(el_id, AGENT_ID, TRANSCRIPT)
     await w.post("voice_call_ended")
     await client.app[SERVICES].voice.idle()
@@ -657,10 +662,7 @@ async def test_a_late_turn_before_the_reconciliation_is_counted_once(
     brings the transcript later matches it instead of writing it again."""
     w = Widget(visitor)
     el_id = "conv_01latefirst"
-    await w.post("voice_heartbeat")
-    await w.post("voice_link_elevenlabs", {"elevenlabs_conversation_id": el_id})
-    for role, text in TRANSCRIPT[:-1]:
-        await w.post("voice_transcript", {"source": source(role), "content": text})
+    await call_with_turns(w, el_id, TRANSCRIPT[:-1])
     await w.post("voice_call_ended")  # the fake knows no transcript yet: a 404
     await client.app[SERVICES].voice.idle()
     role, text = TRANSCRIPT[-1]

@@ -32,6 +32,12 @@ async def remove_attributes(conn: AsyncConnection, r: ContactAttributeRemoval) -
         return row
     kept = {key: value for key, value in attrs.items() if key not in removed}
     changed = await contacts_store.update_contact(conn, contact_id, {"custom_attributes": kept})
+    await _emit_updated(conn, changed)
+    return changed
+
+
+async def _emit_updated(conn: AsyncConnection, changed: dict[str, Any]) -> None:
+    """contact.updated to the contact's account, in the write's transaction."""
     await outbox.add(
         conn,
         events.CONTACT_UPDATED,
@@ -39,7 +45,6 @@ async def remove_attributes(conn: AsyncConnection, r: ContactAttributeRemoval) -
         [events.account_channel(changed["account_id"])],
         conversation_id=None,
     )
-    return changed
 
 
 async def visible_contact(
@@ -87,11 +92,5 @@ async def edit(conn: AsyncConnection, e: ContactEdit) -> dict[str, Any] | None:
         if taken.first() is not None:
             raise unprocessable(EMAIL_TAKEN)
     changed = await contacts_store.update_contact(conn, e.contact_id, changes)
-    await outbox.add(
-        conn,
-        events.CONTACT_UPDATED,
-        {**events.contact_push(changed), "account_id": changed["account_id"]},
-        [events.account_channel(changed["account_id"])],
-        conversation_id=None,
-    )
+    await _emit_updated(conn, changed)
     return changed

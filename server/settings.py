@@ -423,6 +423,7 @@ class Settings(BaseSettings):
     limit_voice_urls_per_inbox: RateSetting = _DEFAULT_LIMITS.voice_urls_per_inbox
     limit_voice_polls_per_visitor: RateSetting = _DEFAULT_LIMITS.voice_polls_per_visitor
     limit_voice_calls_per_visitor: RateSetting = _DEFAULT_LIMITS.voice_calls_per_visitor
+    limit_searches_per_agent: RateSetting = _DEFAULT_LIMITS.searches_per_agent
     limit_typing_per_sender: RateSetting = _DEFAULT_LIMITS.typing_per_sender
     limit_widget_updates_per_contact: RateSetting = _DEFAULT_LIMITS.widget_updates_per_contact
     limit_presence_per_socket: RateSetting = _DEFAULT_LIMITS.presence_per_socket

@@ -456,3 +456,19 @@ async def test_contact_shows_a_proven_identifier_as_verified(
         "proven-1",
         True,
     )
+
+
+async def test_search_is_rate_limited_per_agent(client: TestClient, world: World) -> None:
+    """A script searching in a loop meets a 429 with Retry-After (each search scans the
+    agent's messages); another agent can still search."""
+    search = conv_url(world, "", "/search") + "?q=needle"
+    statuses = []
+    for _ in range(200):  # the default budget is 60 at once
+        status, body = await call(client, "GET", search, world.agent)
+        statuses.append(status)
+        if status == 429:
+            assert "conversation searches" in body["error"]
+            break
+    assert statuses[-1] == 429 and set(statuses[:-1]) == {200}
+    status, _ = await call(client, "GET", search, world.admin)
+    assert status == 200

@@ -89,6 +89,7 @@ async def search(request: web.Request) -> web.Response:
     who = await auth.agent(request)
     query = search_query(request)
     page = page_param(request)
+    await svc.limiter.check("searches_per_agent", f"user:{who.user['id']}")
     meta, payload = await svc.db.read(
         payloads.agent_list,
         who.account_id,

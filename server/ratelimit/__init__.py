@@ -41,6 +41,7 @@ WHAT = {
     "voice_urls_per_inbox": "voice_signed_url calls for this inbox",
     "voice_polls_per_visitor": "voice_transcript_poll calls for this visitor",
     "voice_calls_per_visitor": "voice call heartbeats, links and ends for this visitor",
+    "searches_per_agent": "conversation searches for this agent",
     "typing_per_sender": "typing updates",
     "widget_updates_per_contact": "answers and label changes from this visitor",
     "presence_per_socket": "presence updates and subscriptions on this socket",

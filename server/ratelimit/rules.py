@@ -65,6 +65,9 @@ class RateLimits:
     # voice_heartbeat, voice_link_elevenlabs and voice_call_ended per visitor (the contact
     # of a valid token): each is a write. The fork's widget sends a heartbeat every 3 s.
     voice_calls_per_visitor: Rate | None = Rate(90, 60)
+    # Conversation searches (GET conversations/search) per agent: each scans the messages
+    # of the agent's inboxes. The console searches once typing pauses, and on scroll.
+    searches_per_agent: Rate | None = Rate(60, 60)
 
 
 def env_name(field_name: str) -> str:

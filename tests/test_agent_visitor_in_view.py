@@ -5,6 +5,7 @@ changes write in their transaction. Tenant scoping and bad input throughout."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from typing import Any
 
@@ -472,3 +473,26 @@ async def test_search_is_rate_limited_per_agent(client: TestClient, world: World
     assert statuses[-1] == 429 and set(statuses[:-1]) == {200}
     status, _ = await call(client, "GET", search, world.admin)
     assert status == 200
+
+
+async def test_two_contacts_given_one_email_at_once(client: TestClient, world: World) -> None:
+    """Two agents give two contacts the same email at the same moment: one edit wins, the
+    other is the 422 a later edit would get (on PostgreSQL the two run in parallel)."""
+
+    async def holders(conn: Any, email: str) -> int:
+        rows = await conn.execute(select(contacts.c.id).where(contacts.c.email == email))
+        return len(rows.all())
+
+    for round_ in range(5):
+        first = await started(client, world.inbox["website_token"])
+        second = await started(client, world.inbox["website_token"])
+        email = f"shared-{round_}-{secrets.token_hex(3)}@x.example"
+        body = {"email": email}
+        results = await asyncio.gather(
+            *(
+                call(client, "PUT", acc_url(world, f"/contacts/{v.contact_id}"), who, body)
+                for v, who in ((first, world.agent), (second, world.admin))
+            )
+        )
+        assert sorted(status for status, _ in results) == [200, 422], results
+        assert await client.app[SERVICES].db.read(holders, email) == 1

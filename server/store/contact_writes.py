@@ -14,7 +14,7 @@ from server.errors import unprocessable
 from server.store import contacts as contacts_store
 from server.store import one, outbox
 from server.store.inputs import ContactAttributeRemoval, ContactEdit
-from server.store.tables import contact_inboxes, contacts
+from server.store.tables import accounts, contact_inboxes, contacts
 
 
 async def remove_attributes(conn: AsyncConnection, r: ContactAttributeRemoval) -> dict[str, Any]:
@@ -82,6 +82,12 @@ async def edit(conn: AsyncConnection, e: ContactEdit) -> dict[str, Any] | None:
         return row
     email = changes.get("email")
     if email is not None:
+        # Two edits giving two contacts one email at once: the account's row lock makes the
+        # second wait and see the first (there is no unique index: visitors' own emails
+        # may repeat, as in Chatwoot before a merge).
+        await conn.execute(
+            select(accounts.c.id).where(accounts.c.id == e.account_id).with_for_update()
+        )
         taken = await conn.execute(
             select(contacts.c.id).where(
                 contacts.c.account_id == e.account_id,

@@ -179,6 +179,8 @@ def _mailer(settings: Settings, db: Database) -> Mailer | None:
         starttls={"auto": None, "on": True, "off": False}[settings.smtp_starttls],
         timeout=settings.smtp_timeout,
         queue_size=settings.mail_queue_size,
+        retry_after=settings.smtp_retry_after,
+        attempts=settings.smtp_attempts,
     )
 
 

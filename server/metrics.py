@@ -258,6 +258,7 @@ class ServiceCollector(Collector):
             )
             mails.add_metric(["sent"], mailer.sent)
             mails.add_metric(["failed"], mailer.failed)
+            mails.add_metric(["retried"], mailer.retried)
             mails.add_metric(["dropped"], mailer.dropped)
             yield mails
             yield GaugeMetricFamily(

@@ -415,6 +415,10 @@ class Settings(BaseSettings):
     )
     smtp_timeout: float = deadline(10.0)
     mail_queue_size: int = between(1000, 1, 100_000)
+    # A mail that failed for a reason that may pass is tried again after SMTP_RETRY_AFTER
+    # seconds, doubling each time, SMTP_ATTEMPTS tries in all.
+    smtp_retry_after: float = between(60.0, 0.05, 3600, " seconds")
+    smtp_attempts: int = between(4, 1, 20)
     # LIMIT_*: what visitors and sockets may create or cost (server/ratelimit/rules.py); the
     # `rate_limits` property gathers them.
     limit_contacts_per_address: RateSetting = _DEFAULT_LIMITS.contacts_per_address

@@ -22,6 +22,8 @@ class Mailbox:
         self.logins: list[tuple[str, str]] = []
         self.envelopes: list[Envelope] = []
         self.hold: asyncio.Event | None = None  # set: DATA waits for it (a slow server)
+        # replies DATA gives first, one per mail, instead of accepting it ("451 ...": busy)
+        self.refusals: list[str] = []
         self._new = asyncio.Event()
         self.port = 0
         self._server: asyncio.Server | None = None
@@ -29,6 +31,8 @@ class Mailbox:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         if self.hold is not None:
             await self.hold.wait()
+        if self.refusals:
+            return self.refusals.pop(0)
         self.envelopes.append(envelope)
         self._new.set()
         return "250 Message accepted"

@@ -7,14 +7,18 @@ readiness check either: a mail server that is down must not take the chat out of
 balancer's rotation. Operators see it in the metrics (chat_transcript_mails{result}) and in
 one WARNING line per failed mail that says what to check.
 
-The queue lives in the process: jobs still queued when it stops (after SHUTDOWN_GRACE) are
-lost, and counted as dropped."""
+A mail that fails for a reason that may pass (the server is unreachable or busy, a 4xx
+answer, the database did not answer) is tried again after SMTP_RETRY_AFTER seconds,
+doubling, SMTP_ATTEMPTS tries in all; a permanent refusal (5xx) is not retried.
+
+The queue lives in the process: jobs still queued or waiting for a retry when it stops
+(after SHUTDOWN_GRACE) are lost, and counted as dropped."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
@@ -70,6 +74,20 @@ class TranscriptJob:
     conversation_id: int
     contact_inbox_id: int  # the conversation must still be this visitor's when it is read
     to: str
+    attempt: int = 1
+
+
+def may_pass(exc: BaseException) -> bool:
+    """A failure worth another try later: no connection, a timeout, a dropped connection
+    (aiosmtplib's are OSErrors), a 4xx answer (a temporary refusal, greylisting), a database
+    that did not answer. A 5xx answer or a bad address would fail the same way again."""
+    if isinstance(exc, (OSError, DatabaseUnavailable)):
+        return True
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        return 400 <= exc.code < 500
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        return all(400 <= r.code < 500 for r in exc.recipients)
+    return False
 
 
 class Mailer:
@@ -82,6 +100,8 @@ class Mailer:
         starttls: bool | None,
         timeout: float,
         queue_size: int,
+        retry_after: float = 60.0,
+        attempts: int = 4,
     ) -> None:
         self.db = db
         self.server = server
@@ -89,10 +109,15 @@ class Mailer:
         self.starttls = starttls  # None: when the server offers it
         self.timeout = timeout
         self.queue: asyncio.Queue[TranscriptJob] = asyncio.Queue(queue_size)
+        self.retry_after = retry_after
+        self.attempts = attempts
         self.sent = 0
         self.failed = 0
-        self.dropped = 0  # refused with a full queue, or still queued at stop
+        self.retried = 0
+        self.dropped = 0  # refused with a full queue, or still queued (or waiting) at stop
         self._task: asyncio.Task[None] | None = None
+        # mails waiting for their next try (at most as many as the queue holds)
+        self._waiting: set[asyncio.TimerHandle] = set()
 
     def submit(self, job: TranscriptJob) -> bool:
         """Queue `job`; False (and nothing queued) when the queue is full or stopped."""
@@ -128,7 +153,10 @@ class Mailer:
             pass
         task, self._task = self._task, None
         await cancel(task)
-        self.dropped += self.queue.qsize()
+        for handle in self._waiting:
+            handle.cancel()
+        self.dropped += self.queue.qsize() + len(self._waiting)
+        self._waiting.clear()
 
     async def _run(self) -> None:
         while True:
@@ -137,34 +165,40 @@ class Mailer:
                 await self.deliver(job)
             except asyncio.CancelledError:
                 raise
-            except Undeliverable as exc:
-                self.failed += 1
-                log.warning(
-                    "transcript mail for conversation %d not sent: the contact's email address "
-                    "cannot be put in a mail safely (%s); correct the contact's email",
-                    job.conversation_id,
-                    exc,
-                )
-            except DatabaseUnavailable as exc:
-                self.failed += 1
-                log.warning(
-                    "transcript mail for conversation %d not sent: the database did not answer "
-                    "(%s); see the database's own errors",
-                    job.conversation_id,
-                    exc,
-                )
             except Exception as exc:
-                self.failed += 1
-                log.warning(
-                    "transcript mail for conversation %d not sent: %s: %s; check SMTP_URL "
-                    "(host, port, credentials), SMTP_STARTTLS, and that the SMTP server "
-                    "accepts MAIL_FROM as a sender",
-                    job.conversation_id,
-                    type(exc).__name__,
-                    str(exc)[:300],
-                )
+                if may_pass(exc) and job.attempt < self.attempts:
+                    self._try_again(job, exc)
+                else:
+                    self.failed += 1
+                    log.warning("%s", _failure(job, exc))
             finally:
                 self.queue.task_done()
+
+    def _try_again(self, job: TranscriptJob, exc: BaseException) -> None:
+        if len(self._waiting) >= self.queue.maxsize:
+            self.dropped += 1
+            log.warning("%s; not tried again: too many mails wait for a retry", _failure(job, exc))
+            return
+        delay = self.retry_after * 2 ** (job.attempt - 1)
+        log.warning(
+            "%s; trying again in %gs (attempt %d of %d)",
+            _failure(job, exc),
+            delay,
+            job.attempt + 1,
+            self.attempts,
+        )
+        self.retried += 1
+        handle: asyncio.TimerHandle
+
+        def requeue() -> None:
+            self._waiting.discard(handle)
+            try:
+                self.queue.put_nowait(replace(job, attempt=job.attempt + 1))
+            except asyncio.QueueFull:
+                self.dropped += 1
+
+        handle = asyncio.get_running_loop().call_later(delay, requeue)
+        self._waiting.add(handle)
 
     async def deliver(self, job: TranscriptJob) -> None:
         found = await self.db.read(
@@ -185,3 +219,19 @@ class Mailer:
             timeout=self.timeout,
         )
         self.sent += 1
+
+
+def _failure(job: TranscriptJob, exc: BaseException) -> str:
+    """The log line of a mail that failed: what failed, and what to check."""
+    what = f"transcript mail for conversation {job.conversation_id} not sent"
+    if isinstance(exc, Undeliverable):
+        return (
+            f"{what}: the contact's email address cannot be put in a mail safely ({exc});"
+            " correct the contact's email"
+        )
+    if isinstance(exc, DatabaseUnavailable):
+        return f"{what}: the database did not answer ({exc}); see the database's own errors"
+    return (
+        f"{what}: {type(exc).__name__}: {str(exc)[:300]}; check SMTP_URL (host, port,"
+        " credentials), SMTP_STARTTLS, and that the SMTP server accepts MAIL_FROM as a sender"
+    )

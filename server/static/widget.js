@@ -198,7 +198,12 @@ class Widget {
     // ?after= answers at most 100 messages at a time: keep asking while pages come back full.
     for (let round = 0, after = last; round < 20; round++) {
       const page = (await this.api("GET", "/messages", { query: { after } })).payload || [];
-      for (const msg of page) this.upsert(msg);
+      for (const msg of page) {
+        const missed = !this.messages.has(msg.id);
+        this.upsert(msg);
+        // What the agent wrote while the socket was away counts on a closed launcher too.
+        if (missed && this.countsWhileClosed(msg)) this.notifyClosed(msg);
+      }
       if (page.length < CATCH_UP_PAGE) break;
       after = page[page.length - 1].id;
     }
@@ -378,7 +383,7 @@ class Widget {
           if (data.sender && data.sender.type === "user") this.showPresence({ [data.sender.id]: "online" });
           this.showAgentTyping(null);
           this.markSeen();
-          if (!this.embedded && !this.isOpen() && data.message_type !== MESSAGE.activity) this.notifyClosed(data);
+          if (this.countsWhileClosed(data)) this.notifyClosed(data);
         }
         return;
       case "conversation.created":
@@ -434,6 +439,17 @@ class Widget {
       this.renderLauncher();
       this.launcher.focus();
     }
+  }
+
+  // An agent's message (not the visitor's own, not an activity line) while the widget is
+  // closed (and not embedded: the host page then decides).
+  countsWhileClosed(msg) {
+    return (
+      !this.embedded &&
+      !this.isOpen() &&
+      msg.message_type !== MESSAGE.incoming &&
+      msg.message_type !== MESSAGE.activity
+    );
   }
 
   // An agent's message while the widget is closed: count it on the launcher, preview it.

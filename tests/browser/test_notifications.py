@@ -250,3 +250,38 @@ def test_closed_widget_counts_and_previews_agent_messages(
     agent_call(demo_server, "POST", f"/conversations/{cid}/messages", {"content": "One more"})
     expect(badge).to_have_text("1")
     expect(preview.locator(".cw-preview-text")).to_have_text("One more")
+
+
+def test_closed_widget_counts_what_it_fetched_after_a_reconnect(
+    demo_server: DemoServer, pages: Pages
+) -> None:
+    """A reply sent while the closed widget's socket was away, fetched over HTTP (?after=)
+    because the socket could not resume, counts on the launcher like a live one."""
+    visitor = open_widget(pages.new(), demo_server)
+    visitor.fill(".cw-input", unique("Call me back"))
+    visitor.keyboard.press("Enter")
+    cid = widget_conversation_id(visitor)
+    expect(visitor.locator(".cw-mine .cw-pending")).to_have_count(0)
+    visitor.click(".cw-close")
+    visitor.wait_for_function(
+        "() => [...window.chatWidget.cable.subscriptions.values()].some(s => s.positions.size)"
+    )
+    visitor.evaluate("() => { const c = window.chatWidget.cable; c.stopped = true; c.ws.close(); }")
+    visitor.wait_for_selector(".cw-root[data-connection=stopped]")
+    missed = unique("Back now, sorry")
+    agent_call(demo_server, "POST", f"/conversations/{cid}/messages", {"content": missed})
+
+    fetched: list[str] = []
+    visitor.on("request", lambda r: "after=" in r.url and fetched.append(r.url))
+    # Positions the server cannot resume from (an epoch it never had): it says so, and the
+    # widget fetches what it missed over HTTP.
+    visitor.evaluate(
+        """() => { const c = window.chatWidget.cable;
+          for (const s of c.subscriptions.values())
+            for (const [k, v] of s.positions) s.positions.set(k, { ...v, epoch: "gone" });
+          c.stopped = false; c.connect(); }"""
+    )
+    visitor.wait_for_selector(".cw-root[data-connection=connected]")
+    expect(visitor.locator(".cw-badge")).to_have_text("1")
+    expect(visitor.locator(".cw-preview .cw-preview-text")).to_have_text(missed)
+    assert fetched, "the widget resumed instead of fetching over HTTP"

@@ -184,6 +184,18 @@ async def test_agent_replies_with_a_file(
         client, world.agent, world.account["id"], first["conversation_id"], []
     )
     assert empty.status == 422
+    # Stored under the conversation's own account and inbox, like the visitor's files.
+    root = client.app[SERVICES].settings.data_dir / "attachments"
+    prefix = f"a{world.account['id']}/i{world.inbox['id']}/"
+    kept = [p.relative_to(root).as_posix() for p in stored_files(client)]
+    assert kept and all(k.startswith(prefix) for k in kept), kept
+    # A conversation the agent cannot see: a 404 before any file is stored.
+    before = sorted(stored_files(client))
+    unknown = await agent_upload(
+        client, world.agent, world.account["id"], 999_999, [("x.pdf", PDF, "application/pdf")]
+    )
+    assert unknown.status == 404
+    assert sorted(stored_files(client)) == before
     await visitor_cable.close()
 
 

@@ -141,9 +141,11 @@ async def create(request: web.Request) -> web.Response:
     display_id = auth.path_id(request, "display_id")
     if not is_multipart(request):
         return await _create(svc, who, display_id, await json_body(request))
-    # Files are kept under the account's prefix (inbox 0: the conversation's inbox is found
-    # by the write itself).
-    owner = {"account_id": who.account_id, "id": 0}
+    # Files are kept under the conversation's account and inbox, as a visitor's are; a
+    # conversation the agent cannot see is a 404 before any byte is stored. (The one read
+    # this costs is for messages with files only.)
+    conv = await auth.conversation(request, who)
+    owner = {"account_id": conv["account_id"], "id": conv["inbox_id"]}
     received = await svc.attachments.receive(request, owner, FILE_FIELD)
     try:
         return await _create(svc, who, display_id, dict(received.fields), received, owner)

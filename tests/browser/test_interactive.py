@@ -180,3 +180,33 @@ def test_labels_in_the_console_and_from_the_customers_page(
     assert agent_call(demo_server, "GET", f"/conversations/{cid}/labels") == {
         "payload": [f"billing-{tag}"]
     }
+
+
+def test_the_agent_offers_options_from_the_console(demo_server: DemoServer, pages: Pages) -> None:
+    """The console's "Options": a question with one option per line goes out as
+    input_select; the widget shows the options as buttons, the visitor picks one, and the
+    console shows the answer. Options on a private note are refused in the console."""
+    visitor = pages.new()
+    cid = start_chat(visitor, demo_server)
+    agent = open_console(pages.new(1280, 800), demo_server)
+    agent.locator(f'.conv-item[data-id="{cid}"]').click()
+    composer = agent.locator(".composer")
+    composer.locator(".options-toggle").click()
+    expect(composer.locator(".options-toggle")).to_have_attribute("aria-pressed", "true")
+    composer.locator(".options-input").fill("Small\n\n  Large  \nSmall")  # blanks, repeats
+    agent.locator(".private-toggle").check()
+    agent.fill(".composer .reply-input", "Which size?")
+    composer.locator(".send").click()
+    expect(agent.locator(".toast")).to_contain_text("untick Private note")
+    agent.locator(".private-toggle").uncheck()
+    composer.locator(".send").click()
+
+    message = agent.locator(".message", has_text="Which size?")
+    expect(message.locator(".interactive .offered")).to_have_text("Options: Small · Large")
+    expect(message.locator(".interactive .answer")).to_have_text("Not answered yet")
+    expect(composer.locator(".options-panel")).to_be_hidden()  # reset for the next reply
+
+    options = visitor.locator(".cw-message", has_text="Which size?").locator(".cw-option")
+    expect(options).to_have_text(["Small", "Large"])
+    options.nth(1).click()
+    expect(message.locator(".interactive .answer")).to_have_text("Answer: Large")

@@ -166,17 +166,14 @@ async def test_transcripts_are_rate_limited_per_conversation(
 ) -> None:
     limits = RateLimits(transcripts_per_conversation=Rate(2, 3600))
     client = await mail_client(db_url, tmp_path, aiohttp_client, mailbox.port, rate_limits=limits)
-    world = await build_world(client.app[SERVICES].db)
-    visitor = await Visitor(client, world.inbox["website_token"]).start()
-    await visitor.patch("contact", {"email": "jo@example.org"})
-    await visitor.send("hi")
+    visitor = await visitor_with_email(client)
     for _ in range(2):
         assert (await visitor.post("conversations/transcript")).status == 200
     resp = await visitor.post("conversations/transcript")
     assert resp.status == 429
     assert (await resp.json())["limit"] == "transcripts_per_conversation"
     assert int(resp.headers["Retry-After"]) >= 1
-    other = await Visitor(client, world.inbox["website_token"]).start()
+    other = await Visitor(client, visitor.website_token).start()
     await other.patch("contact", {"email": "other@example.org"})
     await other.send("hi")
     assert (await other.post("conversations/transcript")).status == 200
@@ -220,6 +217,16 @@ async def test_headers_cannot_be_injected(
     await settled(client, sent=1, failed=1, dropped=0)
 
 
+async def visitor_with_email(client: TestClient) -> Visitor:
+    """A visitor of a new world's inbox with an email on their contact and a conversation:
+    one whose transcript can be mailed."""
+    world = await build_world(client.app[SERVICES].db)
+    visitor = await Visitor(client, world.inbox["website_token"]).start()
+    await visitor.patch("contact", {"email": "jo@example.org"})
+    await visitor.send("hi")
+    return visitor
+
+
 async def test_an_unreachable_smtp_server_is_counted_and_logged(
     db_url: str, tmp_path: Any, aiohttp_client: Any, caplog: Any
 ) -> None:
@@ -230,10 +237,7 @@ async def test_an_unreachable_smtp_server_is_counted_and_logged(
         db_url, tmp_path, aiohttp_client, port,
         smtp_timeout=2.0, smtp_retry_after=0.05, smtp_attempts=2,
     )  # fmt: skip
-    world = await build_world(client.app[SERVICES].db)
-    visitor = await Visitor(client, world.inbox["website_token"]).start()
-    await visitor.patch("contact", {"email": "jo@example.org"})
-    await visitor.send("hi")
+    visitor = await visitor_with_email(client)
     with caplog.at_level(logging.WARNING, logger="server.mail.mailer"):
         assert (await visitor.post("conversations/transcript")).status == 200
         # Refused connections may pass: tried again once, then counted as failed.
@@ -250,10 +254,7 @@ async def test_a_full_queue_answers_503(
     client = await mail_client(
         db_url, tmp_path, aiohttp_client, mailbox.port, mail_queue_size=1, rate_limits=limits
     )
-    world = await build_world(client.app[SERVICES].db)
-    visitor = await Visitor(client, world.inbox["website_token"]).start()
-    await visitor.patch("contact", {"email": "jo@example.org"})
-    await visitor.send("hi")
+    visitor = await visitor_with_email(client)
     mailer = client.app[SERVICES].mailer
     assert mailer is not None
     mailbox.hold = asyncio.Event()
@@ -312,10 +313,7 @@ async def test_starttls_on_refuses_a_server_without_it(
 ) -> None:
     """SMTP_STARTTLS=on: a server that offers no STARTTLS gets no mail (and no password)."""
     client = await mail_client(db_url, tmp_path, aiohttp_client, mailbox.port, smtp_starttls="on")
-    world = await build_world(client.app[SERVICES].db)
-    visitor = await Visitor(client, world.inbox["website_token"]).start()
-    await visitor.patch("contact", {"email": "jo@example.org"})
-    await visitor.send("hi")
+    visitor = await visitor_with_email(client)
     with caplog.at_level(logging.WARNING, logger="server.mail.mailer"):
         assert (await visitor.post("conversations/transcript")).status == 200
         await settled(client, failed=1, sent=0)
@@ -332,10 +330,7 @@ async def test_a_busy_smtp_server_gets_the_mail_on_a_later_try(
     client = await mail_client(
         db_url, tmp_path, aiohttp_client, mailbox.port, smtp_retry_after=0.05, smtp_attempts=4
     )
-    world = await build_world(client.app[SERVICES].db)
-    visitor = await Visitor(client, world.inbox["website_token"]).start()
-    await visitor.patch("contact", {"email": "jo@example.org"})
-    await visitor.send("hi")
+    visitor = await visitor_with_email(client)
     with caplog.at_level(logging.WARNING, logger="server.mail.mailer"):
         assert (await visitor.post("conversations/transcript")).status == 200
         [mail] = await mailbox.wait_for(1)
@@ -352,10 +347,7 @@ async def test_a_permanent_refusal_is_not_tried_again(
     client = await mail_client(
         db_url, tmp_path, aiohttp_client, mailbox.port, smtp_retry_after=0.05, smtp_attempts=4
     )
-    world = await build_world(client.app[SERVICES].db)
-    visitor = await Visitor(client, world.inbox["website_token"]).start()
-    await visitor.patch("contact", {"email": "jo@example.org"})
-    await visitor.send("hi")
+    visitor = await visitor_with_email(client)
     assert (await visitor.post("conversations/transcript")).status == 200
     await settled(client, failed=1, retried=0, sent=0)
     assert mailbox.envelopes == [] and mailbox.refusals == []

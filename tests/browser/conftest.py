@@ -186,6 +186,21 @@ def widget_conversation_id(page: Any) -> int:
     return int(page.evaluate("() => window.chatWidget.conv.id"))
 
 
+def cut_widget_socket(page: Any) -> None:
+    """Take the widget's socket away (it stays away until `restore_widget_socket`), once it
+    has had an event to resume from (a stream position)."""
+    page.wait_for_function(
+        "() => [...window.chatWidget.cable.subscriptions.values()].some(s => s.positions.size)"
+    )
+    page.evaluate("() => { const c = window.chatWidget.cable; c.stopped = true; c.ws.close(); }")
+    page.wait_for_selector(".cw-root[data-connection=stopped]")
+
+
+def restore_widget_socket(page: Any) -> None:
+    page.evaluate("() => { const c = window.chatWidget.cable; c.stopped = false; c.connect(); }")
+    page.wait_for_selector(".cw-root[data-connection=connected]")
+
+
 def widget_auth_token(page: Any) -> str:
     return str(page.evaluate("() => window.chatWidget.token"))
 

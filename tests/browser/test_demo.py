@@ -16,8 +16,10 @@ from tests.browser.conftest import (
     Pages,
     agent_call,
     call,
+    cut_widget_socket,
     open_console,
     open_widget,
+    restore_widget_socket,
     widget_auth_token,
     widget_conversation_id,
 )
@@ -140,22 +142,17 @@ def test_widget_catches_up_after_a_reconnect(demo_server: DemoServer, pages: Pag
     cid = widget_conversation_id(visitor)
     expect(visitor.locator(".cw-mine .cw-pending")).to_have_count(0)
 
-    # Once its socket has had an event (the visitor's own message): it has a stream position
-    # to resume from. (Without one, nor a ping's server time yet, it would refetch.)
-    visitor.wait_for_function(
-        "() => [...window.chatWidget.cable.subscriptions.values()].some(s => s.positions.size)"
-    )
-    # Take the widget's socket away, reply while it is gone, then let it come back.
-    visitor.evaluate("() => { const c = window.chatWidget.cable; c.stopped = true; c.ws.close(); }")
-    visitor.wait_for_selector(".cw-root[data-connection=stopped]")
+    # Once its socket has had an event (the visitor's own message) it has a stream position
+    # to resume from (without one, nor a ping's server time yet, it would refetch): take the
+    # socket away, reply while it is gone, then let it come back.
+    cut_widget_socket(visitor)
     missed = unique("Sorry, I was away")
     agent_call(demo_server, "POST", f"/conversations/{cid}/messages", {"content": missed})
     expect(visitor.get_by_text(missed)).to_have_count(0)
 
     fetched: list[str] = []
     visitor.on("request", lambda r: "/messages?" in r.url and fetched.append(r.url))
-    visitor.evaluate("() => { const c = window.chatWidget.cable; c.stopped = false; c.connect(); }")
-    visitor.wait_for_selector(".cw-root[data-connection=connected]")
+    restore_widget_socket(visitor)
     expect(visitor.locator(".cw-theirs .text")).to_have_text([missed])
     # It resumed (extended protocol: session restored, the missed message from the stream's
     # history), so it fetched nothing over HTTP.

@@ -22,8 +22,10 @@ from tests.browser.conftest import (
     Pages,
     agent_call,
     call,
+    cut_widget_socket,
     open_console,
     open_widget,
+    restore_widget_socket,
     widget_conversation_id,
 )
 
@@ -263,11 +265,7 @@ def test_closed_widget_counts_what_it_fetched_after_a_reconnect(
     cid = widget_conversation_id(visitor)
     expect(visitor.locator(".cw-mine .cw-pending")).to_have_count(0)
     visitor.click(".cw-close")
-    visitor.wait_for_function(
-        "() => [...window.chatWidget.cable.subscriptions.values()].some(s => s.positions.size)"
-    )
-    visitor.evaluate("() => { const c = window.chatWidget.cable; c.stopped = true; c.ws.close(); }")
-    visitor.wait_for_selector(".cw-root[data-connection=stopped]")
+    cut_widget_socket(visitor)
     missed = unique("Back now, sorry")
     agent_call(demo_server, "POST", f"/conversations/{cid}/messages", {"content": missed})
 
@@ -276,12 +274,10 @@ def test_closed_widget_counts_what_it_fetched_after_a_reconnect(
     # Positions the server cannot resume from (an epoch it never had): it says so, and the
     # widget fetches what it missed over HTTP.
     visitor.evaluate(
-        """() => { const c = window.chatWidget.cable;
-          for (const s of c.subscriptions.values())
-            for (const [k, v] of s.positions) s.positions.set(k, { ...v, epoch: "gone" });
-          c.stopped = false; c.connect(); }"""
+        """() => { for (const s of window.chatWidget.cable.subscriptions.values())
+            for (const [k, v] of s.positions) s.positions.set(k, { ...v, epoch: "gone" }); }"""
     )
-    visitor.wait_for_selector(".cw-root[data-connection=connected]")
+    restore_widget_socket(visitor)
     expect(visitor.locator(".cw-badge")).to_have_text("1")
     expect(visitor.locator(".cw-preview .cw-preview-text")).to_have_text(missed)
     assert fetched, "the widget resumed instead of fetching over HTTP"

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -182,13 +182,27 @@ class Connection:
 
     async def close(self, final_frame: bytes | None = None, timeout: float = 1.0) -> None:
         """Flush a last frame and close politely, waiting at most `timeout`."""
+        goodbye = self.shut(final_frame, timeout)
+        if goodbye is not None:
+            await goodbye
+
+    def shut(
+        self, final_frame: bytes | None = None, timeout: float = 1.0
+    ) -> Coroutine[Any, Any, None] | None:
+        """Stop sending now (nothing more is written; queued frames are dropped) and return
+        the goodbye to run: `final_frame` and the closing handshake. None: closed already.
+        For a caller that must be sure no frame goes out after its decision, not only after
+        the goodbye runs (a resync: a newer message would hide the gap from the client)."""
         if self.closed:
-            return
+            return None
         self.closed = True
         self._queue = None
         self._queued_bytes = 0
         if self._writer is not None:
             self._writer.cancel()
+        return self._goodbye(final_frame, timeout)
+
+    async def _goodbye(self, final_frame: bytes | None, timeout: float) -> None:
         try:
             async with asyncio.timeout(timeout):
                 if final_frame is not None:

@@ -337,7 +337,11 @@ class Hub:
             conn.limit,
             conn.byte_limit,
         )
-        self._spawn(conn.close(protocol.RESYNC, timeout=1.0))
+        # Shut at once: a newer event sent before the goodbye would move its position past
+        # what it never got.
+        goodbye = conn.shut(protocol.RESYNC, timeout=1.0)
+        if goodbye is not None:
+            self._spawn(goodbye)
 
     def release(self, sub: Subscription) -> None:
         """Stop holding: send the held live events it was not sent already, in order."""
@@ -501,7 +505,10 @@ class Hub:
         history, and a reconnecting client catches up on its own."""
         conns = {sub.conn for sub in self.channels.get(channel, ())}
         for conn in conns:
-            self._spawn(conn.close(protocol.RESYNC, timeout=1.0))
+            # Shut at once: the held events delivered right after this must not reach it.
+            goodbye = conn.shut(protocol.RESYNC, timeout=1.0)
+            if goodbye is not None:
+                self._spawn(goodbye)
         if conns:
             log.warning(
                 "stream %s: history does not cover what this process missed; told %d sockets "

@@ -36,6 +36,9 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 WAIT_MS = 10_000  # the longest any single step may take
+# Playwright's expect() waits 5 s by default, apart from the pages' timeout: the same bound
+# for both (a loaded CI machine took longer than 5 s to show a conversation once).
+playwright_sync.expect.set_options(timeout=WAIT_MS)
 
 
 @dataclass
